@@ -1,0 +1,1 @@
+"""Site configuration: the pydantic schema, bundled register maps, example sites, systemd unit."""

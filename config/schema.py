@@ -1,0 +1,134 @@
+"""The site file schema. Field names are the YAML keys; defaults are the documented ones."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    prefix: str = Field(default="flexedge", min_length=1)
+    username: str | None = None
+    # SecretStr keeps the password out of reprs, logs and error messages.
+    password: SecretStr | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+
+class BalancingConstants(Strict):
+    """The D3A balancing-market constants, lower-cased, with D3A's own defaults."""
+
+    enable_balancing_market: bool = False
+    balancing_spot_trade_ratio: Ratio = 0.2
+    balancing_offer_demand_ratio: Ratio = 0.1
+    balancing_offer_supply_ratio: Ratio = 0.1
+    balancing_flexible_loads_support: bool = True
+
+
+class BalancingRates(Strict):
+    """An asset registry entry: (demand balancing rate, supply balancing rate) in ct/kWh."""
+
+    demand_rate_ct_per_kwh: float = Field(ge=0)
+    supply_rate_ct_per_kwh: float = Field(ge=0)
+
+
+class Tariff(Strict):
+    """A Power TAC tariff: its assets and the standing balancing order flexedge offers for it."""
+
+    id: Name
+    assets: list[Name] = Field(min_length=1)
+    # Fixed ratio of the standing order; [-1, 2] per Power TAC's BalancingOrder.
+    exercise_ratio: float = Field(ge=-1.0, le=2.0)
+    price_per_kwh: float
+
+    @model_validator(mode="after")
+    def _nonzero_ratio(self) -> Tariff:
+        if self.exercise_ratio == 0:
+            raise ValueError("exercise_ratio 0 offers nothing; use a value in [-1, 0) or (0, 2]")
+        return self
+
+
+class SimulatorSettings(Strict):
+    """How `flexedge sim` plays this device. Ignored by `flexedge run`."""
+
+    initial_soc: Ratio = 0.5
+
+
+class Battery(Strict):
+    name: Name
+    kind: Literal["battery"] = "battery"
+    transport: Literal["modbus-tcp"] = "modbus-tcp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    register_map: str = "battery_generic"
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    capacity_kwh: float = Field(gt=0)
+    soc_min: Ratio = 0.1
+    soc_max: Ratio = 0.95
+    # Energy kept back for the site's own needs (backup); never offered or dispatched.
+    reserve_soc: Ratio = 0.0
+    max_charge_kw: float = Field(gt=0)
+    max_discharge_kw: float = Field(gt=0)
+    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    # Device-side lease: it reverts to 0 kW if no setpoint arrives for this long.
+    setpoint_timeout_s: int = Field(default=10, ge=1, le=3600)
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> Battery:
+        if not self.soc_min + self.reserve_soc < self.soc_max:
+            raise ValueError("soc_min + reserve_soc must be below soc_max")
+        return self
+
+
+Device = Battery
+
+
+class SiteConfig(Strict):
+    site: Name
+    mqtt: MqttSettings = MqttSettings()
+    slot_seconds: int = Field(default=900, ge=10, le=86400)
+    control_period_s: float = Field(default=1.0, ge=0.05, le=3600)
+    # A delivery counts as delivered when within this share of the accepted energy.
+    delivery_tolerance: Ratio = 0.02
+    # Where the SQLite log goes; relative paths are relative to the site file.
+    log_db: str = "flexedge.sqlite"
+    balancing: BalancingConstants = BalancingConstants()
+    asset_registry: dict[Name, BalancingRates] = {}
+    tariffs: list[Tariff] = []
+    devices: list[Device] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        names = [d.name for d in self.devices]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"device names must be unique: {', '.join(dupes)}")
+        for asset in self.asset_registry:
+            if asset not in names:
+                raise ValueError(f"asset_registry names {asset!r}, which is not a device")
+        tariff_ids = [t.id for t in self.tariffs]
+        if len(set(tariff_ids)) != len(tariff_ids):
+            raise ValueError("tariff ids must be unique")
+        for tariff in self.tariffs:
+            for asset in tariff.assets:
+                if asset not in names:
+                    raise ValueError(f"tariff {tariff.id!r} names {asset!r}, which is not a device")
+        return self
+
+    def device(self, name: str) -> Device:
+        for device in self.devices:
+            if device.name == name:
+                return device
+        raise KeyError(name)

@@ -1,0 +1,132 @@
+"""The `flexedge` command. The only place that configures logging handlers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from config.loader import EXAMPLE_SITE, Site, load_site
+from controller.errors import FlexedgeError
+
+log = logging.getLogger(__name__)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _load(path: Path, mqtt: tuple[str, int] | None = None, db: Path | None = None) -> Site:
+    overrides: dict[str, object] = {}
+    if mqtt is not None or db is not None:
+        import yaml
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if mqtt is not None:
+            overrides["mqtt"] = {**(raw.get("mqtt") or {}), "host": mqtt[0], "port": mqtt[1]}
+        if db is not None:
+            overrides["log_db"] = str(db.resolve())
+    return load_site(path, overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from controller.daemon import Daemon
+    site = _load(args.config, args.mqtt, args.db)
+
+    async def main() -> None:
+        await Daemon(site).run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from simulators.cli import main_sim
+    main_sim(args.config)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo import run_demo
+    return run_demo(args.config, keep=args.keep)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from controller.bench_latency import run_latency_bench
+    if args.what == "latency":
+        return run_latency_bench(events=args.events)
+    return 2
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from controller.commands import render_status
+    from controller.mqtt import request
+    site = _load(args.config, args.mqtt)
+    cfg = site.config
+    base = f"{cfg.mqtt.prefix}/{cfg.site}"
+    reply = asyncio.run(request(cfg.mqtt.host, cfg.mqtt.port, f"{base}/cmd/status", b"{}",
+                                f"{base}/cmd-reply/{id(args)}", timeout=args.timeout))
+    body = json.loads(reply)
+    print(json.dumps(body, indent=2) if args.json else render_status(body))
+    return 0 if body.get("ok") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flexedge", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the controller daemon for a site")
+    run.add_argument("--config", type=Path, required=True, help="site YAML file")
+    run.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    run.add_argument("--db", type=Path, help="override the SQLite log path")
+    run.set_defaults(func=_cmd_run)
+
+    sim = sub.add_parser("sim", help="serve the simulated devices of a site")
+    sim.add_argument("--config", type=Path, required=True, help="site YAML file")
+    sim.set_defaults(func=_cmd_sim)
+
+    demo = sub.add_parser("demo", help="run a self-contained demo with a private broker")
+    demo.add_argument("--config", type=Path, default=EXAMPLE_SITE, help="site YAML file")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's work directory")
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench.add_argument("what", choices=["latency"])
+    bench.add_argument("--events", type=int, default=1000, help="control events to send")
+    bench.set_defaults(func=_cmd_bench)
+
+    status = sub.add_parser("status", help="ask a running daemon what it is doing")
+    status.add_argument("--config", type=Path, required=True, help="site YAML file")
+    status.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    status.set_defaults(func=_cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # pymodbus logs every reconnect attempt at error level; the drivers report those already.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # APScheduler logs every job run at info: one line a second per job drowns the log.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except FlexedgeError as exc:
+        print(f"flexedge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

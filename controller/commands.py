@@ -1,0 +1,64 @@
+"""Operator commands over MQTT v5 request/response (`cmd/{command}`), used by the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from controller.mqtt import Inbound
+from controller.wire import encode, iso
+
+if TYPE_CHECKING:
+    from controller.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def handle(self, message: Inbound, command: str) -> None:
+        if message.response_topic is None:
+            log.info("command %s without a response topic ignored", command)
+            return
+        if command == "status":
+            body = self.status()
+        else:
+            body = {"ok": False, "error": f"unknown command {command!r}; known: status"}
+        self.daemon.link.publish(message.response_topic, encode(body), qos=1,
+                                 correlation_data=message.correlation_data)
+
+    def status(self) -> dict[str, Any]:
+        d = self.daemon
+        now = d.clock()
+        commitments = []
+        for cid, c in d.control.commitments.items():
+            progress = d.control.progress[cid]
+            commitments.append({
+                "id": cid, "ref_type": c.ref_type.value, "window_start": iso(c.window_start),
+                "window_end": iso(c.window_end), "accepted_kwh": c.accepted_kwh,
+                "delivered_kwh": round(progress.delivered_kwh, 6)})
+        return {"ok": True, "site": d.config.site, "state": d.state, "ts": iso(now),
+                "assets": d.control.summary(now), "open_commitments": commitments,
+                "outbox_backlog": d.outbox.backlog(),
+                "log_db": str(d.store.path), "orders": [
+                    {"tariff_id": o.tariff_id, "exercise_ratio": o.exercise_ratio,
+                     "price_per_kwh": o.price_per_kwh} for o in d.market.orders.values()]}
+
+
+def render_status(body: dict[str, Any]) -> str:
+    """Human-readable status for the CLI."""
+    if not body.get("ok"):
+        return f"error: {body.get('error')}"
+    lines = [f"site {body['site']}: {body['state']} at {body['ts']}",
+             f"log: {body['log_db']}  outbox backlog: {body['outbox_backlog']}", "assets:"]
+    for name, a in body["assets"].items():
+        lines.append(f"  {name:<16} p={a['p_kw']} kW soc={a['soc']} "
+                     f"available={a['available']} setpoint={a['setpoint_kw']}")
+    lines.append(f"open commitments: {len(body['open_commitments'])}")
+    for c in body["open_commitments"]:
+        lines.append(f"  {c['id']} {c['ref_type']} {c['window_start']}..{c['window_end']} "
+                     f"{c['delivered_kwh']}/{c['accepted_kwh']} kWh")
+    return "\n".join(lines) + "\n" + json.dumps({"orders": body["orders"]})

@@ -1,0 +1,197 @@
+"""The control loop: poll devices, meter, close finished commitments, dispatch, write.
+
+This is the shell around the pure core: it owns the live state (latest readings, open
+commitments and their metered progress, the allocations in force on each device), does the
+device I/O and the logging, and asks the core what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from config.loader import Site
+from config.schema import Battery
+from controller.core.admission import AssetState, Ledger
+from controller.core.dispatch import DeviceView, plan
+from controller.core.metering import Sample, attribute
+from controller.core.model import BatteryLimits, Commitment, Progress
+from controller.core.reports import build_report
+from controller.errors import DeviceError
+from controller.outbox import Outbox
+from controller.store import Store
+from controller.wire import delivery_report
+from drivers.base import Device, Reading
+
+log = logging.getLogger(__name__)
+
+# A device whose last good reading is older than this many control periods is unavailable.
+STALE_PERIODS = 3
+
+
+def battery_limits(device: Battery) -> BatteryLimits:
+    return BatteryLimits(
+        asset=device.name, capacity_kwh=device.capacity_kwh,
+        soc_floor=device.soc_min + device.reserve_soc, soc_ceiling=device.soc_max,
+        max_charge_kw=device.max_charge_kw, max_discharge_kw=device.max_discharge_kw,
+        charge_efficiency=device.charge_efficiency,
+        discharge_efficiency=device.discharge_efficiency)
+
+
+class ControlLoop:
+    def __init__(self, site: Site, devices: dict[str, Device], store: Store, outbox: Outbox,
+                 clock: Callable[[], float]) -> None:
+        self.site = site
+        self.devices = devices
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.period_s = site.config.control_period_s
+        self.limits = {d.name: battery_limits(d) for d in site.config.devices}
+        self.baseline_kw = {d.name: 0.0 for d in site.config.devices}  # idle battery
+        self.readings: dict[str, Reading] = {}
+        self.commitments: dict[str, Commitment] = {}
+        self.progress: dict[str, Progress] = {}
+        self._last_sample: dict[str, Sample] = {}
+        self._allocations: dict[str, dict[str, float]] = {}
+        self._setpoints: dict[str, float] = {}
+        self.lock = asyncio.Lock()
+
+    # -- state the market side asks about -------------------------------------------------
+    def is_fresh(self, name: str, now: float) -> bool:
+        reading = self.readings.get(name)
+        return (reading is not None and reading.available
+                and now - reading.ts <= STALE_PERIODS * self.period_s)
+
+    def asset_states(self, now: float) -> dict[str, AssetState]:
+        return {name: AssetState(limits, self.readings[name].soc if name in self.readings
+                                 else None, self.is_fresh(name, now))
+                for name, limits in self.limits.items()}
+
+    def ledger(self) -> Ledger:
+        return Ledger(list(self.commitments.values()), self.progress)
+
+    def add(self, commitment: Commitment, progress: Progress | None = None) -> None:
+        self.commitments[commitment.id] = commitment
+        self.progress[commitment.id] = progress or Progress()
+
+    # -- device I/O -------------------------------------------------------------------------
+    async def _read(self, name: str) -> Reading | None:
+        try:
+            reading = await self.devices[name].read()
+        except DeviceError as exc:
+            log.warning("read failed: %s", exc)
+            return None
+        self._meter(reading)
+        self.readings[name] = reading
+        return reading
+
+    async def poll(self, names: Iterable[str]) -> list[Reading]:
+        results = await asyncio.gather(*(self._read(n) for n in names))
+        return [r for r in results if r is not None]
+
+    async def _write(self, name: str, p_kw: float) -> Reading | None:
+        try:
+            await self.devices[name].write_setpoint(p_kw)
+        except DeviceError as exc:
+            log.warning("write failed: %s", exc)
+            return None
+        self._setpoints[name] = p_kw
+        # Read back at once: confirms the write and gives metering the moment power changed.
+        return await self._read(name)
+
+    # -- metering ---------------------------------------------------------------------------
+    def _meter(self, reading: Reading) -> None:
+        name = reading.asset
+        sample = Sample(reading.ts, reading.p_kw - self.baseline_kw[name])
+        prev = self._last_sample.get(name)
+        self._last_sample[name] = sample
+        if prev is None:
+            return
+        windows = {cid: (c.window_start, c.window_end) for cid, c in self.commitments.items()
+                   if name in c.assets}
+        if not windows:
+            return
+        result = attribute(prev, sample, windows, self._allocations.get(name, {}),
+                           max_gap_s=STALE_PERIODS * self.period_s)
+        for cid, kwh in result.energy_kwh.items():
+            self.progress[cid].add(name, kwh, result.covered_s.get(cid, 0.0))
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """Poll everything, close what is over, dispatch and write every device."""
+        async with self.lock:
+            readings = await self.poll(self.devices)
+            now = self.clock()
+            await self._dispatch(self.devices, now, cause="tick")
+            with self.store.transaction():
+                self.store.log_telemetry([_telemetry_row(r) for r in readings])
+                self._close_finished(now)
+                self.store.save_progress(self.progress)
+            self.outbox.flush()
+
+    async def dispatch_now(self, names: Iterable[str], cause: str) -> None:
+        """Event-driven dispatch for a new commitment: write only the devices it touches."""
+        async with self.lock:
+            await self._dispatch(list(names), self.clock(), cause=cause)
+
+    async def _dispatch(self, names: Iterable[str], now: float, cause: str) -> None:
+        views = {name: DeviceView(self.limits[name],
+                                  self.readings[name].soc if name in self.readings else None,
+                                  self.is_fresh(name, now), self.baseline_kw[name])
+                 for name in self.limits}
+        result = plan(list(self.commitments.values()), self.progress, views, now,
+                      horizon_s=self.period_s)
+        targets = [n for n in names if n in result.setpoints]
+        for name in targets:
+            self._allocations[name] = result.allocations[name]
+        await asyncio.gather(*(self._write(n, result.setpoints[n]) for n in targets))
+        self.store.log_setpoints([
+            {"ts": now, "asset": n, "p_kw": result.setpoints[n],
+             "allocations": json.dumps(result.allocations[n]), "cause": cause}
+            for n in targets])
+
+    def _close_finished(self, now: float) -> None:
+        """Report every commitment whose window is over and metered past its end."""
+        grace = STALE_PERIODS * self.period_s
+        for cid, commitment in list(self.commitments.items()):
+            if now < commitment.window_end:
+                continue
+            metered_past_end = all(
+                a in self._last_sample and self._last_sample[a].ts >= commitment.window_end
+                for a in commitment.assets)
+            if not metered_past_end and now < commitment.window_end + grace:
+                continue
+            report = build_report(commitment, self.progress[cid], self.baseline_kw,
+                                  self.site.config.delivery_tolerance)
+            payload = delivery_report(report)
+            self.store.close_commitment(cid, payload, now)
+            self.outbox.put("market/delivery", payload)
+            log.info("commitment %s %s: %.4f of %.4f kWh", cid, report.status,
+                     report.delivered_kwh, report.accepted_kwh)
+            del self.commitments[cid]
+            self.store.save_progress({cid: self.progress.pop(cid)})
+
+    async def safe_state(self) -> None:
+        """Shutdown: every device back to its baseline (0 kW for a battery)."""
+        async with self.lock:
+            await asyncio.gather(*(self._write(n, self.baseline_kw[n]) for n in self.devices))
+
+    def summary(self, now: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.limits:
+            reading = self.readings.get(name)
+            out[name] = {
+                "p_kw": round(reading.p_kw, 4) if reading else None,
+                "soc": round(reading.soc, 4) if reading and reading.soc is not None else None,
+                "available": self.is_fresh(name, now),
+                "setpoint_kw": self._setpoints.get(name)}
+        return out
+
+
+def _telemetry_row(reading: Reading) -> dict[str, Any]:
+    return {"ts": reading.ts, "asset": reading.asset, "p_kw": reading.p_kw, "soc": reading.soc,
+            "available": int(reading.available), "setpoint_kw": reading.setpoint_kw}

@@ -1,0 +1,230 @@
+"""Turn inbound balancing trades and control events into commitments, or say why not.
+
+Each function checks everything before deciding, so a rejected message changes nothing.
+Reasons name the field or object at fault; they go verbatim into the ack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.core.capability import battery_capability, committed_on
+from controller.core.model import (
+    AckStatus,
+    Admission,
+    BatteryLimits,
+    Commitment,
+    Offer,
+    Progress,
+    RefType,
+)
+
+# Energies closer than this are the same (0.1 Wh): floats from JSON need a little slack.
+EPS_KWH = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class AssetState:
+    """The live view of one asset the core needs to decide: limits and latest SoC."""
+
+    limits: BatteryLimits
+    soc: float | None
+    available: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRequest:
+    id: str
+    offer_id: str
+    asset: str
+    slot_start: float
+    energy_kwh: float
+    price_ct: float
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    kwh: float
+    payment: float
+
+
+@dataclass(frozen=True, slots=True)
+class StandingOrder:
+    tariff_id: str
+    assets: tuple[str, ...]
+    exercise_ratio: float
+    price_per_kwh: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """The open commitments and their progress, which bound what new ones may take."""
+
+    commitments: Sequence[Commitment]
+    progress: Mapping[str, Progress]
+
+
+def _fmt(kwh: float) -> str:
+    return f"{kwh:.4f} kWh"
+
+
+def _availability_problem(asset: str, state: AssetState | None) -> str | None:
+    if state is None or not state.available or state.soc is None:
+        return f"asset {asset!r} is unavailable (no fresh telemetry)"
+    return None
+
+
+def admit_trade(
+    request: TradeRequest,
+    *,
+    market_enabled: bool,
+    registry: Mapping[str, object],
+    offers: Mapping[str, Offer],
+    traded_kwh: Mapping[str, float],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A D3A balancing trade against one of our offers, delivered over the rest of its slot."""
+    if not market_enabled:
+        return Admission.reject(
+            "balancing market is disabled for this site (enable_balancing_market is false)")
+    if request.asset not in registry:
+        return Admission.reject(f"asset {request.asset!r} is not in the asset registry")
+    offer = offers.get(request.offer_id)
+    if offer is None:
+        return Admission.reject(f"unknown offer {request.offer_id!r}")
+    if offer.asset != request.asset:
+        return Admission.reject(
+            f"offer {offer.id!r} is for asset {offer.asset!r}, not {request.asset!r}")
+    if abs(offer.slot_start - request.slot_start) > 1e-3:
+        return Admission.reject(f"slot_start does not match offer {offer.id!r}'s slot")
+    if request.energy_kwh * offer.energy_kwh <= 0:
+        return Admission.reject(
+            f"energy_kwh {request.energy_kwh:+.4f} must have the sign of offer "
+            f"{offer.id!r} ({offer.energy_kwh:+.4f}) and not be 0")
+    left = abs(offer.energy_kwh) - abs(traded_kwh.get(offer.id, 0.0))
+    if abs(request.energy_kwh) > left + EPS_KWH:
+        return Admission.reject(
+            f"energy_kwh {_fmt(abs(request.energy_kwh))} exceeds what is left of offer "
+            f"{offer.id!r} ({_fmt(max(left, 0.0))} of {_fmt(abs(offer.energy_kwh))})")
+    expected_price = offer.rate_ct_per_kwh * abs(request.energy_kwh)
+    if abs(request.price_ct - expected_price) > max(0.01, 0.001 * expected_price):
+        return Admission.reject(
+            f"price_ct {request.price_ct:.4f} is not the offer rate "
+            f"{offer.rate_ct_per_kwh} ct/kWh x {_fmt(abs(request.energy_kwh))} "
+            f"= {expected_price:.4f} (pay-as-offer)")
+    window_end = offer.slot_start + slot_seconds
+    if window_end <= now:
+        return Admission.reject("the slot of this trade is already over")
+    problem = _availability_problem(request.asset, assets.get(request.asset))
+    if problem:
+        return Admission.reject(problem)
+    state = assets[request.asset]
+    assert state.soc is not None
+    window_start = max(now, offer.slot_start)
+    direction = 1 if request.energy_kwh > 0 else -1
+    capability = battery_capability(
+        state.limits, state.soc, direction, window_start, window_end,
+        committed_on(request.asset, ledger.commitments, ledger.progress, now))
+    return _commit(
+        ref=request.id, ref_type=RefType.BALANCING_TRADE, requested=request.energy_kwh,
+        capability_by_asset={request.asset: capability}, bound=None,
+        window=(window_start, window_end),
+        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted))
+
+
+def order_bound_by_asset(
+    order: StandingOrder,
+    direction: int,
+    capability: Mapping[str, float],
+) -> dict[str, float]:
+    """The part of each asset's capability that the order's exerciseRatio puts on offer.
+
+    Power TAC: 0 < r <= 1 offers r of curtailable load; 1 < r <= 2 all curtailable load and
+    (r - 1) of storage discharge; -1 <= r < 0 offers |r| of charge capability. Batteries have
+    no curtailable load, so they count only above 1 (up) or below 0 (down).
+    """
+    ratio = order.exercise_ratio
+    storage_share = max(0.0, ratio - 1.0) if direction > 0 else -ratio if ratio < 0 else 0.0
+    return {asset: storage_share * capability.get(asset, 0.0) for asset in order.assets}
+
+
+def admit_control(
+    request: ControlRequest,
+    *,
+    orders: Mapping[str, StandingOrder],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A Power TAC balancing control event exercising a tariff's standing order."""
+    order = orders.get(request.tariff_id)
+    if order is None:
+        return Admission.reject(f"unknown tariff {request.tariff_id!r}")
+    if abs(request.kwh) < EPS_KWH:
+        return Admission.reject("kwh must not be 0")
+    window_end = request.timeslot_start + slot_seconds
+    if window_end <= now:
+        return Admission.reject("the timeslot of this control event is already over")
+    direction = 1 if request.kwh > 0 else -1
+    if direction * order.exercise_ratio < 0:
+        kind = "down" if order.exercise_ratio < 0 else "up"
+        return Admission.reject(
+            f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
+            f"(exercise_ratio {order.exercise_ratio})")
+    window_start = max(now, request.timeslot_start)
+    capability: dict[str, float] = {}
+    for asset in order.assets:
+        state = assets.get(asset)
+        if _availability_problem(asset, state) or state is None or state.soc is None:
+            continue
+        capability[asset] = battery_capability(
+            state.limits, state.soc, direction, window_start, window_end,
+            committed_on(asset, ledger.commitments, ledger.progress, now))
+    bound = order_bound_by_asset(order, direction, capability)
+    return _commit(
+        ref=request.id, ref_type=RefType.BALANCING_CONTROL, requested=request.kwh,
+        capability_by_asset=bound, bound=f"the bound of tariff {order.tariff_id!r}'s order "
+        f"(exercise_ratio {order.exercise_ratio})",
+        window=(window_start, window_end),
+        settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh))
+
+
+def _commit(
+    *,
+    ref: str,
+    ref_type: RefType,
+    requested: float,
+    capability_by_asset: Mapping[str, float],
+    bound: str | None,
+    window: tuple[float, float],
+    settlement: Callable[[float], float],
+) -> Admission:
+    """Accept what the assets can do, spread in proportion to each asset's capacity."""
+    total = sum(capability_by_asset.values())
+    if total < EPS_KWH:
+        what = bound or "the asset's power and SoC limits"
+        return Admission.reject(f"nothing of {_fmt(abs(requested))} fits {what} in the window")
+    direction = 1.0 if requested > 0 else -1.0
+    accepted = direction * min(abs(requested), total)
+    shares = tuple(
+        (asset, cap / total) for asset, cap in sorted(capability_by_asset.items()) if cap > 0)
+    commitment = Commitment(
+        id=f"cm-{ref}", ref=ref, ref_type=ref_type, window_start=window[0],
+        window_end=window[1], requested_kwh=requested, accepted_kwh=round(accepted, 6),
+        shares=shares, settlement=round(settlement(accepted), 6))
+    beyond = abs(requested) - abs(accepted)
+    if beyond > EPS_KWH:
+        what = bound or "the asset's power and SoC limits in the time left"
+        return Admission(
+            AckStatus.CLIPPED,
+            f"accepted {_fmt(abs(accepted))}; {_fmt(beyond)} is beyond {what}",
+            commitment)
+    return Admission(AckStatus.ACCEPTED, "", commitment)

@@ -1,0 +1,88 @@
+"""Each control tick: from open commitments to one setpoint per device, inside every limit.
+
+Closed loop: a commitment asks for the energy it still owes spread over the time it has left,
+so a shortfall (slow start, a clipped tick) raises the next ticks' power until it is caught up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.core.capability import remaining_kwh
+from controller.core.model import BatteryLimits, Commitment, Progress
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """The latest state of one device as the dispatcher needs it."""
+
+    limits: BatteryLimits
+    soc: float | None
+    available: bool
+    baseline_kw: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Setpoints per available device and the kW each commitment got on each device."""
+
+    setpoints: dict[str, float]
+    allocations: dict[str, dict[str, float]]
+
+
+def commitment_power(commitment: Commitment, progress: Progress | None, now: float) -> float:
+    """kW the commitment needs from now on to end exactly on its accepted energy."""
+    if not commitment.active_at(now):
+        return 0.0
+    hours_left = (commitment.window_end - now) / 3600.0
+    return remaining_kwh(commitment, progress) / hours_left
+
+
+def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, float]:
+    """Adjust each request so they add up to `net_target`, in proportion to their size.
+
+    With requests of one sign this is plain pro-rata scaling; with mixed signs the
+    difference is shared by absolute size, so the parts always add up to the target.
+    """
+    total_abs = sum(abs(p) for p in requests.values())
+    if total_abs == 0.0:
+        return dict(requests)
+    gap = net_target - sum(requests.values())
+    return {cid: p + gap * abs(p) / total_abs for cid, p in requests.items()}
+
+
+def plan(
+    commitments: Sequence[Commitment],
+    progress: Mapping[str, Progress],
+    devices: Mapping[str, DeviceView],
+    now: float,
+    horizon_s: float,
+) -> Plan:
+    """Setpoints for the next `horizon_s` seconds.
+
+    A commitment's share on an unavailable device moves to its other available devices. A
+    device without fresh telemetry gets no setpoint at all: the controller cannot count on it
+    and its own lease brings it back to its safe state.
+    """
+    wanted: dict[str, dict[str, float]] = {name: {} for name in devices}
+    for commitment in commitments:
+        power = commitment_power(commitment, progress.get(commitment.id), now)
+        if power == 0.0:
+            continue
+        usable = [(a, s) for a, s in commitment.shares
+                  if a in devices and devices[a].available and devices[a].soc is not None]
+        usable_total = sum(s for _, s in usable)
+        for asset, share in usable:
+            wanted[asset][commitment.id] = power * share / usable_total
+    setpoints: dict[str, float] = {}
+    allocations: dict[str, dict[str, float]] = {}
+    for name, view in devices.items():
+        if not view.available or view.soc is None:
+            continue
+        p_min, p_max = view.limits.power_range(view.soc, horizon_s)
+        requested = view.baseline_kw + sum(wanted[name].values())
+        setpoint = min(max(requested, p_min), p_max)
+        setpoints[name] = setpoint
+        allocations[name] = spread_clip(wanted[name], setpoint - view.baseline_kw)
+    return Plan(setpoints, allocations)

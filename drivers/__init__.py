@@ -1,0 +1,1 @@
+"""Device drivers: thin adapters behind one small device interface, one per transport."""

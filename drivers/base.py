@@ -1,0 +1,46 @@
+"""The device interface every driver implements, in site units (kW, SoC as a fraction).
+
+Vendor units, scale factors, register layouts and sign conventions end inside the driver:
+nothing above this interface ever sees a raw register value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One telemetry sample of one device.
+
+    `p_kw` follows the site convention: > 0 injects into the site bus (discharge, generation),
+    < 0 consumes (charge, load). `soc` is a fraction 0..1, or None for devices without storage.
+    `ts` is UTC epoch seconds taken when the answer arrived.
+    """
+
+    asset: str
+    ts: float
+    p_kw: float
+    soc: float | None
+    available: bool
+    setpoint_kw: float | None = None
+
+
+class Device(Protocol):
+    """What the controller needs from any device, whatever the transport."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def connect(self) -> None:
+        """Open the transport. Raises DeviceUnavailable when the device cannot be reached."""
+
+    async def read(self) -> Reading:
+        """Read power, SoC and availability. Raises DeviceError subclasses on failure."""
+
+    async def write_setpoint(self, p_kw: float) -> None:
+        """Command an active power setpoint in kW (site sign convention)."""
+
+    async def close(self) -> None:
+        """Release the transport; safe to call twice."""

@@ -1,0 +1,104 @@
+"""Run a whole site for integration tests: `flexedge sim` and `flexedge run` as processes."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config.loader import EXAMPLE_SITE
+from controller.broker import PrivateBroker, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningSite:
+    site_file: Path
+    db: Path
+    prefix: str
+    site: str
+    host: str
+    port: int
+    workdir: Path
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Read the daemon's SQLite log while it runs (WAL lets readers in)."""
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+
+def write_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Path:
+    raw: dict[str, Any] = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
+    raw["mqtt"]["port"] = broker.port
+    raw["log_db"] = str(workdir / "site.sqlite")
+    for device in raw["devices"]:
+        device["port"] = free_port()
+    raw.update(changes)
+    path = workdir / "site.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
+    """Until the daemon has published its standing orders (the last step of its start)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            log = (site.workdir / "daemon.log").read_text(errors="replace")
+            raise RuntimeError(f"the daemon exited with {daemon.returncode}:\n{log}")
+        if site.db.exists():
+            with contextlib.suppress(sqlite3.OperationalError):
+                if site.query("SELECT COUNT(*) FROM orders")[0][0]:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError("the daemon did not come online within 30 s")
+
+
+@contextmanager
+def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterator[RunningSite]:
+    site_file = write_site(workdir, broker, **changes)
+    raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
+    sim = _spawn(["sim", "--config", str(site_file)], workdir / "sim.log")
+    daemon = _spawn(["run", "--config", str(site_file)], workdir / "daemon.log")
+    running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
+                          broker.host, broker.port, workdir)
+    try:
+        _wait_online(running, daemon)
+        yield running
+    finally:
+        _stop(daemon)
+        _stop(sim)
+        for name in ("daemon.log", "sim.log"):
+            text = (workdir / name).read_text(errors="replace")
+            if "Traceback" in text:
+                print(f"--- {name} ---\n{text}")

@@ -1,0 +1,147 @@
+"""Bad inbound messages against the running daemon: each gets one ack that says what is wrong,
+is logged, and changes nothing (no commitment, no setpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.broker import PrivateBroker
+from controller.scripted_market import MarketClient
+from controller.wire import iso
+from tests.site_process import RunningSite, running_site
+
+SLOT = 20
+
+
+@pytest.fixture(scope="module")
+def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
+    workdir: Path = tmp_path_factory.mktemp("bad-input")
+    with running_site(workdir, broker, slot_seconds=SLOT) as running:
+        yield running
+
+
+def live_offer(site: RunningSite, sign: int = 1) -> dict[str, Any]:
+    """A current offer of the daemon, as the market saw it (from the daemon's own log)."""
+    deadline = time.time() + SLOT + 10
+    while time.time() < deadline:
+        rows = site.query(
+            "SELECT id, asset, slot_start, energy_kwh, rate_ct_per_kwh FROM offers "
+            "WHERE slot_end > ? AND energy_kwh * ? > 0 ORDER BY slot_start DESC LIMIT 1",
+            time.time() + 4, sign)
+        if rows:
+            oid, asset, start, energy, rate = rows[0]
+            return {"id": oid, "asset": asset, "slot_start": iso(start), "energy_kwh": energy,
+                    "rate_ct_per_kwh": rate}
+        time.sleep(0.3)
+    raise AssertionError("the daemon published no usable offer")
+
+
+def trade(offer: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    energy = changes.pop("energy_kwh", round(offer["energy_kwh"] / 4, 4))
+    body = {"v": 1, "type": "balancing_trade", "id": f"t-{time.time_ns()}",
+            "offer_id": offer["id"], "asset": offer["asset"], "slot_start": offer["slot_start"],
+            "energy_kwh": energy, "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy), 6)}
+    body.update(changes)
+    return body
+
+
+def control(**changes: Any) -> dict[str, Any]:
+    now = time.time()
+    body = {"v": 1, "type": "balancing_control", "id": f"e-{time.time_ns()}",
+            "tariff_id": "tariff-1", "timeslot_start": iso(now - now % SLOT), "kwh": 0.001,
+            "payment": 0.01}
+    body.update(changes)
+    return body
+
+
+def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:
+    """Send one message and return its ack (matched by ref, or the next ack without one)."""
+    async def run() -> dict[str, Any]:
+        market = MarketClient(site.host, site.port, site.prefix, site.site)
+        await market.start()
+        try:
+            market.send(topic, payload)
+            return await market.wait_for(
+                lambda m: m.get("type") == "ack" and m.get("ref") == ref, 10)
+        finally:
+            await market.stop()
+    return asyncio.run(run())
+
+
+def counts(site: RunningSite) -> tuple[int, int]:
+    commitments = site.query("SELECT COUNT(*) FROM commitments")[0][0]
+    setpoints = site.query("SELECT COUNT(*) FROM setpoints WHERE cause != 'tick'")[0][0]
+    return commitments, setpoints
+
+
+TRADE = "market/balancing-trade"
+CONTROL = "market/balancing-control"
+Case = Callable[[RunningSite], tuple[str, dict[str, Any] | bytes]]
+
+CASES: dict[str, tuple[Case, str]] = {
+    "malformed JSON": (lambda s: (CONTROL, b'{"v":1,"type":"balancing_control",'),
+                       "not valid JSON"),
+    "not an object": (lambda s: (CONTROL, b"[1, 2]"), "must be a JSON object"),
+    "missing field": (lambda s: (TRADE, {k: v for k, v in trade(live_offer(s)).items()
+                                         if k != "energy_kwh"}),
+                      "field 'energy_kwh' is missing"),
+    "wrongly typed field": (lambda s: (CONTROL, control(kwh="lots")), "field 'kwh'"),
+    "wrong type for topic": (lambda s: (TRADE, control()), "must be 'balancing_trade'"),
+    "unknown asset": (lambda s: (TRADE, trade(live_offer(s), asset="ghost")),
+                      "'ghost' is not in the asset registry"),
+    "unknown tariff": (lambda s: (CONTROL, control(tariff_id="nope")), "unknown tariff 'nope'"),
+    "unknown offer": (lambda s: (TRADE, trade(live_offer(s), offer_id="no-such-offer")),
+                      "unknown offer 'no-such-offer'"),
+    "trade larger than its offer": (
+        lambda s: (TRADE, trade(o := live_offer(s), energy_kwh=round(o["energy_kwh"] * 2, 4))),
+        "exceeds what is left of offer"),
+    "trade of the other sign": (
+        lambda s: (TRADE, trade(o := live_offer(s), energy_kwh=-o["energy_kwh"] / 4)),
+        "must have the sign of offer"),
+    "price not pay-as-offer": (lambda s: (TRADE, trade(live_offer(s), price_ct=999.0)),
+                               "is not the offer rate"),
+    "window already over": (
+        lambda s: (CONTROL, control(timeslot_start=iso(time.time() - 3600))), "already over"),
+    "down-regulation on an up order": (lambda s: (CONTROL, control(kwh=-0.001)),
+                                       "offers only up-regulation"),
+    "unsupported version": (lambda s: (CONTROL, control(v=2)), "field 'v'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_message_is_rejected_with_a_reason_and_changes_nothing(
+    site: RunningSite, case: str,
+) -> None:
+    build, needle = CASES[case]
+    topic, body = build(site)
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    ref = None if isinstance(body, bytes) else body.get("id")
+    before = counts(site)
+    ack = exchange(site, topic, payload, ref)
+    assert ack["status"] == "rejected", ack
+    assert needle in ack["reason"], ack["reason"]
+    assert ack["commitment_id"] is None
+    assert counts(site) == before
+    logged = site.query("SELECT status, reason FROM inbound WHERE msg_id IS ? "
+                        "ORDER BY seq DESC LIMIT 1", ref)
+    assert logged == [("rejected", ack["reason"])]
+
+
+def test_reused_id_is_a_duplicate_and_changes_nothing(site: RunningSite) -> None:
+    first = control()
+    payload = json.dumps(first).encode()
+    ack = exchange(site, CONTROL, payload, first["id"])
+    assert ack["status"] == "accepted"
+    before = counts(site)
+    again = exchange(site, CONTROL, payload, first["id"])
+    assert again["status"] == "duplicate"
+    assert again["commitment_id"] == ack["commitment_id"]
+    assert first["id"] in again["reason"] and "already accepted" in again["reason"]
+    assert counts(site) == before
