@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from config.schema import SiteConfig
+from config.schema import SiteConfig, reference_problems
 from controller.errors import ConfigError
 from drivers.registermap import LoadedMap, load_map, resolve_map_path
 
@@ -66,11 +66,17 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
         first = exc.errors()[0]
         field = _field_path(tuple(first["loc"]), raw)
         message = first["msg"]
-        if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
+        secret = any("password" in str(part) for part in first["loc"])
+        if first["type"] not in {"missing", "extra_forbidden"} and "input" in first \
+                and not secret:
             shown = first["input"]
             if not isinstance(shown, dict | list):
                 message += f" (got {shown!r})"
         raise ConfigError(source, field, message) from None
+    problems = reference_problems(config)
+    if problems:
+        field, problem = problems[0]
+        raise ConfigError(source, field, problem)
     maps: dict[str, LoadedMap] = {}
     for index, device in enumerate(config.devices):
         map_path = resolve_map_path(device.register_map, relative_to=path.parent)

@@ -109,26 +109,30 @@ class SiteConfig(Strict):
     tariffs: list[Tariff] = []
     devices: list[Device] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _references(self) -> SiteConfig:
-        names = [d.name for d in self.devices]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"device names must be unique: {', '.join(dupes)}")
-        for asset in self.asset_registry:
-            if asset not in names:
-                raise ValueError(f"asset_registry names {asset!r}, which is not a device")
-        tariff_ids = [t.id for t in self.tariffs]
-        if len(set(tariff_ids)) != len(tariff_ids):
-            raise ValueError("tariff ids must be unique")
-        for tariff in self.tariffs:
-            for asset in tariff.assets:
-                if asset not in names:
-                    raise ValueError(f"tariff {tariff.id!r} names {asset!r}, which is not a device")
-        return self
-
     def device(self, name: str) -> Device:
         for device in self.devices:
             if device.name == name:
                 return device
         raise KeyError(name)
+
+
+def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
+    """Cross-references the field types cannot check, as (field path, problem)."""
+    problems: list[tuple[str, str]] = []
+    names = [d.name for d in config.devices]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            problems.append((f"devices[{index}].name", f"device name {name!r} is used twice"))
+    for asset in config.asset_registry:
+        if asset not in names:
+            problems.append((f"asset_registry.{asset}", f"{asset!r} is not a device"))
+    seen: set[str] = set()
+    for index, tariff in enumerate(config.tariffs):
+        if tariff.id in seen:
+            problems.append((f"tariffs[{index}].id", f"tariff id {tariff.id!r} is used twice"))
+        seen.add(tariff.id)
+        for asset in tariff.assets:
+            if asset not in names:
+                problems.append((f"tariffs[{index}] ({tariff.id}).assets",
+                                 f"{asset!r} is not a device"))
+    return problems

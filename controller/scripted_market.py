@@ -7,6 +7,7 @@ and sends balancing trades and control events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -63,10 +64,8 @@ class MarketClient:
             if left <= 0:
                 raise TimeoutError("market: expected message did not arrive in time")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
 
     def ack_for(self, ref: str, timeout: float = 10.0) -> Any:
         return self.wait_for(lambda m: m.get("type") == "ack" and m.get("ref") == ref, timeout)

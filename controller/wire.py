@@ -13,7 +13,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+    field_validator,
+)
 
 from controller.core.admission import ControlRequest, TradeRequest
 from controller.core.model import AckStatus, Offer
@@ -37,6 +45,22 @@ class _Inbound(BaseModel):
     v: Literal[1]
     id: MessageId
 
+    @field_validator("v", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        # Literal[1] alone would take 1.0 and true (they compare equal to 1).
+        if type(value) is not int:
+            raise ValueError("must be the integer 1")
+        return value
+
+    @field_validator("slot_start", "timeslot_start", mode="before", check_fields=False)
+    @classmethod
+    def _iso_text(cls, value: object) -> object:
+        # The contract says ISO 8601 text; pydantic would also take epoch numbers.
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time string with a UTC offset")
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _finite(cls, value: object) -> object:
@@ -50,16 +74,16 @@ class BalancingTradeMsg(_Inbound):
     offer_id: MessageId
     asset: MessageId
     slot_start: AwareDatetime
-    energy_kwh: float
-    price_ct: float
+    energy_kwh: StrictFloat
+    price_ct: StrictFloat
 
 
 class BalancingControlMsg(_Inbound):
     type: Literal["balancing_control"]
     tariff_id: MessageId
     timeslot_start: AwareDatetime
-    kwh: float
-    payment: float
+    kwh: StrictFloat
+    payment: StrictFloat
 
 
 def to_ts(moment: datetime) -> float:

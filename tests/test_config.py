@@ -1,4 +1,4 @@
-"""Site-file loading: the example loads with its values; each kind of bad file names file and field."""
+"""Site-file loading: the example loads with its values; bad files name file and field."""
 
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ def test_empty_battery_is_not_discharged() -> None:
 
 def test_unavailable_device_gets_no_setpoint_and_its_share_moves() -> None:
     c = commitment(kwh=0.02, end=T0 + 36, shares=(("b1", 0.5), ("b2", 0.5)))
-    views = {"b1": DeviceView(battery("b1"), 0.5, False), "b2": DeviceView(battery("b2"), 0.5, True)}
+    views = {"b1": DeviceView(battery("b1"), 0.5, False),
+             "b2": DeviceView(battery("b2"), 0.5, True)}
     result = plan([c], {}, views, T0, 1.0)
     assert "b1" not in result.setpoints
     assert abs(result.setpoints["b2"] - 2.0) < 1e-9

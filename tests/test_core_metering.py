@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,14 +60,14 @@ def test_attributed_energy_adds_up_to_what_was_measured_inside_the_windows(
     alloc = {f"c{i}": allocations[i] for i in range(len(windows))}
     progress = {cid: Progress() for cid in spans}
     in_any_window = 0.0
-    for prev, cur in zip(samples, samples[1:], strict=False):
+    for prev, cur in itertools.pairwise(samples):
         result = attribute(prev, cur, spans, alloc, max_gap_s=10)
         for cid, kwh in result.energy_kwh.items():
             progress[cid].add("b1", kwh, result.covered_s[cid])
         # Independently: energy of the parts of this interval inside at least one window.
         edges = sorted({prev.ts, cur.ts, *(t for w in spans.values() for t in w
                                            if prev.ts < t < cur.ts)})
-        for a, b in zip(edges, edges[1:], strict=False):
+        for a, b in itertools.pairwise(edges):
             if any(ws <= a and b <= we for ws, we in spans.values()):
                 in_any_window += trapezoid_kwh(prev, cur, a, b)
     attributed = sum(p.delivered_kwh for p in progress.values())

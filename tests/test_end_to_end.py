@@ -49,7 +49,10 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, object], dict[str, object]]:
         market = await _market(site)
         try:
-            start = await _wait_for_slot_with(7)
+            # Offers are not retained: wait for those of the next slot, published after we
+            # subscribed.
+            now = time.time()
+            start = now - now % SLOT + SLOT
             offer = await market.wait_for(
                 lambda m: m.get("type") == "balancing_offer" and m["energy_kwh"] > 0
                 and m["slot_start"] == iso(start), SLOT + 5)
