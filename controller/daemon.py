@@ -176,7 +176,12 @@ class Daemon:
                           misfire_grace_time=max(1, slot // 4))
         scheduler.add_job(self._flush, "interval", seconds=5, id="outbox",
                           max_instances=1, coalesce=True, misfire_grace_time=5)
+        scheduler.add_job(self._checkpoint, "interval", seconds=10, id="checkpoint",
+                          max_instances=1, coalesce=True, misfire_grace_time=10)
         return scheduler
 
     async def _flush(self) -> None:
         self.outbox.flush()
+
+    async def _checkpoint(self) -> None:
+        await asyncio.to_thread(self.store.checkpoint)

@@ -68,11 +68,24 @@ class Store:
         self.db.enable_wal()
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        # No checkpoints on the control path: their fsyncs stall the loop for tens of ms.
+        # checkpoint() runs them from a worker thread on its own connection instead.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
         for name, (columns, pk) in SCHEMA.items():
             self.db.create_table(name, columns, pk=pk, if_not_exists=True)
         for table, cols in INDEXES:
             self.db.table(table).create_index(cols, if_not_exists=True)
         self._depth = 0
+
+    def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Plain executemany: sqlite-utils' insert re-reads the table schema on every call,
+        which costs more than the insert itself on the control path."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' for _ in columns)})")
+        self._conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -97,16 +110,25 @@ class Store:
             self._depth = 0
 
     def close(self) -> None:
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file. Safe from another thread."""
+        conn = sqlite3.connect(str(self.path), timeout=5)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     # -- inbound ------------------------------------------------------------------------
     def record_inbound(self, *, msg_id: str | None, topic: str, msg_type: str,
                        received_ts: float, payload: bytes, status: str, reason: str,
                        commitment_id: str | None) -> None:
-        self.db.table("inbound").insert({
+        self._insert("inbound", [{
             "msg_id": msg_id, "topic": topic, "type": msg_type, "received_ts": received_ts,
             "payload": payload.decode("utf-8", errors="replace"), "status": status,
-            "reason": reason, "commitment_id": commitment_id})
+            "reason": reason, "commitment_id": commitment_id}])
 
     def earlier_acceptance(self, msg_id: str) -> tuple[str, str | None, float] | None:
         """(status, commitment id, when) if this id already changed something."""
@@ -129,13 +151,13 @@ class Store:
         return [Offer(*row) for row in rows]
 
     def save_commitment(self, c: Commitment, offer_id: str | None, created_ts: float) -> None:
-        self.db.table("commitments").insert({
+        self._insert("commitments", [{
             "id": c.id, "ref": c.ref, "ref_type": c.ref_type.value, "offer_id": offer_id,
             "window_start": c.window_start, "window_end": c.window_end,
             "requested_kwh": c.requested_kwh, "accepted_kwh": c.accepted_kwh,
             "shares": json.dumps(c.shares), "settlement": c.settlement,
             "created_ts": created_ts, "delivered_kwh": 0.0, "by_asset": "{}",
-            "covered_s_by_asset": "{}", "state": "open"})
+            "covered_s_by_asset": "{}", "state": "open"}])
 
     def save_progress(self, progress: dict[str, Progress]) -> None:
         self._conn.executemany(
@@ -175,12 +197,10 @@ class Store:
 
     # -- time series ----------------------------------------------------------------------
     def log_telemetry(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.db.table("telemetry").insert_all(rows)
+        self._insert("telemetry", rows)
 
     def log_setpoints(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.db.table("setpoints").insert_all(rows)
+        self._insert("setpoints", rows)
 
     def log_order(self, tariff_id: str, ratio: float, price: float, msg_id: str,
                   ts: float) -> None:
@@ -188,7 +208,7 @@ class Store:
                                   "price_per_kwh": price, "msg_id": msg_id, "created_ts": ts})
 
     def log_event(self, ts: float, kind: str, detail: str) -> None:
-        self.db.table("events").insert({"ts": ts, "kind": kind, "detail": detail})
+        self._insert("events", [{"ts": ts, "kind": kind, "detail": detail}])
 
     # -- outbox ---------------------------------------------------------------------------
     def enqueue(self, *, msg_id: str, topic: str, payload: bytes, qos: int, retain: bool,

@@ -36,7 +36,7 @@ def committed_on(
     for commitment in commitments:
         if commitment.window_end <= now:
             continue
-        share = dict(commitment.shares).get(asset, 0.0)
+        share = next((s for a, s in commitment.shares if a == asset), 0.0)
         if share == 0.0:
             continue
         energy = remaining_kwh(commitment, progress.get(commitment.id)) * share
