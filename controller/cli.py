@@ -76,6 +76,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if body.get("ok") else 1
 
 
+def _cmd_order(args: argparse.Namespace) -> int:
+    from controller.mqtt import request
+    site = _load(args.config, args.mqtt)
+    cfg = site.config
+    base = f"{cfg.mqtt.prefix}/{cfg.site}"
+    body: dict[str, object] = {"tariff_id": args.tariff, "exercise_ratio": args.ratio}
+    if args.price is not None:
+        body["price_per_kwh"] = args.price
+    reply = json.loads(asyncio.run(request(
+        cfg.mqtt.host, cfg.mqtt.port, f"{base}/cmd/set-order", json.dumps(body).encode(),
+        f"{base}/cmd-reply/{id(args)}", timeout=args.timeout)))
+    if reply.get("ok"):
+        print(f"standing order of {reply['tariff_id']}: exercise_ratio "
+              f"{reply['exercise_ratio']}, price {reply['price_per_kwh']} per kWh")
+        return 0
+    print(f"flexedge: order refused: {reply.get('error')}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexedge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -107,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0)
     status.add_argument("--json", action="store_true", help="print the raw JSON answer")
     status.set_defaults(func=_cmd_status)
+
+    order = sub.add_parser("order", help="replace a tariff's standing balancing order")
+    order.add_argument("--config", type=Path, required=True, help="site YAML file")
+    order.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    order.add_argument("--tariff", required=True, help="tariff id")
+    order.add_argument("--ratio", type=float, required=True, help="exercise ratio in [-1, 2]")
+    order.add_argument("--price", type=float, help="price per kWh (default: unchanged)")
+    order.add_argument("--timeout", type=float, default=5.0)
+    order.set_defaults(func=_cmd_order)
     return parser
 
 

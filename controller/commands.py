@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 
 from controller.mqtt import Inbound
 from controller.wire import encode, iso
@@ -13,6 +16,16 @@ if TYPE_CHECKING:
     from controller.daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+
+class OrderRequest(BaseModel):
+    """`cmd/set-order`: a new exercise ratio (and optionally price) for a tariff's order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tariff_id: str = Field(min_length=1)
+    exercise_ratio: StrictFloat = Field(ge=-1.0, le=2.0, allow_inf_nan=False)
+    price_per_kwh: StrictFloat | None = Field(default=None, allow_inf_nan=False)
 
 
 class CommandHandler:
@@ -25,10 +38,45 @@ class CommandHandler:
             return
         if command == "status":
             body = self.status()
+        elif command == "set-order":
+            body = self.set_order(message.payload)
         else:
-            body = {"ok": False, "error": f"unknown command {command!r}; known: status"}
+            body = {"ok": False,
+                    "error": f"unknown command {command!r}; known: status, set-order"}
         self.daemon.link.publish(message.response_topic, encode(body), qos=1,
                                  correlation_data=message.correlation_data)
+
+    def set_order(self, payload: bytes) -> dict[str, Any]:
+        """Replace a tariff's standing order; it is re-published (retained) at once."""
+        d = self.daemon
+        try:
+            request = OrderRequest.model_validate_json(payload)
+        except ValidationError as exc:
+            return self._refuse(payload, "; ".join(
+                f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
+                for e in exc.errors()[:3]))
+        current = d.market.orders.get(request.tariff_id)
+        if current is None:
+            return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
+        if request.exercise_ratio == 0:
+            return self._refuse(payload, "exercise_ratio 0 offers nothing; use [-1, 0) or (0, 2]")
+        d.market.orders[request.tariff_id] = replace(
+            current, exercise_ratio=request.exercise_ratio,
+            price_per_kwh=(current.price_per_kwh if request.price_per_kwh is None
+                           else request.price_per_kwh))
+        d.market.publish_orders()
+        d.store.log_event(d.clock(), "set-order", payload.decode("utf-8", "replace"))
+        order = d.market.orders[request.tariff_id]
+        log.info("standing order of %s now %s at %s", order.tariff_id, order.exercise_ratio,
+                 order.price_per_kwh)
+        return {"ok": True, "tariff_id": order.tariff_id,
+                "exercise_ratio": order.exercise_ratio, "price_per_kwh": order.price_per_kwh}
+
+    def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
+        d = self.daemon
+        d.store.log_event(d.clock(), "command-rejected",
+                          f"{reason}: {payload.decode('utf-8', 'replace')[:500]}")
+        return {"ok": False, "error": reason}
 
     def status(self) -> dict[str, Any]:
         d = self.daemon

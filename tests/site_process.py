@@ -31,6 +31,18 @@ class RunningSite:
     host: str
     port: int
     workdir: Path
+    daemon: subprocess.Popen[bytes] | None = None
+
+    def start_daemon(self) -> None:
+        """(Re)start `flexedge run`; its log is appended to daemon.log."""
+        self.daemon = _spawn(["run", "--config", str(self.site_file)],
+                             self.workdir / "daemon.log")
+
+    def kill_daemon(self) -> None:
+        """kill -9: no shutdown code runs, nothing is flushed."""
+        assert self.daemon is not None
+        self.daemon.kill()
+        self.daemon.wait()
 
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         """Read the daemon's SQLite log while it runs (WAL lets readers in)."""
@@ -54,7 +66,7 @@ def write_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Path:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)
 
@@ -89,14 +101,16 @@ def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterat
     site_file = write_site(workdir, broker, **changes)
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
     sim = _spawn(["sim", "--config", str(site_file)], workdir / "sim.log")
-    daemon = _spawn(["run", "--config", str(site_file)], workdir / "daemon.log")
     running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
                           broker.host, broker.port, workdir)
+    running.start_daemon()
     try:
-        _wait_online(running, daemon)
+        assert running.daemon is not None
+        _wait_online(running, running.daemon)
         yield running
     finally:
-        _stop(daemon)
+        if running.daemon is not None:
+            _stop(running.daemon)
         _stop(sim)
         for name in ("daemon.log", "sim.log"):
             text = (workdir / name).read_text(errors="replace")
