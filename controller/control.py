@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from config.loader import Site
 from config.schema import Battery
 from controller.core.admission import AssetState, Ledger
 from controller.core.dispatch import DeviceView, plan
+from controller.core.health import DeviceHealth, setpoint_confirmed
 from controller.core.metering import Sample, attribute
 from controller.core.model import BatteryLimits, Commitment, Progress
 from controller.core.reports import build_report
@@ -58,12 +59,15 @@ class ControlLoop:
         self._last_sample: dict[str, Sample] = {}
         self._allocations: dict[str, dict[str, float]] = {}
         self._setpoints: dict[str, float] = {}
+        self.health = {name: DeviceHealth(self.period_s) for name in devices}
+        self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self.lock = asyncio.Lock()
 
     # -- state the market side asks about -------------------------------------------------
     def is_fresh(self, name: str, now: float) -> bool:
+        """Counted on: telemetry younger than 3 periods, and it follows its setpoint."""
         reading = self.readings.get(name)
-        return (reading is not None and reading.available
+        return (reading is not None and reading.available and self.health[name].following
                 and now - reading.ts <= STALE_PERIODS * self.period_s)
 
     def asset_states(self, now: float) -> dict[str, AssetState]:
@@ -80,28 +84,60 @@ class ControlLoop:
 
     # -- device I/O -------------------------------------------------------------------------
     async def _read(self, name: str) -> Reading | None:
+        health = self.health[name]
         try:
             reading = await self.devices[name].read()
         except DeviceError as exc:
-            log.warning("read failed: %s", exc)
+            if health.failure(self.clock()):
+                log.warning("%s; retrying with back-off", exc)
             return None
+        if health.success():
+            log.info("device %s answers again", name)
         self._meter(reading)
         self.readings[name] = reading
         return reading
 
-    async def poll(self, names: Iterable[str]) -> list[Reading]:
-        results = await asyncio.gather(*(self._read(n) for n in names))
-        return [r for r in results if r is not None]
+    async def _bounded(self, name: str, work: Coroutine[Any, Any, object]) -> None:
+        """Run device I/O but wait for it at most half a period.
 
-    async def _write(self, name: str, p_kw: float) -> Reading | None:
+        One slow or dead device must not hold up the tick for the others: what is still
+        running then finishes in the background, and the device gets no new request until it
+        has (each device has at most one request in flight).
+        """
+        task = asyncio.get_running_loop().create_task(work)
+        self._in_flight[name] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(name, None))
+        await asyncio.wait([task], timeout=self.period_s / 2)
+
+    def _ready(self, name: str, now: float) -> bool:
+        return name not in self._in_flight and self.health[name].due(now)
+
+    async def poll(self, names: Iterable[str]) -> list[Reading]:
+        now = self.clock()
+        due = [n for n in names if self._ready(n, now)]
+        await asyncio.gather(*(self._bounded(n, self._read(n)) for n in due))
+        return [self.readings[n] for n in due if n in self.readings
+                and self.readings[n].ts >= now]
+
+    async def _write(self, name: str, p_kw: float) -> None:
+        health = self.health[name]
         try:
             await self.devices[name].write_setpoint(p_kw)
         except DeviceError as exc:
-            log.warning("write failed: %s", exc)
-            return None
+            if health.failure(self.clock()):
+                log.warning("%s; retrying with back-off", exc)
+            return
         self._setpoints[name] = p_kw
         # Read back at once: confirms the write and gives metering the moment power changed.
-        return await self._read(name)
+        reading = await self._read(name)
+        if reading is not None and health.write_checked(
+                setpoint_confirmed(p_kw, reading.setpoint_kw)):
+            if health.following:
+                log.info("device %s follows its setpoint again", name)
+            else:
+                log.warning("device %s does not follow its setpoint (wrote %.3f kW, reads "
+                            "%s); not counted on until it does", name, p_kw,
+                            reading.setpoint_kw)
 
     # -- metering ---------------------------------------------------------------------------
     def _meter(self, reading: Reading) -> None:
@@ -145,10 +181,11 @@ class ControlLoop:
                  for name in self.limits}
         result = plan(list(self.commitments.values()), self.progress, views, now,
                       horizon_s=self.period_s)
-        targets = [n for n in names if n in result.setpoints]
+        targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
-        await asyncio.gather(*(self._write(n, result.setpoints[n]) for n in targets))
+        await asyncio.gather(*(self._bounded(n, self._write(n, result.setpoints[n]))
+                               for n in targets))
         self.store.log_setpoints([
             {"ts": now, "asset": n, "p_kw": result.setpoints[n],
              "allocations": json.dumps(result.allocations[n]), "cause": cause}
@@ -178,6 +215,8 @@ class ControlLoop:
     async def safe_state(self) -> None:
         """Shutdown: every device back to its baseline (0 kW for a battery)."""
         async with self.lock:
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight.values()), timeout=2)
             await asyncio.gather(*(self._write(n, self.baseline_kw[n]) for n in self.devices))
 
     def summary(self, now: float) -> dict[str, dict[str, Any]]:
