@@ -1,0 +1,109 @@
+"""Load and generator physics on plain values."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulators.generator import GeneratorModel
+from simulators.load import LoadModel
+
+
+def load(**changes: object) -> LoadModel:
+    values: dict[str, object] = dict(profile=[(0, 4.0)], curtailable_share=0.5,
+                                     control="limit", rebound_share=0.5, rebound_s=100)
+    values.update(changes)
+    return LoadModel(**values)  # type: ignore[arg-type]
+
+
+def test_profile_interpolates_and_wraps_midnight() -> None:
+    model = load(profile=[(0, 2.0), (43200, 6.0)])
+    assert model.profile_kw(21600) == pytest.approx(4.0)
+    assert model.profile_kw(64800) == pytest.approx(4.0)  # back down towards midnight
+    assert model.profile_kw(86400 + 43200) == pytest.approx(6.0)
+
+
+def test_limit_never_sheds_the_firm_part() -> None:
+    model = load()
+    model.command_limit(0.0, now=0)
+    assert model.p_kw == pytest.approx(-2.0)  # half of 4 kW is firm
+    model.command_limit(3.0, now=1)
+    assert model.p_kw == pytest.approx(-3.0)
+
+
+def test_relay_sheds_all_of_the_curtailable_part_at_once() -> None:
+    model = load(control="relay")
+    model.command_limit(3.9, now=0)
+    assert model.p_kw == pytest.approx(-2.0)
+
+
+def test_release_draws_back_part_of_the_shed_energy() -> None:
+    model = load(setpoint_timeout_s=1000)
+    model.command_limit(0.0, now=0)
+    model.advance(360)  # 2 kW shed for 0.1 h: 0.2 kWh, half of it owed back
+    assert model.rebound_owed_kwh == pytest.approx(0.1)
+    model.command_limit(None, now=360)
+    assert model.p_kw < -4.0  # demand plus rebound
+    model.advance(360 + 2000)
+    assert model.rebound_owed_kwh < 0.001
+
+
+def test_lease_end_releases_the_limit() -> None:
+    model = load(setpoint_timeout_s=5)
+    model.command_limit(0.0, now=0)
+    model.advance(6)
+    assert model.limit_kw is None
+
+
+@settings(max_examples=200)
+@given(limits=st.lists(st.one_of(st.none(), st.floats(0, 10)), min_size=1, max_size=10),
+       noise=st.floats(0, 2), share=st.floats(0, 1))
+def test_load_never_draws_below_its_firm_part_nor_injects(
+    limits: list[float | None], noise: float, share: float,
+) -> None:
+    model = load(noise_kw=noise, curtailable_share=share, setpoint_timeout_s=1000)
+    for i, limit in enumerate(limits):
+        model.command_limit(limit, now=i * 7.5)
+        drawn = -model.p_kw
+        assert drawn >= 0.0
+        assert drawn >= model.demand_kw(i * 7.5) * (1 - share) - 1e-9
+
+
+def test_generator_ramps_to_its_setpoint_and_stops_below_minimum() -> None:
+    gen = GeneratorModel(min_kw=2.0, max_kw=10.0, ramp_kw_per_s=1.0, setpoint_timeout_s=100)
+    gen.command(6.0, now=0)
+    gen.advance(3)
+    assert gen.p_kw == pytest.approx(3.0)
+    gen.advance(10)
+    assert gen.p_kw == pytest.approx(6.0)
+    assert gen.energy_kwh == pytest.approx((6 * 6 / 2 + 6 * 4) / 3600)  # ramp, then flat
+    gen.command(1.0, now=10)  # below minimum: stop
+    gen.advance(20)
+    assert gen.p_kw == 0.0 and not gen.running
+
+
+def test_generator_lease_returns_to_fallback() -> None:
+    gen = GeneratorModel(min_kw=1.0, max_kw=5.0, ramp_kw_per_s=10.0, setpoint_timeout_s=2)
+    gen.command(5.0, now=0)
+    gen.advance(1)
+    assert gen.p_kw == 5.0
+    gen.advance(10)
+    assert gen.p_kw == 0.0
+
+
+@settings(max_examples=200)
+@given(setpoints=st.lists(st.floats(-5, 20), min_size=1, max_size=12),
+       gaps=st.lists(st.floats(0.01, 5), min_size=12, max_size=12))
+def test_generator_output_stays_in_its_limits_and_ramp(
+    setpoints: list[float], gaps: list[float],
+) -> None:
+    gen = GeneratorModel(min_kw=2.0, max_kw=10.0, ramp_kw_per_s=0.5, setpoint_timeout_s=1000)
+    now = 0.0
+    for setpoint, gap in zip(setpoints, gaps, strict=False):
+        before = gen.p_kw
+        gen.command(setpoint, now)
+        now += gap
+        gen.advance(now)
+        assert 0.0 <= gen.p_kw <= 10.0
+        assert abs(gen.p_kw - before) <= 0.5 * gap + 1e-9
