@@ -16,7 +16,7 @@ from typing import Any
 from config.loader import Site
 from config.schema import Battery
 from controller.core.admission import AssetState, Ledger
-from controller.core.dispatch import DeviceView, plan
+from controller.core.dispatch import battery_view, plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
 from controller.core.metering import Sample, attribute
 from controller.core.model import BatteryLimits, Commitment, Progress
@@ -175,12 +175,11 @@ class ControlLoop:
             await self._dispatch(list(names), self.clock(), cause=cause)
 
     async def _dispatch(self, names: Iterable[str], now: float, cause: str) -> None:
-        views = {name: DeviceView(self.limits[name],
-                                  self.readings[name].soc if name in self.readings else None,
-                                  self.is_fresh(name, now), self.baseline_kw[name])
+        views = {name: battery_view(self.limits[name],
+                                    self.readings[name].soc if name in self.readings else None,
+                                    self.is_fresh(name, now), self.period_s)
                  for name in self.limits}
-        result = plan(list(self.commitments.values()), self.progress, views, now,
-                      horizon_s=self.period_s)
+        result = plan(list(self.commitments.values()), self.progress, views, now)
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.dispatch import DeviceView, commitment_power, plan, spread_clip
+from controller.core.dispatch import battery_view, commitment_power, plan, spread_clip
 from controller.core.model import Progress
 from tests.core_fixtures import T0, battery, commitment
 
 
 def test_one_commitment_spreads_energy_over_the_time_left() -> None:
     c = commitment(kwh=0.02, end=T0 + 36)  # 0.02 kWh over 36 s = 2 kW
-    result = plan([c], {}, {"b1": DeviceView(battery(), 0.5, True)}, T0, horizon_s=1.0)
+    result = plan([c], {}, {"b1": battery_view(battery(), 0.5, True, 1.0)}, T0)
     assert abs(result.setpoints["b1"] - 2.0) < 1e-9
     assert abs(result.allocations["b1"]["c1"] - 2.0) < 1e-9
 
@@ -21,7 +21,7 @@ def test_shortfall_is_caught_up_over_the_rest_of_the_window() -> None:
     c = commitment(kwh=0.02, end=T0 + 36)
     # Half the window gone, a quarter of the energy delivered: 0.015 kWh in 18 s = 3 kW.
     result = plan([c], {"c1": Progress(delivered_kwh=0.005)},
-                  {"b1": DeviceView(battery(), 0.5, True)}, T0 + 18, horizon_s=1.0)
+                  {"b1": battery_view(battery(), 0.5, True, 1.0)}, T0 + 18)
     assert abs(result.setpoints["b1"] - 3.0) < 1e-9
 
 
@@ -33,7 +33,7 @@ def test_overdelivery_never_reverses_the_direction() -> None:
 def test_power_is_clipped_to_the_rating_and_allocations_follow() -> None:
     c1 = commitment("c1", kwh=0.05, end=T0 + 36)  # 5 kW
     c2 = commitment("c2", kwh=0.03, end=T0 + 36)  # 3 kW
-    result = plan([c1, c2], {}, {"b1": DeviceView(battery(), 0.5, True)}, T0, 1.0)
+    result = plan([c1, c2], {}, {"b1": battery_view(battery(), 0.5, True, 1.0)}, T0)
     assert result.setpoints["b1"] == 5.0
     assert abs(result.allocations["b1"]["c1"] - 5.0 * 5 / 8) < 1e-9
     assert abs(sum(result.allocations["b1"].values()) - 5.0) < 1e-9
@@ -41,16 +41,16 @@ def test_power_is_clipped_to_the_rating_and_allocations_follow() -> None:
 
 def test_empty_battery_is_not_discharged() -> None:
     limits = battery()
-    result = plan([commitment(kwh=0.02)], {}, {"b1": DeviceView(limits, limits.soc_floor, True)},
-                  T0, 1.0)
+    views = {"b1": battery_view(limits, limits.soc_floor, True, 1.0)}
+    result = plan([commitment(kwh=0.02)], {}, views, T0)
     assert result.setpoints["b1"] == 0.0
 
 
 def test_unavailable_device_gets_no_setpoint_and_its_share_moves() -> None:
     c = commitment(kwh=0.02, end=T0 + 36, shares=(("b1", 0.5), ("b2", 0.5)))
-    views = {"b1": DeviceView(battery("b1"), 0.5, False),
-             "b2": DeviceView(battery("b2"), 0.5, True)}
-    result = plan([c], {}, views, T0, 1.0)
+    views = {"b1": battery_view(battery("b1"), 0.5, False, 1.0),
+             "b2": battery_view(battery("b2"), 0.5, True, 1.0)}
+    result = plan([c], {}, views, T0)
     assert "b1" not in result.setpoints
     assert abs(result.setpoints["b2"] - 2.0) < 1e-9
 
@@ -93,7 +93,7 @@ def test_setpoint_never_leaves_the_battery_limits(
     commitments = [commitment(f"c{i}", kwh=k, end=T0 + 60) for i, k in enumerate(kwhs)]
     progress = {f"c{i}": Progress(delivered_kwh=d) for i, d in enumerate(delivered)}
     now = T0 + offset
-    result = plan(commitments, progress, {"b1": DeviceView(limits, soc, True)}, now, horizon)
+    result = plan(commitments, progress, {"b1": battery_view(limits, soc, True, horizon)}, now)
     p = result.setpoints["b1"]
     assert -max_charge - 1e-9 <= p <= max_discharge + 1e-9
     # Holding p for the horizon keeps the SoC window (energy at the bus side).

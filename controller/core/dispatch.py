@@ -10,17 +10,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.core.capability import remaining_kwh
+from controller.core.kinds import Feasible
 from controller.core.model import BatteryLimits, Commitment, Progress
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceView:
-    """The latest state of one device as the dispatcher needs it."""
+    """What the dispatcher may command a device to; None when it cannot be counted on
+    (stale telemetry, not following its setpoint)."""
 
-    limits: BatteryLimits
-    soc: float | None
-    available: bool
-    baseline_kw: float = 0.0
+    feasible: Feasible | None
+
+    @property
+    def available(self) -> bool:
+        return self.feasible is not None
+
+
+def battery_view(limits: BatteryLimits, soc: float | None, available: bool,
+                 horizon_s: float) -> DeviceView:
+    """A battery idles at 0 kW; its range keeps ratings and the SoC window for the horizon."""
+    if not available or soc is None:
+        return DeviceView(None)
+    p_min, p_max = limits.power_range(soc, horizon_s)
+    return DeviceView(Feasible(p_min, p_max, baseline_kw=0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +69,8 @@ def plan(
     progress: Mapping[str, Progress],
     devices: Mapping[str, DeviceView],
     now: float,
-    horizon_s: float,
 ) -> Plan:
-    """Setpoints for the next `horizon_s` seconds.
+    """Setpoints for the next control period (the views carry each device's range for it).
 
     A commitment's share on an unavailable device moves to its other available devices. A
     device without fresh telemetry gets no setpoint at all: the controller cannot count on it
@@ -70,19 +81,17 @@ def plan(
         power = commitment_power(commitment, progress.get(commitment.id), now)
         if power == 0.0:
             continue
-        usable = [(a, s) for a, s in commitment.shares
-                  if a in devices and devices[a].available and devices[a].soc is not None]
+        usable = [(a, s) for a, s in commitment.shares if a in devices and devices[a].available]
         usable_total = sum(s for _, s in usable)
         for asset, share in usable:
             wanted[asset][commitment.id] = power * share / usable_total
     setpoints: dict[str, float] = {}
     allocations: dict[str, dict[str, float]] = {}
     for name, view in devices.items():
-        if not view.available or view.soc is None:
+        if view.feasible is None:
             continue
-        p_min, p_max = view.limits.power_range(view.soc, horizon_s)
-        requested = view.baseline_kw + sum(wanted[name].values())
-        setpoint = min(max(requested, p_min), p_max)
+        baseline = view.feasible.baseline_kw
+        setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
         setpoints[name] = setpoint
-        allocations[name] = spread_clip(wanted[name], setpoint - view.baseline_kw)
+        allocations[name] = spread_clip(wanted[name], setpoint - baseline)
     return Plan(setpoints, allocations)

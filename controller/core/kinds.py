@@ -1,0 +1,82 @@
+"""What each device kind may be commanded to, for the next control period.
+
+Every function returns the closed range [p_min, p_max] of setpoints (site convention, kW) that
+keep the device inside its limits for `horizon_s`, and the dispatcher never leaves it. A relay
+load also has `steps`: the only values its relay can produce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Feasible:
+    p_min: float
+    p_max: float
+    baseline_kw: float
+    steps: tuple[float, ...] = ()
+    # An open interval inside [p_min, p_max] the device cannot run in (a generator between
+    # stopped and its minimum output).
+    gap: tuple[float, float] | None = None
+
+    def clip(self, p_kw: float) -> float:
+        """The allowed setpoint nearest to `p_kw`."""
+        p = min(max(p_kw, self.p_min), self.p_max)
+        if self.steps:
+            return min(self.steps, key=lambda s: (abs(s - p), s))
+        if self.gap is not None and self.gap[0] < p < self.gap[1]:
+            low, high = self.gap
+            return low if p - low < high - p else high
+        return p
+
+    def allows(self, p_kw: float, tol: float = 1e-9) -> bool:
+        if self.steps:
+            return any(abs(p_kw - s) <= tol for s in self.steps)
+        inside = self.p_min - tol <= p_kw <= self.p_max + tol
+        in_gap = self.gap is not None and self.gap[0] + tol < p_kw < self.gap[1] - tol
+        return inside and not in_gap
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimits:
+    asset: str
+    curtailable_share: float
+    relay: bool
+
+
+def load_feasible(limits: LoadLimits, demand_kw: float) -> Feasible:
+    """A load drawing `demand_kw` (>= 0) may be held anywhere between its firm part and its
+    full demand; a relay load only at one of the two."""
+    demand = max(0.0, demand_kw)
+    firm = demand * (1.0 - limits.curtailable_share)
+    steps = (-demand, -firm) if limits.relay else ()
+    return Feasible(p_min=-demand, p_max=-firm, baseline_kw=-demand, steps=steps)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorLimits:
+    asset: str
+    min_kw: float
+    max_kw: float
+    ramp_kw_per_s: float
+    baseline_kw: float = 0.0
+
+
+def generator_feasible(limits: GeneratorLimits, p_now_kw: float, horizon_s: float) -> Feasible:
+    """Setpoints a generator can follow within one horizon of its ramp.
+
+    Below its minimum output it is starting or stopping: the only setpoints are 0 and
+    `min_kw`, which it approaches along its ramp. Running, it may move within ramp reach
+    inside [min_kw, max_kw], and be told to stop once that reach touches min_kw.
+    """
+    p_now = max(0.0, p_now_kw)
+    if p_now < limits.min_kw:
+        return Feasible(0.0, limits.min_kw, limits.baseline_kw, steps=(0.0, limits.min_kw))
+    reach = limits.ramp_kw_per_s * max(horizon_s, 0.0)
+    high = min(limits.max_kw, p_now + reach)
+    # Above max_kw (a device overshooting) max_kw wins over the ramp.
+    low = min(max(limits.min_kw, p_now - reach), high)
+    if p_now - reach <= limits.min_kw:
+        return Feasible(0.0, high, limits.baseline_kw, gap=(0.0, low))
+    return Feasible(low, high, limits.baseline_kw)
