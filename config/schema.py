@@ -61,15 +61,30 @@ class SimulatorSettings(Strict):
     """How `flexedge sim` plays this device. Ignored by `flexedge run`."""
 
     initial_soc: Ratio = 0.5
+    # modbus-rtu only: the serial port the simulator opens. The controller opens serial.port,
+    # the other end of the line (a null-modem cable, or the other side of a pty pair).
+    serial_port: str | None = Field(default=None, min_length=1)
+
+
+class SerialSettings(Strict):
+    """The controller's end of a serial line (modbus-rtu). Devices on one port share it."""
+
+    port: str = Field(min_length=1)  # e.g. /dev/ttyUSB0
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    # RTU frames are 8-bit; 7 data bits only exist for Modbus ASCII.
+    bytesize: Literal[8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
 
 
 class Battery(Strict):
     name: Name
     kind: Literal["battery"] = "battery"
-    transport: Literal["modbus-tcp"] = "modbus-tcp"
+    transport: Literal["modbus-tcp", "modbus-rtu"] = "modbus-tcp"
     host: str = "127.0.0.1"
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=247)
+    serial: SerialSettings | None = None  # required for modbus-rtu, refused for modbus-tcp
     register_map: str = "battery_generic"
     timeout_s: float = Field(default=1.0, gt=0, le=30)
     capacity_kwh: float = Field(gt=0)
@@ -89,6 +104,25 @@ class Battery(Strict):
     def _soc_window(self) -> Battery:
         if not self.soc_min + self.reserve_soc < self.soc_max:
             raise ValueError("soc_min + reserve_soc must be below soc_max")
+        return self
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> Battery:
+        """Fields of the other transport are refused rather than silently ignored."""
+        if self.transport == "modbus-tcp":
+            if self.serial is not None:
+                raise ValueError("serial is only for transport modbus-rtu; "
+                                 "modbus-tcp uses host and port")
+            if self.simulator.serial_port is not None:
+                raise ValueError("simulator.serial_port is only for transport modbus-rtu")
+            return self
+        if self.serial is None:
+            raise ValueError("transport modbus-rtu needs a serial section (port, baudrate, ...)")
+        if {"host", "port"} & self.model_fields_set:
+            raise ValueError("host and port are for modbus-tcp; modbus-rtu uses serial.port")
+        if self.unit_id == 0:
+            raise ValueError("unit_id 0 is the broadcast address on a serial bus: "
+                             "no device answers it; use 1..247")
         return self
 
 
@@ -126,6 +160,23 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
     for asset in config.asset_registry:
         if asset not in names:
             problems.append((f"asset_registry.{asset}", f"{asset!r} is not a device"))
+    buses: dict[str, tuple[Battery, set[int]]] = {}
+    for index, device in enumerate(config.devices):
+        if device.serial is None:
+            continue
+        # One port is one bus: one speed and format, one simulator end, distinct unit ids.
+        where = f"devices[{index}] ({device.name})"
+        first, units = buses.setdefault(device.serial.port, (device, set()))
+        if first.serial != device.serial:
+            problems.append((f"{where}.serial", f"line settings differ from {first.name!r} "
+                             f"on the same port {device.serial.port}"))
+        elif first.simulator.serial_port != device.simulator.serial_port:
+            problems.append((f"{where}.simulator.serial_port",
+                             f"differs from {first.name!r} on the same port"))
+        elif device.unit_id in units:
+            problems.append((f"{where}.unit_id", f"unit {device.unit_id} is used twice "
+                             f"on {device.serial.port}"))
+        units.add(device.unit_id)
     seen: set[str] = set()
     for index, tariff in enumerate(config.tariffs):
         if tariff.id in seen:

@@ -47,8 +47,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     from simulators.cli import main_sim
-    main_sim(args.config)
+    main_sim(args.config, mqtt=args.mqtt)
     return 0
+
+
+def _cmd_fault(args: argparse.Namespace) -> int:
+    from simulators.fault_cli import fault_message, main_fault
+    message = fault_message(drop=args.drop, latency_s=args.latency, exception=args.exception,
+                            frozen=args.frozen, ignore_writes=args.ignore_writes,
+                            clear=args.clear)
+    return main_fault(args.mqtt, args.site, args.device, message, timeout=args.timeout)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -108,7 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="serve the simulated devices of a site")
     sim.add_argument("--config", type=Path, required=True, help="site YAML file")
+    sim.add_argument("--mqtt", type=_host_port,
+                     help="take fault messages (flexedge fault) from this broker, HOST:PORT")
     sim.set_defaults(func=_cmd_sim)
+
+    fault = sub.add_parser("fault", help="switch a fault of a running `sim --mqtt`")
+    fault.add_argument("--mqtt", type=_host_port, required=True, help="broker as HOST:PORT")
+    fault.add_argument("--site", required=True, help="site name (`site:` of the site file)")
+    fault.add_argument("--device", required=True, help="device name")
+    flag = argparse.BooleanOptionalAction
+    fault.add_argument("--drop", action=flag, help="close its connections, refuse new ones")
+    fault.add_argument("--latency", type=float, metavar="S", help="delay each answer (0: off)")
+    fault.add_argument("--exception", metavar="CODE",
+                       help="answer with this Modbus exception, e.g. DEVICE_FAILURE; none: off")
+    fault.add_argument("--frozen", action=flag, help="reads return the values of now")
+    fault.add_argument("--ignore-writes", action=flag, help="acknowledge writes, apply none")
+    fault.add_argument("--clear", action="store_true", help="clear every fault (first)")
+    fault.add_argument("--timeout", type=float, default=5.0,
+                       help="seconds to wait for the simulator's confirmation")
+    fault.set_defaults(func=_cmd_fault)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with a private broker")
     demo.add_argument("--config", type=Path, default=EXAMPLE_SITE, help="site YAML file")

@@ -61,6 +61,7 @@ class ControlLoop:
         self._setpoints: dict[str, float] = {}
         self.health = {name: DeviceHealth(self.period_s) for name in devices}
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
+        self._beats = 0  # controller heartbeat, written with every tick's setpoints
         self.lock = asyncio.Lock()
 
     # -- state the market side asks about -------------------------------------------------
@@ -119,10 +120,14 @@ class ControlLoop:
         return [self.readings[n] for n in due if n in self.readings
                 and self.readings[n].ts >= now]
 
-    async def _write(self, name: str, p_kw: float) -> None:
+    async def _write(self, name: str, p_kw: float, heartbeat: bool = False) -> None:
         health = self.health[name]
+        device = self.devices[name]
+        beat: int | None = None
         try:
-            await self.devices[name].write_setpoint(p_kw)
+            if heartbeat and await device.write_heartbeat(self._beats):
+                beat = self._beats % 65536
+            await device.write_setpoint(p_kw)
         except DeviceError as exc:
             if health.failure(self.clock()):
                 log.warning("%s; retrying with back-off", exc)
@@ -130,14 +135,17 @@ class ControlLoop:
         self._setpoints[name] = p_kw
         # Read back at once: confirms the write and gives metering the moment power changed.
         reading = await self._read(name)
-        if reading is not None and health.write_checked(
-                setpoint_confirmed(p_kw, reading.setpoint_kw)):
+        if reading is None:
+            return
+        confirmed = setpoint_confirmed(p_kw, reading.setpoint_kw) and (
+            beat is None or reading.heartbeat == beat)
+        if health.write_checked(confirmed):
             if health.following:
                 log.info("device %s follows its setpoint again", name)
             else:
-                log.warning("device %s does not follow its setpoint (wrote %.3f kW, reads "
-                            "%s); not counted on until it does", name, p_kw,
-                            reading.setpoint_kw)
+                log.warning("device %s does not take writes (wrote %.3f kW and heartbeat "
+                            "%s, reads %s and %s); not counted on until it does", name, p_kw,
+                            beat, reading.setpoint_kw, reading.heartbeat)
 
     # -- metering ---------------------------------------------------------------------------
     def _meter(self, reading: Reading) -> None:
@@ -183,12 +191,22 @@ class ControlLoop:
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
-        await asyncio.gather(*(self._bounded(n, self._write(n, result.setpoints[n]))
-                               for n in targets))
+        heartbeat = cause == "tick"
+        writes = {n: result.setpoints[n] for n in targets}
+        if heartbeat:
+            self._beats += 1
+            # A device that answers but ignored our writes gets its safe setpoint and the
+            # heartbeat each tick, so it is counted on again as soon as it takes them.
+            writes.update({n: self.baseline_kw[n] for n in names
+                           if n not in writes and self._ready(n, now)
+                           and self.health[n].answering and not self.health[n].following})
+        await asyncio.gather(*(self._bounded(n, self._write(n, p, heartbeat))
+                               for n, p in writes.items()))
         self.store.log_setpoints([
-            {"ts": now, "asset": n, "p_kw": result.setpoints[n],
-             "allocations": json.dumps(result.allocations[n]), "cause": cause}
-            for n in targets])
+            {"ts": now, "asset": n, "p_kw": p,
+             "allocations": json.dumps(result.allocations.get(n, {})),
+             "cause": cause if n in targets else "probe"}
+            for n, p in writes.items()])
 
     def _close_finished(self, now: float) -> None:
         """Report every commitment whose window is over and metered past its end."""

@@ -29,7 +29,7 @@ from controller.store import Store
 from controller.wire import INBOUND_TYPES, encode, status, telemetry
 from drivers.base import Device
 from drivers.factory import build_device
-from drivers.modbus_tcp import ModbusTcpDevice
+from drivers.modbus_tcp import ModbusDevice
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Daemon:
             device = self.devices[config.name]
             try:
                 await device.connect()
-                if isinstance(device, ModbusTcpDevice):
+                if isinstance(device, ModbusDevice):
                     await device.configure_lease(config.setpoint_timeout_s)
             except DeviceError as exc:
                 log.warning("%s; the controller will keep trying", exc)

@@ -25,6 +25,8 @@ class Reading:
     soc: float | None
     available: bool
     setpoint_kw: float | None = None
+    # The controller heartbeat as the device shows it (None: the device has no heartbeat).
+    heartbeat: int | None = None
 
 
 class Device(Protocol):
@@ -41,6 +43,10 @@ class Device(Protocol):
 
     async def write_setpoint(self, p_kw: float) -> None:
         """Command an active power setpoint in kW (site sign convention)."""
+
+    async def write_heartbeat(self, counter: int) -> bool:
+        """Write the controller heartbeat; False when the device has none. A device that
+        stops seeing it changing falls back on its own; read-back shows it is listening."""
 
     async def close(self) -> None:
         """Release the transport; safe to call twice."""

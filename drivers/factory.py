@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config.schema import Device as DeviceConfig
 from drivers.base import Device
+from drivers.modbus_rtu import ModbusRtuDevice
 from drivers.modbus_tcp import ModbusTcpDevice
 from drivers.registermap import LoadedMap
 
@@ -11,4 +12,6 @@ from drivers.registermap import LoadedMap
 def build_device(device: DeviceConfig, register_map: LoadedMap) -> Device:
     if device.transport == "modbus-tcp":
         return ModbusTcpDevice.from_config(device, register_map)
+    if device.transport == "modbus-rtu":
+        return ModbusRtuDevice.from_config(device, register_map)
     raise ValueError(f"no driver for transport {device.transport!r}")

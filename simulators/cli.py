@@ -1,19 +1,26 @@
-"""`flexedge sim --config FILE`: serve every modbus-tcp device of a site file until stopped.
+"""`flexedge sim --config FILE`: serve every device of a site file until stopped.
+
+modbus-tcp devices listen on host:port; modbus-rtu devices answer on simulator.serial_port,
+the simulator's end of the serial line whose other end is the device's serial.port.
 
 Entry points for the CLI wiring:
 
-    def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None) -> None
+    def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
+                 mqtt: tuple[str, int] | None = None) -> None
         Blocking; returns after SIGINT or SIGTERM. Raises controller.errors.ConfigError for
         a bad site file or register map, OSError when a port cannot be bound.
 
     async def run_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
                       stop: asyncio.Event | None = None,
-                      on_started: Callable[[SiteSimulator], None] | None = None) -> None
+                      on_started: Callable[[SiteSimulator], None] | None = None,
+                      mqtt: tuple[str, int] | None = None) -> None
         The same inside a running loop. Without `stop` it waits for SIGINT/SIGTERM; with
         `stop` it returns once the event is set (tests, embedding).
 
 `host` and `port` override every device's address from the file; port 0 puts each device on
-a free port (logged). One log line per device says where it is served.
+a free port (logged). One log line per device says where it is served. `mqtt` (HOST, PORT)
+lets `flexedge fault` switch device faults while running (simulators.fault_mqtt); a broker
+that cannot be reached raises controller.errors.BrokerError.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.loader import load_site
+from simulators.fault_mqtt import FaultControl
 from simulators.modbus_server import SiteSimulator, serve_site
 
 logger = logging.getLogger(__name__)
@@ -33,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 async def run_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
                   stop: asyncio.Event | None = None,
-                  on_started: Callable[[SiteSimulator], None] | None = None) -> None:
-    """Serve the site's simulated devices until `stop` is set or SIGINT/SIGTERM arrives."""
+                  on_started: Callable[[SiteSimulator], None] | None = None,
+                  mqtt: tuple[str, int] | None = None) -> None:
+    """Serve the site's simulated devices until `stop` is set or SIGINT/SIGTERM arrives.
+    With `mqtt` (HOST, PORT), faults can be switched over MQTT (simulators.fault_mqtt)."""
     site = load_site(site_path)
     simulator = await serve_site(site, host=host, port=port)
     loop = asyncio.get_running_loop()
@@ -46,10 +56,16 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
                 handled.append(signum)
+    control: FaultControl | None = None
     try:
+        if mqtt is not None:
+            control = FaultControl(simulator, site.config.site, *mqtt)
+            await control.start()
         for name in simulator.models:
             device_host, device_port = simulator.address(name)
-            logger.info("simulating %s on %s:%s", name, device_host, device_port)
+            # Port 0 once started: a serial device, whose "host" is its serial port.
+            where = f"{device_host}:{device_port}" if device_port else device_host
+            logger.info("simulating %s on %s", name, where)
         if on_started is not None:
             on_started(simulator)
         await stop.wait()
@@ -57,9 +73,12 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+        if control is not None:
+            await control.stop()
         await simulator.stop()
 
 
-def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None) -> None:
-    """Blocking entry for `flexedge sim --config FILE`."""
-    asyncio.run(run_sim(site_path, host=host, port=port))
+def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
+             mqtt: tuple[str, int] | None = None) -> None:
+    """Blocking entry for `flexedge sim --config FILE [--mqtt HOST:PORT]`."""
+    asyncio.run(run_sim(site_path, host=host, port=port, mqtt=mqtt))

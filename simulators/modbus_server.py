@@ -12,6 +12,7 @@ Usage::
     sim = await serve_site(site, port=0)       # port 0: each device on a free port
     host, port = sim.address("battery-1")
     sim.model("battery-1").soc
+    sim.faults("battery-1").latency_s = 0.5    # see simulators.faults
     await sim.stop()
 """
 
@@ -33,6 +34,8 @@ from config.loader import Site
 from controller.errors import ConfigError
 from drivers.registermap import LoadedMap, Point, decode, encode
 from simulators.battery import BatteryModel
+from simulators.faults import DeviceFaults, FaultState
+from simulators.modbus_serial import ModbusSerialSimServer, serial_servers
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ class SimulatedBattery:
         self.unit_id = unit_id
         self.on_write = on_write
         self._clock = clock
+        self.faults = DeviceFaults(name)
+        self.faults.add_listener(self._faults_changed)
+        # While frozen: the value of every model-owned point when the fault started.
+        self._frozen: dict[str, float] | None = None
         self._readers: dict[str, Callable[[], float]] = {
             "power": lambda: model.p_kw,
             "soc": lambda: model.soc,
@@ -66,6 +73,16 @@ class SimulatedBattery:
             "setpoint_timeout": lambda: model.timeout_s,
         }
         points = register_map.spec.points
+        # write_with partners (SunSpec 124 InWRte) show their leader's value; the model is
+        # steered by the leader alone, so a write to a partner by itself changes nothing.
+        self._leaders = {partner: n for n, p in points.items() for partner in p.write_with}
+        for partner, leader in self._leaders.items():
+            if leader in self._readers:
+                self._readers[partner] = self._readers[leader]
+        for point_name, point in points.items():
+            if point.scale_point is not None and point.scale_point not in self._readers:
+                raise ConfigError(register_map.source, f"points.{point_name}.scale_point",
+                                  f"the simulator has no value for {point.scale_point!r}")
         self._sf_points = {p.scale_factor_point for p in points.values() if p.scale_factor_point}
         self._sf = {name: self._choose_exponent(name) for name in sorted(self._sf_points)}
         for sf_name, exponent in self._sf.items():
@@ -84,6 +101,10 @@ class SimulatedBattery:
             tables[point.table].append(SimData(address=point.address, count=point.width,
                                                values=0, datatype=DataType.REGISTERS,
                                                readonly=readonly))
+        # Constants and unimplemented runs (SunSpec marker, model headers, padding): fixed.
+        for block in self.register_map.spec.fixed_blocks():
+            tables[block.table].append(SimData(address=block.address, values=block.registers(),
+                                               datatype=DataType.REGISTERS, readonly=True))
         # SimDevice needs at least one entry per block; these answer ILLEGAL_ADDRESS.
         for entries in tables.values():
             if not entries:
@@ -100,9 +121,14 @@ class SimulatedBattery:
     def _sf_of(self, point: Point) -> int:
         return 0 if point.scale_factor_point is None else self._sf[point.scale_factor_point]
 
+    def _base_of(self, point: Point) -> float:
+        """The site value a percentage point is a share of (1 for other points)."""
+        return 1.0 if point.scale_point is None else self._readers[point.scale_point]()
+
     def _limits(self, name: str) -> list[float]:
         """Values this device will put in a point, to check at startup that they fit."""
         m = self.model
+        name = self._leaders.get(name, name)
         return {
             "power": [m.max_discharge_kw, -m.max_charge_kw],
             "power_setpoint": [m.max_discharge_kw, -m.max_charge_kw],
@@ -115,7 +141,7 @@ class SimulatedBattery:
     def _fits(self, point: Point, name: str, exponent: int) -> bool:
         try:
             for value in self._limits(name):
-                encode(point, value, exponent)
+                encode(point, value, exponent, self._base_of(point))
         except ValueError:
             return False
         return True
@@ -142,6 +168,9 @@ class SimulatedBattery:
                       ) -> ExcCodes | None:
         """Called by pymodbus before it answers; `registers` is the live block (in place)."""
         arrived = time.perf_counter()
+        refused = await self.faults.before_answer()
+        if refused is not None:
+            return refused
         if function_code in _HOLDING_FCS:
             table = "holding"
         elif function_code in _INPUT_FCS:
@@ -154,8 +183,16 @@ class SimulatedBattery:
                                          cast(list[int], set_values))
             if written is None:
                 return ExcCodes.ILLEGAL_VALUE
-            self._apply(written, arrived)
+            if self.faults.ignore_writes:
+                logger.debug("%s: ignoring write %s (fault)", self.name, written)
+            else:
+                self._apply(written, arrived)
         self._refresh(table, start_address, registers)
+        if set_values and (self.faults.ignore_writes or self.faults.frozen):
+            # pymodbus copies set_values into the block after we return: turn that copy into
+            # a no-op so the registers keep their (old or frozen) values.
+            offset = address - start_address
+            cast(list[int], set_values)[:] = registers[offset:offset + len(set_values)]
         return None
 
     def _decode_write(self, start: int, address: int, registers: list[int],
@@ -167,7 +204,8 @@ class SimulatedBattery:
         written: list[tuple[str, float]] = []
         for name, point in self._points_in("holding", address, len(values)):
             begin = point.address - start
-            value = decode(point, image[begin:begin + point.width], self._sf_of(point))
+            value = decode(point, image[begin:begin + point.width], self._sf_of(point),
+                           self._base_of(point))
             if not math.isfinite(value) or (name == "setpoint_timeout" and value <= 0):
                 logger.info("%s: rejected write of %s to %s", self.name, value, name)
                 return None
@@ -189,8 +227,19 @@ class SimulatedBattery:
             reader = self._readers.get(name)
             if point.table != table or reader is None:
                 continue  # points the model does not own keep what was written
+            value = reader() if self._frozen is None else self._frozen.get(name, reader())
             begin = point.address - start
-            registers[begin:begin + point.width] = encode(point, reader(), self._sf_of(point))
+            registers[begin:begin + point.width] = encode(point, value, self._sf_of(point),
+                                                          self._base_of(point))
+
+    def _faults_changed(self, before: FaultState, after: FaultState) -> None:
+        if after.frozen and not before.frozen:
+            # Snapshot the values rather than skip refreshes: registers never read before
+            # the fault would otherwise show zeros instead of the state at its start.
+            self.model.advance(self._clock())
+            self._frozen = {name: reader() for name, reader in self._readers.items()}
+        elif not after.frozen:
+            self._frozen = None
 
 
 class ModbusSimServer:
@@ -205,6 +254,8 @@ class ModbusSimServer:
         self.host = host
         self._port = port
         self._server: ModbusTcpServer | None = None
+        for device in self.devices:
+            device.faults.add_listener(self._faults_changed)
 
     @property
     def port(self) -> int:
@@ -220,7 +271,8 @@ class ModbusSimServer:
         if self._server is not None:
             return
         server = ModbusTcpServer([d.sim_device() for d in self.devices],
-                                 address=(self.host, self._port))
+                                 address=(self.host, self._port),
+                                 trace_connect=self._connection_event)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:  # pymodbus reports a failed bind this way
@@ -236,11 +288,37 @@ class ModbusSimServer:
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
 
+    # -- connection drop fault: the listener stays open, so the port is kept ---------------
+
+    @property
+    def dropping(self) -> bool:
+        """True while any device of this server has the drop fault."""
+        return any(d.faults.drop for d in self.devices)
+
+    def close_clients(self) -> None:
+        """Close every open client connection; the listener keeps accepting."""
+        if self._server is None:
+            return
+        # close() removes the handler from active_connections: iterate over a copy.
+        for handler in list(self._server.active_connections.values()):
+            handler.close()
+
+    def _faults_changed(self, before: FaultState, after: FaultState) -> None:
+        if after.drop and not before.drop:
+            logger.info("%s:%s: dropping every connection", self.host, self._port)
+            self.close_clients()
+
+    def _connection_event(self, connected: bool) -> None:
+        # pymodbus calls this from connection_made, once the transport is set, so a client
+        # that connects while dropping is closed before it can send a request.
+        if connected and self.dropping:
+            self.close_clients()
+
 
 class SiteSimulator:
-    """Every modbus-tcp device of a site, each on its host:port, as one handle."""
+    """Every device of a site, each on its host:port or serial port, as one handle."""
 
-    def __init__(self, servers: Sequence[ModbusSimServer]) -> None:
+    def __init__(self, servers: Sequence[ModbusSimServer | ModbusSerialSimServer]) -> None:
         self.servers = tuple(servers)
         self._by_name = {d.name: (d, s) for s in self.servers for d in s.devices}
         self._on_write: OnWrite | None = None
@@ -251,12 +329,12 @@ class SiteSimulator:
                   ) -> SiteSimulator:
         """Build (not start) the simulator. `host`/`port` override every device's; port 0
         gives each device its own free port. Devices sharing a fixed host:port share one
-        server and must differ in unit_id."""
+        server and must differ in unit_id. modbus-rtu devices are served on their
+        simulator.serial_port (simulators.modbus_serial); host/port do not apply to them."""
         groups: dict[tuple[str, int], list[SimulatedBattery]] = {}
         free: list[tuple[str, SimulatedBattery]] = []
+        rtu: list[SimulatedBattery] = []
         for index, device in enumerate(site.config.devices):
-            if device.transport != "modbus-tcp":
-                continue
             try:
                 model = BatteryModel.from_config(device, now=clock())
             except ValueError as exc:
@@ -264,6 +342,9 @@ class SiteSimulator:
                                   str(exc)) from None
             battery = SimulatedBattery(device.name, model, site.maps[device.name],
                                        unit_id=device.unit_id, clock=clock)
+            if device.transport == "modbus-rtu":
+                rtu.append(battery)
+                continue
             where = (host or device.host, device.port if port is None else port)
             if where[1] == 0:
                 free.append((where[0], battery))
@@ -274,8 +355,10 @@ class SiteSimulator:
                                   f"another device already uses unit {device.unit_id} "
                                   f"on {where[0]}:{where[1]}")
             group.append(battery)
-        servers = [ModbusSimServer(g, host=h, port=p) for (h, p), g in groups.items()]
+        servers: list[ModbusSimServer | ModbusSerialSimServer] = [
+            ModbusSimServer(g, host=h, port=p) for (h, p), g in groups.items()]
         servers += [ModbusSimServer([b], host=h, port=0) for h, b in free]
+        servers += serial_servers(site, rtu)
         simulator = cls(servers)
         simulator.on_write = on_write
         return simulator
@@ -287,8 +370,14 @@ class SiteSimulator:
     def model(self, device: str) -> BatteryModel:
         return self._by_name[device][0].model
 
+    def faults(self, device: str) -> DeviceFaults:
+        """The device's faults, switchable while running (call on the simulator's loop).
+        A drop closes the connections of every device sharing the device's server."""
+        return self._by_name[device][0].faults
+
     def address(self, device: str) -> tuple[str, int]:
-        """Where a device is served; the port is the bound one once started."""
+        """Where a device is served; the port is the bound one once started. A device on a
+        serial line gives (its simulator's serial port, 0)."""
         server = self._by_name[device][1]
         return server.host, server.port
 

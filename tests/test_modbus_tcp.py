@@ -120,7 +120,7 @@ def free_port() -> int:
 
 def test_read_plan_groups_contiguous_points_per_table(site: Site) -> None:
     assert plan_reads(site.maps["b1"].spec) == (
-        ReadBlock("holding", 10, 2, ("power_setpoint", "setpoint_timeout")),
+        ReadBlock("holding", 10, 3, ("power_setpoint", "setpoint_timeout", "heartbeat")),
         ReadBlock("input", 0, 4, ("power", "soc", "max_charge_power", "max_discharge_power")),
     )
 

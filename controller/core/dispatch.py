@@ -61,7 +61,8 @@ def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, f
     if total_abs == 0.0:
         return dict(requests)
     gap = net_target - sum(requests.values())
-    return {cid: p + gap * abs(p) / total_abs for cid, p in requests.items()}
+    # Weight first: gap * |p| can underflow to 0 for tiny p where |p| / total cannot.
+    return {cid: p + gap * (abs(p) / total_abs) for cid, p in requests.items()}
 
 
 def plan(
