@@ -13,6 +13,8 @@ from controller.errors import ConfigError
 from drivers.registermap import LoadedMap, load_map, resolve_map_path
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
+# Tags pydantic puts into error locations for the device union; not fields of the file.
+DEVICE_KINDS = frozenset({"battery", "flexible_load", "generator"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ def _field_path(loc: tuple[int | str, ...], raw: object) -> str:
                 if isinstance(node, dict) and "name" in node:
                     label += f" ({node['name']})"
             parts.append(label)
+        elif isinstance(node, dict) and part not in node and part in DEVICE_KINDS:
+            continue  # pydantic names the union member (the device kind): not a field
         else:
             parts.append(f".{part}" if parts else part)
             node = node.get(part) if isinstance(node, dict) else None
@@ -79,7 +83,7 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
         raise ConfigError(source, field, problem)
     maps: dict[str, LoadedMap] = {}
     for index, device in enumerate(config.devices):
-        map_path = resolve_map_path(device.register_map, relative_to=path.parent)
+        map_path = resolve_map_path(device.map_name, relative_to=path.parent)
         try:
             loaded = load_map(map_path)
         except ConfigError as exc:

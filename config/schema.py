@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    model_validator,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -60,7 +69,13 @@ class Tariff(Strict):
 class SimulatorSettings(Strict):
     """How `flexedge sim` plays this device. Ignored by `flexedge run`."""
 
-    initial_soc: Ratio = 0.5
+    initial_soc: Ratio = 0.5  # batteries
+    # Flexible loads: demand noise around the profile, and the share of shed energy drawn
+    # back after a release, spread over rebound_s.
+    noise_kw: float = Field(default=0.0, ge=0)
+    rebound_share: Ratio = 0.0
+    rebound_s: float = Field(default=600.0, gt=0)
+    seed: int = 0
     # modbus-rtu only: the serial port the simulator opens. The controller opens serial.port,
     # the other end of the line (a null-modem cable, or the other side of a pty pair).
     serial_port: str | None = Field(default=None, min_length=1)
@@ -77,38 +92,85 @@ class SerialSettings(Strict):
     stopbits: Literal[1, 2] = 1
 
 
-class Battery(Strict):
+def _exact_topic(topic: str) -> str:
+    # Devices publish to and listen on one topic each; a wildcard could not be published to
+    # and would mix the telemetry of several devices into one.
+    if any(c in topic for c in "+#\x00"):
+        raise ValueError("must be one exact topic: no wildcards (+, #)")
+    return topic
+
+
+Topic = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_exact_topic)]
+JsonPath = Annotated[str, Field(pattern=r"^[^.]+(\.[^.]+)*$")]  # dotted keys, e.g. ENERGY.Power
+
+
+class MqttDeviceSettings(Strict):
+    """A device speaking JSON over MQTT (transport mqtt), e.g. a smart plug or a charger.
+
+    It publishes telemetry as a JSON object on state_topic and takes commands on
+    command_topic: relay loads the plain-text on/off payloads, limit loads a JSON object
+    {limit_field: watts} with null releasing the limit.
+    """
+
+    state_topic: Topic
+    command_topic: Topic
+    power_field: JsonPath = "power"
+    power_unit: Literal["W", "kW"] = "W"
+    # Smart plugs report what they draw as a positive number; the driver turns it into the
+    # site convention (consumption < 0). False: the device already uses the site convention.
+    consumption_positive: bool = True
+    command: Literal["relay", "limit"] | None = None  # None: the load's control
+    relay_on_payload: str = Field(default="on", min_length=1)
+    relay_off_payload: str = Field(default="off", min_length=1)
+    limit_field: str = Field(default="limit_w", min_length=1)  # W, in commands and state
+    # Another broker than the site's (no credentials then); None: the site broker.
+    host: str | None = Field(default=None, min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # No state message for this long: the device counts as unavailable. Keep it above the
+    # device's telemetry period.
+    stale_after_s: float = Field(default=10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.port is not None and self.host is None:
+            raise ValueError("mqtt_device.port needs mqtt_device.host "
+                             "(without host the site broker is used)")
+        if self.relay_on_payload.strip() == self.relay_off_payload.strip():
+            raise ValueError("mqtt_device.relay_on_payload and relay_off_payload must differ")
+        return self
+
+
+class DeviceBase(Strict):
+    """Transport and lease settings every device kind shares."""
+
     name: Name
-    kind: Literal["battery"] = "battery"
-    transport: Literal["modbus-tcp", "modbus-rtu"] = "modbus-tcp"
+    transport: Literal["modbus-tcp", "modbus-rtu", "mqtt"] = "modbus-tcp"
     host: str = "127.0.0.1"
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=247)
     serial: SerialSettings | None = None  # required for modbus-rtu, refused for modbus-tcp
-    register_map: str = "battery_generic"
+    mqtt_device: MqttDeviceSettings | None = None  # required for mqtt, refused otherwise
+    register_map: str = ""  # empty: the kind's generic bundled map
     timeout_s: float = Field(default=1.0, gt=0, le=30)
-    capacity_kwh: float = Field(gt=0)
-    soc_min: Ratio = 0.1
-    soc_max: Ratio = 0.95
-    # Energy kept back for the site's own needs (backup); never offered or dispatched.
-    reserve_soc: Ratio = 0.0
-    max_charge_kw: float = Field(gt=0)
-    max_discharge_kw: float = Field(gt=0)
-    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
-    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
-    # Device-side lease: it reverts to 0 kW if no setpoint arrives for this long.
+    # Device-side lease: it reverts to its safe state if no setpoint arrives for this long.
     setpoint_timeout_s: int = Field(default=10, ge=1, le=3600)
     simulator: SimulatorSettings = SimulatorSettings()
 
-    @model_validator(mode="after")
-    def _soc_window(self) -> Battery:
-        if not self.soc_min + self.reserve_soc < self.soc_max:
-            raise ValueError("soc_min + reserve_soc must be below soc_max")
-        return self
+    @property
+    def map_name(self) -> str:
+        return self.register_map or f"{self.kind_name}_generic"
+
+    @property
+    def kind_name(self) -> str:
+        return str(getattr(self, "kind", "battery"))
 
     @model_validator(mode="after")
-    def _transport_fields(self) -> Battery:
+    def _transport_fields(self) -> Self:
         """Fields of the other transport are refused rather than silently ignored."""
+        if self.transport == "mqtt":
+            return self._mqtt_fields()
+        if self.mqtt_device is not None:
+            raise ValueError("mqtt_device is only for transport mqtt")
         if self.transport == "modbus-tcp":
             if self.serial is not None:
                 raise ValueError("serial is only for transport modbus-rtu; "
@@ -125,8 +187,95 @@ class Battery(Strict):
                              "no device answers it; use 1..247")
         return self
 
+    def _mqtt_fields(self) -> Self:
+        if self.mqtt_device is None:
+            raise ValueError("transport mqtt needs an mqtt_device section "
+                             "(state_topic, command_topic, ...)")
+        if self.kind_name != "flexible_load":
+            raise ValueError(f"transport mqtt is only for kind flexible_load, "
+                             f"not {self.kind_name}")
+        modbus_only = {"host", "port", "serial", "unit_id", "register_map"} \
+            & self.model_fields_set
+        if modbus_only:
+            raise ValueError(f"{', '.join(sorted(modbus_only))} only apply to Modbus; transport "
+                             "mqtt uses mqtt_device.host/port or the site broker")
+        if self.simulator.serial_port is not None:
+            raise ValueError("simulator.serial_port is only for transport modbus-rtu")
+        control = getattr(self, "control", None)
+        command = self.mqtt_device.command
+        if command is not None and command != control:
+            # The controller plans with `control`; a device commanded otherwise would not
+            # deliver what was offered.
+            raise ValueError(f"mqtt_device.command {command!r} differs from control "
+                             f"{control!r}; leave command out to follow control")
+        return self
 
-Device = Battery
+
+class Battery(DeviceBase):
+    kind: Literal["battery"] = "battery"
+    capacity_kwh: float = Field(gt=0)
+    soc_min: Ratio = 0.1
+    soc_max: Ratio = 0.95
+    # Energy kept back for the site's own needs (backup); never offered or dispatched.
+    reserve_soc: Ratio = 0.0
+    max_charge_kw: float = Field(gt=0)
+    max_discharge_kw: float = Field(gt=0)
+    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> Battery:
+        if not self.soc_min + self.reserve_soc < self.soc_max:
+            raise ValueError("soc_min + reserve_soc must be below soc_max")
+        return self
+
+
+ProfilePoint = tuple[Annotated[float, Field(ge=0, lt=86400)], Annotated[float, Field(ge=0)]]
+
+
+class FlexibleLoad(DeviceBase):
+    """A load whose consumption can be capped (continuous limit) or shed by a relay."""
+
+    kind: Literal["flexible_load"]
+    # Declared baseline: (second of day, kW drawn) points, linear between them, wrapping at
+    # midnight. Also what the simulator draws before noise.
+    baseline_profile: list[ProfilePoint] = Field(min_length=1)
+    curtailable_share: Ratio
+    control: Literal["limit", "relay"] = "limit"
+    max_kw: float = Field(gt=0)  # rated consumption; no limit above it is ever written
+
+
+class Generator(DeviceBase):
+    kind: Literal["generator"]
+    min_kw: float = Field(ge=0)
+    max_kw: float = Field(gt=0)
+    ramp_kw_per_s: float = Field(gt=0)
+    # Output it would run at without balancing (its schedule); 0 = stopped.
+    baseline_kw: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _band(self) -> Generator:
+        if not self.min_kw < self.max_kw:
+            raise ValueError("min_kw must be below max_kw")
+        if self.baseline_kw and not self.min_kw <= self.baseline_kw <= self.max_kw:
+            raise ValueError("baseline_kw must be 0 (stopped) or within [min_kw, max_kw]")
+        return self
+
+
+def _device_kind(value: object) -> str:
+    # Sites written before loads and generators existed have batteries without `kind`.
+    if isinstance(value, dict):
+        return str(value.get("kind", "battery"))
+    return str(getattr(value, "kind", "battery"))
+
+
+Device = Annotated[
+    Annotated[Battery, Tag("battery")]
+    | Annotated[FlexibleLoad, Tag("flexible_load")]
+    | Annotated[Generator, Tag("generator")],
+    Discriminator(_device_kind, custom_error_type="device_kind",
+                  custom_error_message="kind must be battery, flexible_load or generator"),
+]
 
 
 class SiteConfig(Strict):
@@ -160,7 +309,7 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
     for asset in config.asset_registry:
         if asset not in names:
             problems.append((f"asset_registry.{asset}", f"{asset!r} is not a device"))
-    buses: dict[str, tuple[Battery, set[int]]] = {}
+    buses: dict[str, tuple[DeviceBase, set[int]]] = {}
     for index, device in enumerate(config.devices):
         if device.serial is None:
             continue
@@ -177,6 +326,16 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
             problems.append((f"{where}.unit_id", f"unit {device.unit_id} is used twice "
                              f"on {device.serial.port}"))
         units.add(device.unit_id)
+    # Two devices reading one state topic would count the same power twice.
+    state_topics: dict[tuple[str | None, int | None, str], str] = {}
+    for index, device in enumerate(config.devices):
+        md = device.mqtt_device
+        if md is None or device.transport != "mqtt":
+            continue
+        first_name = state_topics.setdefault((md.host, md.port, md.state_topic), device.name)
+        if first_name != device.name:
+            problems.append((f"devices[{index}] ({device.name}).mqtt_device.state_topic",
+                             f"{md.state_topic!r} is already {first_name!r}'s state topic"))
     seen: set[str] = set()
     for index, tariff in enumerate(config.tariffs):
         if tariff.id in seen:

@@ -64,10 +64,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, keep=args.keep)
 
 
+def _devices(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected device counts like 10,100,500, got {text!r}")
+    return counts
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from controller.bench_latency import run_latency_bench
     if args.what == "latency":
+        from controller.bench_latency import run_latency_bench
         return run_latency_bench(events=args.events)
+    if args.what == "poll":
+        from controller.bench_poll import run_poll_bench
+        return run_poll_bench(devices=args.devices, seconds=args.seconds)
     return 2
 
 
@@ -142,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["latency"])
-    bench.add_argument("--events", type=int, default=1000, help="control events to send")
+    bench.add_argument("what", choices=["latency", "poll"])
+    bench.add_argument("--events", type=int, default=1000, help="latency: control events to send")
+    bench.add_argument("--devices", type=_devices, default=[10, 100, 500],
+                       help="poll: simulated batteries per run, comma-separated")
+    bench.add_argument("--seconds", type=float, default=20.0, help="poll: seconds per run")
     bench.set_defaults(func=_cmd_bench)
 
     status = sub.add_parser("status", help="ask a running daemon what it is doing")

@@ -14,12 +14,12 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from config.loader import Site
-from config.schema import Battery
+from controller.assets import BatteryAsset, asset_for
 from controller.core.admission import AssetState, Ledger
-from controller.core.dispatch import battery_view, plan
+from controller.core.dispatch import plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
 from controller.core.metering import Sample, attribute
-from controller.core.model import BatteryLimits, Commitment, Progress
+from controller.core.model import Commitment, Progress
 from controller.core.reports import build_report
 from controller.errors import DeviceError
 from controller.outbox import Outbox
@@ -33,15 +33,6 @@ log = logging.getLogger(__name__)
 STALE_PERIODS = 3
 
 
-def battery_limits(device: Battery) -> BatteryLimits:
-    return BatteryLimits(
-        asset=device.name, capacity_kwh=device.capacity_kwh,
-        soc_floor=device.soc_min + device.reserve_soc, soc_ceiling=device.soc_max,
-        max_charge_kw=device.max_charge_kw, max_discharge_kw=device.max_discharge_kw,
-        charge_efficiency=device.charge_efficiency,
-        discharge_efficiency=device.discharge_efficiency)
-
-
 class ControlLoop:
     def __init__(self, site: Site, devices: dict[str, Device], store: Store, outbox: Outbox,
                  clock: Callable[[], float]) -> None:
@@ -51,25 +42,36 @@ class ControlLoop:
         self.outbox = outbox
         self.clock = clock
         self.period_s = site.config.control_period_s
-        self.limits = {d.name: battery_limits(d) for d in site.config.devices}
-        self.baseline_kw = {d.name: 0.0 for d in site.config.devices}  # idle battery
+        self.assets = {d.name: asset_for(d) for d in site.config.devices}
+        # Batteries' limits: the market side sizes offers and admits trades on them.
+        self.limits = {name: a.limits for name, a in self.assets.items()
+                       if isinstance(a, BatteryAsset)}
         self.readings: dict[str, Reading] = {}
         self.commitments: dict[str, Commitment] = {}
         self.progress: dict[str, Progress] = {}
         self._last_sample: dict[str, Sample] = {}
         self._allocations: dict[str, dict[str, float]] = {}
-        self._setpoints: dict[str, float] = {}
+        self._setpoints: dict[str, float | None] = {}  # last written; None = released
         self.health = {name: DeviceHealth(self.period_s) for name in devices}
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._beats = 0  # controller heartbeat, written with every tick's setpoints
+        self.lease_s = {d.name: d.setpoint_timeout_s for d in site.config.devices}
+        self._leased: set[str] = set()  # devices whose lease is set since they last answered
+        self._answered_at: dict[str, float] = {}
         self.lock = asyncio.Lock()
 
     # -- state the market side asks about -------------------------------------------------
     def is_fresh(self, name: str, now: float) -> bool:
-        """Counted on: telemetry younger than 3 periods, and it follows its setpoint."""
+        """Counted on: it answered within 3 periods, and it follows its setpoint.
+
+        "Answered" is when its driver last returned a reading: a device that pushes its
+        state (MQTT) answers with its latest message, which its driver refuses once stale.
+        """
         reading = self.readings.get(name)
-        return (reading is not None and reading.available and self.health[name].following
-                and now - reading.ts <= STALE_PERIODS * self.period_s)
+        answered = self._answered_at.get(name)
+        return (reading is not None and reading.available and answered is not None
+                and self.health[name].following
+                and now - answered <= STALE_PERIODS * self.period_s)
 
     def asset_states(self, now: float) -> dict[str, AssetState]:
         return {name: AssetState(limits, self.readings[name].soc if name in self.readings
@@ -91,12 +93,26 @@ class ControlLoop:
         except DeviceError as exc:
             if health.failure(self.clock()):
                 log.warning("%s; retrying with back-off", exc)
+                # It may come back restarted, with its default timeout: set it again then.
+                self._leased.discard(name)
             return None
         if health.success():
             log.info("device %s answers again", name)
+        if name not in self._leased:
+            await self._configure_lease(name)
         self._meter(reading)
         self.readings[name] = reading
+        self._answered_at[name] = self.clock()
         return reading
+
+    async def _configure_lease(self, name: str) -> None:
+        """Write the device-side setpoint lease, so it falls back on its own if we stop."""
+        try:
+            await self.devices[name].configure_lease(self.lease_s[name])
+        except DeviceError as exc:
+            log.warning("%s: lease not set (%s); will retry", name, exc.problem)
+            return
+        self._leased.add(name)
 
     async def _bounded(self, name: str, work: Coroutine[Any, Any, object]) -> None:
         """Run device I/O but wait for it at most half a period.
@@ -114,13 +130,16 @@ class ControlLoop:
         return name not in self._in_flight and self.health[name].due(now)
 
     async def poll(self, names: Iterable[str]) -> list[Reading]:
+        """Read every device that is due; returns the readings that are new since the last
+        poll (a device that pushes its state, like MQTT, may have nothing new)."""
         now = self.clock()
         due = [n for n in names if self._ready(n, now)]
+        before = {n: self.readings[n].ts for n in due if n in self.readings}
         await asyncio.gather(*(self._bounded(n, self._read(n)) for n in due))
         return [self.readings[n] for n in due if n in self.readings
-                and self.readings[n].ts >= now]
+                and self.readings[n].ts != before.get(n)]
 
-    async def _write(self, name: str, p_kw: float, heartbeat: bool = False) -> None:
+    async def _write(self, name: str, p_kw: float | None, heartbeat: bool = False) -> None:
         health = self.health[name]
         device = self.devices[name]
         beat: int | None = None
@@ -137,20 +156,20 @@ class ControlLoop:
         reading = await self._read(name)
         if reading is None:
             return
-        confirmed = setpoint_confirmed(p_kw, reading.setpoint_kw) and (
+        confirmed = (p_kw is None or setpoint_confirmed(p_kw, reading.setpoint_kw)) and (
             beat is None or reading.heartbeat == beat)
         if health.write_checked(confirmed):
             if health.following:
                 log.info("device %s follows its setpoint again", name)
             else:
-                log.warning("device %s does not take writes (wrote %.3f kW and heartbeat "
+                log.warning("device %s does not take writes (wrote %s kW and heartbeat "
                             "%s, reads %s and %s); not counted on until it does", name, p_kw,
                             beat, reading.setpoint_kw, reading.heartbeat)
 
     # -- metering ---------------------------------------------------------------------------
     def _meter(self, reading: Reading) -> None:
         name = reading.asset
-        sample = Sample(reading.ts, reading.p_kw - self.baseline_kw[name])
+        sample = Sample(reading.ts, reading.p_kw - self.assets[name].baseline_kw(reading.ts))
         prev = self._last_sample.get(name)
         self._last_sample[name] = sample
         if prev is None:
@@ -183,21 +202,20 @@ class ControlLoop:
             await self._dispatch(list(names), self.clock(), cause=cause)
 
     async def _dispatch(self, names: Iterable[str], now: float, cause: str) -> None:
-        views = {name: battery_view(self.limits[name],
-                                    self.readings[name].soc if name in self.readings else None,
-                                    self.is_fresh(name, now), self.period_s)
-                 for name in self.limits}
+        views = {name: asset.view(self.readings.get(name), self.is_fresh(name, now),
+                                  self.period_s, now)
+                 for name, asset in self.assets.items()}
         result = plan(list(self.commitments.values()), self.progress, views, now)
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
         heartbeat = cause == "tick"
-        writes = {n: result.setpoints[n] for n in targets}
+        writes = {n: self.assets[n].command(result.setpoints[n], now) for n in targets}
         if heartbeat:
             self._beats += 1
             # A device that answers but ignored our writes gets its safe setpoint and the
             # heartbeat each tick, so it is counted on again as soon as it takes them.
-            writes.update({n: self.baseline_kw[n] for n in names
+            writes.update({n: self.assets[n].safe_command() for n in names
                            if n not in writes and self._ready(n, now)
                            and self.health[n].answering and not self.health[n].following})
         await asyncio.gather(*(self._bounded(n, self._write(n, p, heartbeat))
@@ -219,7 +237,9 @@ class ControlLoop:
                 for a in commitment.assets)
             if not metered_past_end and now < commitment.window_end + grace:
                 continue
-            report = build_report(commitment, self.progress[cid], self.baseline_kw,
+            baselines = {a: self.assets[a].baseline_kw(commitment.window_start)
+                         for a in commitment.assets}
+            report = build_report(commitment, self.progress[cid], baselines,
                                   self.site.config.delivery_tolerance)
             payload = delivery_report(report)
             self.store.close_commitment(cid, payload, now)
@@ -234,11 +254,12 @@ class ControlLoop:
         async with self.lock:
             if self._in_flight:
                 await asyncio.wait(list(self._in_flight.values()), timeout=2)
-            await asyncio.gather(*(self._write(n, self.baseline_kw[n]) for n in self.devices))
+            await asyncio.gather(*(self._write(n, self.assets[n].safe_command())
+                                   for n in self.devices))
 
     def summary(self, now: float) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for name in self.limits:
+        for name in self.assets:
             reading = self.readings.get(name)
             out[name] = {
                 "p_kw": round(reading.p_kw, 4) if reading else None,

@@ -29,7 +29,6 @@ from controller.store import Store
 from controller.wire import INBOUND_TYPES, encode, status, telemetry
 from drivers.base import Device
 from drivers.factory import build_device
-from drivers.modbus_tcp import ModbusDevice
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,8 @@ class Daemon:
             session_expiry=3600)
         self.outbox = Outbox(self.store, self.link, self.base, clock)
         self.devices: dict[str, Device] = {
-            d.name: build_device(d, site.maps[d.name]) for d in self.config.devices}
+            d.name: build_device(d, site.maps[d.name], mqtt=self.config.mqtt)
+            for d in self.config.devices}
         self.control = ControlLoop(site, self.devices, self.store, self.outbox, clock)
         self.market = MarketDesk(site, self.control, self.store, self.outbox, clock,
                                  self._schedule_tick_at)
@@ -150,15 +150,13 @@ class Daemon:
             self.store.close()
 
     async def _connect_devices(self) -> None:
-        """Connect and set each device's own setpoint lease; a dead device is not fatal."""
-        for config in self.config.devices:
-            device = self.devices[config.name]
+        """Connect each device; a dead one is not fatal (the control loop keeps trying and
+        sets its lease once it answers)."""
+        for name, device in self.devices.items():
             try:
                 await device.connect()
-                if isinstance(device, ModbusDevice):
-                    await device.configure_lease(config.setpoint_timeout_s)
             except DeviceError as exc:
-                log.warning("%s; the controller will keep trying", exc)
+                log.warning("%s: %s; the controller will keep trying", name, exc.problem)
 
     def stop(self) -> None:
         self._stop.set()

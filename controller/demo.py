@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from config.loader import load_site
+from config.schema import Battery
 from controller.broker import PrivateBroker, free_port
 from controller.scripted_market import MarketClient
 
@@ -89,7 +90,7 @@ async def _play(site_path: Path, say: Progress) -> list[dict[str, Any]]:
         say.say(f"standing order of {order['tariff_id']}: exercise_ratio "
                 f"{order['exercise_ratio']}; exercising it in the next slot")
         await asyncio.sleep(max(0.0, next_slot + 1.0 - time.time()))
-        battery = cfg.devices[0]
+        battery = next(d for d in cfg.devices if isinstance(d, Battery))
         hours_left = (next_slot + slot - time.time()) / 3600
         bound = (order["exercise_ratio"] - 1.0) * battery.max_discharge_kw * hours_left
         kwh = round(bound * CONTROL_SHARE_OF_BOUND, 4)

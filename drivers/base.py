@@ -41,8 +41,16 @@ class Device(Protocol):
     async def read(self) -> Reading:
         """Read power, SoC and availability. Raises DeviceError subclasses on failure."""
 
-    async def write_setpoint(self, p_kw: float) -> None:
-        """Command an active power setpoint in kW (site sign convention)."""
+    async def write_setpoint(self, p_kw: float | None) -> None:
+        """Command the device in kW, site sign convention.
+
+        Batteries and generators: the active power setpoint (always a number).
+        Flexible loads: a consumption cap of -p_kw (so p_kw <= 0); a relay load sheds its
+        curtailable part for any cap. None releases a load: no cap, relay on.
+        """
+
+    async def configure_lease(self, seconds: float) -> bool:
+        """Set the device's own setpoint timeout; False when the device has none."""
 
     async def write_heartbeat(self, counter: int) -> bool:
         """Write the controller heartbeat; False when the device has none. A device that

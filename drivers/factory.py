@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from config.schema import Device as DeviceConfig
+from config.schema import MqttSettings
 from drivers.base import Device
 from drivers.modbus_rtu import ModbusRtuDevice
 from drivers.modbus_tcp import ModbusTcpDevice
+from drivers.mqtt_device import MqttJsonDevice
 from drivers.registermap import LoadedMap
 
 
-def build_device(device: DeviceConfig, register_map: LoadedMap) -> Device:
+def build_device(device: DeviceConfig, register_map: LoadedMap, *,
+                 mqtt: MqttSettings | None = None) -> Device:
+    """`mqtt` is the site broker (SiteConfig.mqtt), which transport mqtt devices use unless
+    their mqtt_device section names another; without it they must name one."""
+    if device.transport == "mqtt":
+        return MqttJsonDevice.from_config(device, mqtt)
     if device.transport == "modbus-tcp":
         return ModbusTcpDevice.from_config(device, register_map)
     if device.transport == "modbus-rtu":

@@ -1,4 +1,5 @@
-"""A battery over Modbus RTU on a serial line (RS-485 / RS-232), in site units.
+"""A device (battery, flexible load, generator) over Modbus RTU on a serial line (RS-485 /
+RS-232), in site units.
 
 Several devices on one RS-485 bus share one serial port. A port can be opened once (pyserial
 opens it exclusively) and a half-duplex bus carries one frame at a time, so every device on a
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 
-from config.schema import Battery, SerialSettings
+from config.schema import DeviceBase, SerialSettings
 from controller.errors import ConfigError, DeviceUnavailable
-from drivers.modbus_tcp import ModbusDevice
+from drivers.modbus_tcp import ModbusDevice, release_limit_of
 from drivers.registermap import LoadedMap
 
 logger = logging.getLogger(__name__)
@@ -94,26 +95,28 @@ def _describe(settings: SerialSettings) -> str:
 
 
 class ModbusRtuDevice(ModbusDevice):
-    """A battery at `unit_id` on the serial bus `serial.port`. Needs a running event loop."""
+    """A device at `unit_id` on the serial bus `serial.port`. Needs a running event loop."""
 
     def __init__(self, name: str, serial: SerialSettings, unit_id: int, timeout_s: float,
-                 register_map: LoadedMap) -> None:
+                 register_map: LoadedMap, *, release_limit_kw: float | None = None) -> None:
         bus = join_bus(serial)
         super().__init__(name, unit_id, timeout_s, register_map, client=bus.client,
-                         lock=bus.lock, endpoint=f"{serial.port} unit {unit_id}")
+                         lock=bus.lock, endpoint=f"{serial.port} unit {unit_id}",
+                         release_limit_kw=release_limit_kw)
         self.serial = serial
         self.bus = bus
         self._joined = True
 
     @classmethod
-    def from_config(cls, device: Battery, register_map: LoadedMap, *,
+    def from_config(cls, device: DeviceBase, register_map: LoadedMap, *,
                     port: str | None = None) -> ModbusRtuDevice:
-        """The driver for a site-file battery; `port` overrides serial.port (tests, sims)."""
+        """The driver for a site-file device; `port` overrides serial.port (tests, sims)."""
         if device.serial is None:  # the schema requires it for modbus-rtu
             raise ValueError(f"device {device.name} has no serial section")
         serial = device.serial if port is None else device.serial.model_copy(
             update={"port": port})
-        return cls(device.name, serial, device.unit_id, device.timeout_s, register_map)
+        return cls(device.name, serial, device.unit_id, device.timeout_s, register_map,
+                   release_limit_kw=release_limit_of(device))
 
     async def _ensure_connected(self) -> None:
         try:

@@ -1,4 +1,5 @@
-"""A battery over Modbus TCP (pymodbus AsyncModbusTcpClient), in site units.
+"""A device (battery, flexible load, generator) over Modbus TCP (pymodbus AsyncModbusTcpClient),
+in site units.
 
 ModbusDevice holds everything that does not depend on the transport (read plan, SunSpec scale
 factors, error translation); ModbusTcpDevice and drivers.modbus_rtu.ModbusRtuDevice only give
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from config.schema import Battery
+from config.schema import DeviceBase, FlexibleLoad
 from controller.errors import (
     ConfigError,
     DeviceProtocolError,
@@ -75,19 +77,37 @@ def plan_reads(spec: RegisterMap, names: Iterable[str] | None = None,
     return tuple(blocks)
 
 
+def control_point(register_map: LoadedMap) -> str:
+    """The point write_setpoint writes: power_setpoint for batteries and generators; for a
+    flexible load its writable power_limit, else its relay (the map validation guarantees
+    one of them, so a load is always commanded by a cap, never by a setpoint)."""
+    spec = register_map.spec
+    if spec.kind != "flexible_load":
+        return "power_setpoint"
+    for name in ("power_limit", "relay"):
+        if name in spec.points and spec.points[name].access == "rw":
+            return name
+    raise ConfigError(register_map.source, "points.power_limit",
+                      "a flexible_load map needs an rw power_limit or relay point")
+
+
 class ModbusDevice:
-    """drivers.base.Device for a battery whose registers a LoadedMap describes, over any
+    """drivers.base.Device for a device whose registers a LoadedMap describes, over any
     pymodbus async client. `lock` must be shared by every device that shares `client`: it
-    keeps a whole read plan (and a reconnect) from interleaving with another device's."""
+    keeps a whole read plan (and a reconnect) from interleaving with another device's.
+    `release_limit_kw` is a power_limit load's rating, the limit that releases it."""
 
     def __init__(self, name: str, unit_id: int, timeout_s: float, register_map: LoadedMap, *,
-                 client: ModbusBaseClient, lock: asyncio.Lock, endpoint: str) -> None:
+                 client: ModbusBaseClient, lock: asyncio.Lock, endpoint: str,
+                 release_limit_kw: float | None = None) -> None:
         self._name = name
         self.endpoint = endpoint  # where the device is, for messages: "host:port", a tty
         self.unit_id = unit_id
         self.timeout_s = timeout_s
         self.register_map = register_map
-        for written in ("power_setpoint", "setpoint_timeout"):
+        self.control = control_point(register_map)
+        self.release_limit_kw = release_limit_kw
+        for written in (self.control, "setpoint_timeout"):
             if register_map.has(written) and register_map.point(written).table != "holding":
                 raise ConfigError(register_map.source, f"points.{written}.table",
                                   "must be holding: input registers cannot be written")
@@ -112,15 +132,38 @@ class ModbusDevice:
     async def read(self) -> Reading:
         values = await self.read_points()
         heartbeat = values.get("heartbeat")
+        # Loads have no setpoint to read back (None): the controller confirms their writes
+        # by the heartbeat. Only batteries have a state of charge.
         return Reading(asset=self._name, ts=time.time(), p_kw=values["power"],
-                       soc=values["soc"], available=True,
+                       soc=values.get("soc"), available=True,
                        setpoint_kw=values.get("power_setpoint"),
                        heartbeat=None if heartbeat is None else round(heartbeat))
 
-    async def write_setpoint(self, p_kw: float) -> None:
-        """Write power_setpoint. ValueError if p_kw does not fit the register (NaN, or beyond
-        what the map's type and scale hold): the controller clips to ratings before this."""
-        await self.write_point("power_setpoint", p_kw)
+    async def write_setpoint(self, p_kw: float | None) -> None:
+        """Command the device (drivers.base.Device.write_setpoint): batteries and generators
+        get power_setpoint = p_kw; a load gets a cap of -p_kw kW on power_limit (its rating
+        for None), or its relay opened for any cap (closed for None).
+
+        ValueError for None on a setpoint device, NaN, or a value beyond what the map's type
+        and scale hold: the controller clips to ratings before this."""
+        if p_kw is not None and math.isnan(p_kw):
+            raise ValueError(f"{self._name}: setpoint is NaN")
+        if self.control == "power_setpoint":
+            if p_kw is None:
+                raise ValueError(f"{self._name}: a battery or generator needs a setpoint "
+                                 "in kW, not None")
+            await self.write_point("power_setpoint", p_kw)
+        elif self.control == "power_limit":
+            if p_kw is not None:
+                # max(): a positive p_kw would ask a load to inject; the nearest is 0 kW.
+                await self.write_point("power_limit", max(0.0, -p_kw))
+            elif self.release_limit_kw is not None:
+                await self.write_point("power_limit", self.release_limit_kw)
+            else:
+                raise ValueError(f"{self._name}: no release_limit_kw (the load's max_kw) "
+                                 "to write for a release")
+        else:
+            await self.write_point("relay", 1 if p_kw is None else 0)
 
     async def write_heartbeat(self, counter: int) -> bool:
         if not self.register_map.has("heartbeat"):
@@ -280,22 +323,29 @@ class ModbusDevice:
 
 
 class ModbusTcpDevice(ModbusDevice):
-    """A battery behind its own TCP connection."""
+    """A device behind its own TCP connection."""
 
     def __init__(self, name: str, host: str, port: int, unit_id: int, timeout_s: float,
-                 register_map: LoadedMap) -> None:
+                 register_map: LoadedMap, *, release_limit_kw: float | None = None) -> None:
         client = AsyncModbusTcpClient(host, port=port, name=name, timeout=timeout_s,
                                       retries=0, reconnect_delay=0)
         # One request at a time: the controller's and telemetry's calls must not interleave
         # a reconnect with a request on the same client.
         super().__init__(name, unit_id, timeout_s, register_map, client=client,
-                         lock=asyncio.Lock(), endpoint=f"{host}:{port}")
+                         lock=asyncio.Lock(), endpoint=f"{host}:{port}",
+                         release_limit_kw=release_limit_kw)
         self.host = host
         self.port = port
 
     @classmethod
-    def from_config(cls, device: Battery, register_map: LoadedMap, *, host: str | None = None,
+    def from_config(cls, device: DeviceBase, register_map: LoadedMap, *, host: str | None = None,
                     port: int | None = None) -> ModbusTcpDevice:
-        """The driver for a site-file battery; host/port override the file (tests, sims)."""
+        """The driver for a site-file device; host/port override the file (tests, sims)."""
         return cls(device.name, host or device.host, device.port if port is None else port,
-                   device.unit_id, device.timeout_s, register_map)
+                   device.unit_id, device.timeout_s, register_map,
+                   release_limit_kw=release_limit_of(device))
+
+
+def release_limit_of(device: DeviceBase) -> float | None:
+    """The limit that releases a site-file load (its rating); None for other kinds."""
+    return device.max_kw if isinstance(device, FlexibleLoad) else None

@@ -51,6 +51,12 @@ UNIT_TO_SITE = {"kW": 1.0, "W": 0.001, "%": 0.01, "fraction": 1.0, "s": 1.0, "co
 # Points each device kind must have for the controller to drive it.
 REQUIRED_POINTS: dict[str, dict[str, Literal["r", "rw"]]] = {
     "battery": {"power": "r", "soc": "r", "power_setpoint": "rw"},
+    "flexible_load": {"power": "r"},
+    "generator": {"power": "r", "power_setpoint": "rw"},
+}
+# ... and at least one of these writable points: how the controller acts on the device.
+CONTROL_POINTS: dict[str, tuple[str, ...]] = {
+    "flexible_load": ("power_limit", "relay"),
 }
 
 # What a register reads when the device does not implement it (SunSpec's convention), by the
@@ -192,7 +198,7 @@ class RegisterMap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str
-    kind: Literal["battery"]
+    kind: Literal["battery", "flexible_load", "generator"]
     description: str = ""
     points: dict[str, Point]
     constants: dict[str, Constant] = {}
@@ -245,6 +251,12 @@ def _check_layout(source: str, spec: RegisterMap) -> None:
         if access == "rw" and spec.points[name].access != "rw":
             raise ConfigError(source, f"points.{name}.access",
                               "must be rw: the controller writes it")
+    controls = CONTROL_POINTS.get(spec.kind, ())
+    if controls and not any(spec.points.get(n) and spec.points[n].access == "rw"
+                            for n in controls):
+        raise ConfigError(source, f"points.{controls[0]}",
+                          f"missing: a {spec.kind} map needs an rw point named "
+                          f"{' or '.join(controls)}")
 
 
 def _check_overlaps(source: str, spec: RegisterMap) -> None:

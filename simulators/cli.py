@@ -1,7 +1,9 @@
 """`flexedge sim --config FILE`: serve every device of a site file until stopped.
 
 modbus-tcp devices listen on host:port; modbus-rtu devices answer on simulator.serial_port,
-the simulator's end of the serial line whose other end is the device's serial.port.
+the simulator's end of the serial line whose other end is the device's serial.port. mqtt
+devices publish their state on the site broker, or on the `mqtt` broker when one is given
+(simulators.mqtt_devices).
 
 Entry points for the CLI wiring:
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -35,6 +38,7 @@ from pathlib import Path
 from config.loader import load_site
 from simulators.fault_mqtt import FaultControl
 from simulators.modbus_server import SiteSimulator, serve_site
+from simulators.mqtt_devices import MqttDeviceSimulator, serve_mqtt_devices
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,15 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
                   on_started: Callable[[SiteSimulator], None] | None = None,
                   mqtt: tuple[str, int] | None = None) -> None:
     """Serve the site's simulated devices until `stop` is set or SIGINT/SIGTERM arrives.
-    With `mqtt` (HOST, PORT), faults can be switched over MQTT (simulators.fault_mqtt)."""
+    With `mqtt` (HOST, PORT), faults can be switched over MQTT (simulators.fault_mqtt) and
+    the mqtt devices use that broker instead of the site's."""
     site = load_site(site_path)
-    simulator = await serve_site(site, host=host, port=port)
+    # mqtt devices are no Modbus servers: the Modbus simulator only gets the others.
+    modbus = [d for d in site.config.devices if d.transport != "mqtt"]
+    simulator = await serve_site(
+        dataclasses.replace(site, config=site.config.model_copy(update={"devices": modbus}),
+                            maps={d.name: site.maps[d.name] for d in modbus}),
+        host=host, port=port)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     if stop is None:
@@ -57,10 +67,17 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
                 loop.add_signal_handler(signum, stop.set)
                 handled.append(signum)
     control: FaultControl | None = None
+    mqtt_devices: MqttDeviceSimulator | None = None
     try:
         if mqtt is not None:
             control = FaultControl(simulator, site.config.site, *mqtt)
             await control.start()
+        if len(modbus) < len(site.config.devices):
+            mqtt_devices = await serve_mqtt_devices(site.config, mqtt=mqtt)
+            for name, device in mqtt_devices.devices.items():
+                logger.info("simulating %s on mqtt %s:%s (state %s, commands %s)", name,
+                            *mqtt_devices.address(name), device.settings.state_topic,
+                            device.settings.command_topic)
         for name in simulator.models:
             device_host, device_port = simulator.address(name)
             # Port 0 once started: a serial device, whose "host" is its serial port.
@@ -73,6 +90,8 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+        if mqtt_devices is not None:
+            await mqtt_devices.stop()
         if control is not None:
             await control.stop()
         await simulator.stop()

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
-SECONDS_PER_DAY = 86400.0
+from controller.core.kinds import SECONDS_PER_DAY, profile_kw
 
 
 class LoadModel:
@@ -37,7 +37,7 @@ class LoadModel:
             raise ValueError("curtailable_share and rebound_share must be in [0, 1]")
         if rebound_s <= 0 or setpoint_timeout_s <= 0 or noise_kw < 0:
             raise ValueError("rebound_s and setpoint_timeout_s must be > 0, noise_kw >= 0")
-        self._profile = sorted((float(t) % SECONDS_PER_DAY, float(kw)) for t, kw in profile)
+        self._profile = tuple((float(t) % SECONDS_PER_DAY, float(kw)) for t, kw in profile)
         self.curtailable_share = curtailable_share
         self.control = control
         self.noise_kw = noise_kw
@@ -53,18 +53,8 @@ class LoadModel:
 
     # -- demand -----------------------------------------------------------------------------
     def profile_kw(self, now: float) -> float:
-        """The declared baseline at `now`: linear between profile points, wrapping at midnight."""
-        points = self._profile
-        if len(points) == 1:
-            return points[0][1]
-        second = now % SECONDS_PER_DAY
-        prev = points[-1][0] - SECONDS_PER_DAY, points[-1][1]
-        for t, kw in [*points, (points[0][0] + SECONDS_PER_DAY, points[0][1])]:
-            if second <= t:
-                span = t - prev[0]
-                return prev[1] + (kw - prev[1]) * (second - prev[0]) / span if span else kw
-            prev = (t, kw)
-        return points[-1][1]
+        """The declared baseline at `now` (the controller reads the same profile)."""
+        return profile_kw(self._profile, now)
 
     def demand_kw(self, now: float) -> float:
         """What the load would draw uncontrolled: profile plus noise that changes every second

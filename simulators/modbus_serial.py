@@ -1,6 +1,6 @@
-"""Serve simulated batteries over Modbus RTU on a serial port, like devices on one RS-485 bus.
+"""Serve simulated devices over Modbus RTU on a serial port, like devices on one RS-485 bus.
 
-The same SimulatedBattery.sim_device() objects as the TCP simulator, so both transports share
+The same SimulatedDevice.sim_device() objects as the TCP simulator, so both transports share
 one register layout and one model action. One port serves every device of the bus, one
 SimDevice per unit id.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
@@ -23,17 +22,15 @@ from config.loader import Site
 from config.schema import SerialSettings
 from controller.errors import ConfigError
 from drivers.modbus_rtu import LINE_REFUSED
-
-if TYPE_CHECKING:  # modbus_server imports this module
-    from simulators.modbus_server import SimulatedBattery
+from simulators.sim_device import SimulatedDevice
 
 logger = logging.getLogger(__name__)
 
 
 class ModbusSerialSimServer:
-    """One serial port serving one or more simulated batteries (one per unit id)."""
+    """One serial port serving one or more simulated devices (one per unit id)."""
 
-    def __init__(self, devices: Sequence[SimulatedBattery], settings: SerialSettings) -> None:
+    def __init__(self, devices: Sequence[SimulatedDevice], settings: SerialSettings) -> None:
         ids = [d.unit_id for d in devices]
         if not devices or len(set(ids)) != len(ids):
             raise ValueError(f"need at least one device and distinct unit ids, got {ids}")
@@ -88,14 +85,14 @@ class ModbusSerialSimServer:
         return pdu
 
 
-def serial_servers(site: Site, batteries: Sequence[SimulatedBattery],
+def serial_servers(site: Site, devices: Sequence[SimulatedDevice],
                    ) -> list[ModbusSerialSimServer]:
-    """Servers for the site's modbus-rtu batteries: one per simulator.serial_port. A device
+    """Servers for the site's modbus-rtu devices: one per simulator.serial_port. A device
     without simulator.serial_port is not simulated (a real device may be on that line)."""
-    buses: dict[str, list[SimulatedBattery]] = {}
+    buses: dict[str, list[SimulatedDevice]] = {}
     lines: dict[str, SerialSettings] = {}
-    for battery in batteries:
-        device = site.config.device(battery.name)
+    for served in devices:
+        device = site.config.device(served.name)
         sim_port = device.simulator.serial_port
         if device.serial is None or sim_port is None:
             logger.warning("%s: not simulated: modbus-rtu needs simulator.serial_port",
@@ -109,6 +106,6 @@ def serial_servers(site: Site, batteries: Sequence[SimulatedBattery],
             raise ConfigError(str(site.path),
                               f"devices[{index}] ({device.name}).simulator.serial_port",
                               f"{sim_port} already simulates serial port {line.port}")
-        buses.setdefault(sim_port, []).append(battery)
+        buses.setdefault(sim_port, []).append(served)
     return [ModbusSerialSimServer(group, lines[sim_port].model_copy(update={"port": sim_port}))
             for sim_port, group in buses.items()]

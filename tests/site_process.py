@@ -31,6 +31,7 @@ class RunningSite:
     host: str
     port: int
     workdir: Path
+    device_count: int = 1
     daemon: subprocess.Popen[bytes] | None = None
 
     def start_daemon(self) -> None:
@@ -89,8 +90,11 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
             log = (site.workdir / "daemon.log").read_text(errors="replace")
             raise RuntimeError(f"the daemon exited with {daemon.returncode}:\n{log}")
         if site.db.exists():
+            # Online, and every device read at least once (the simulator starts alongside).
             with contextlib.suppress(sqlite3.OperationalError):
-                if site.query("SELECT COUNT(*) FROM orders")[0][0]:
+                ready = site.query("SELECT (SELECT COUNT(*) FROM orders), "
+                                   "(SELECT COUNT(DISTINCT asset) FROM telemetry)")[0]
+                if ready[0] and ready[1] >= site.device_count:
                     return
         time.sleep(0.2)
     raise RuntimeError("the daemon did not come online within 30 s")
@@ -102,7 +106,7 @@ def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterat
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
     sim = _spawn(["sim", "--config", str(site_file)], workdir / "sim.log")
     running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
-                          broker.host, broker.port, workdir)
+                          broker.host, broker.port, workdir, len(raw["devices"]))
     running.start_daemon()
     try:
         assert running.daemon is not None

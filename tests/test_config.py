@@ -114,7 +114,7 @@ def test_minimal_site_takes_documented_defaults(tmp_path: Path) -> None:
     assert cfg.slot_seconds == 900
     assert cfg.mqtt.port == 1883
     assert cfg.asset_registry == {} and cfg.tariffs == []
-    assert cfg.devices[0].register_map == "battery_generic"
+    assert cfg.devices[0].map_name == "battery_generic"  # the kind's bundled map
     assert (cfg.devices[0].soc_min, cfg.devices[0].soc_max) == (0.1, 0.95)
 
 

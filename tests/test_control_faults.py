@@ -60,7 +60,9 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
     site_file.write_text(SITE.format(period=PERIOD, devices="".join(
         DEVICE.format(name=n, port=free_port()) for n in ("b1", "b2"))))
     site = load_site(site_file)
-    sim = await serve_site(site)
+    lease_writes: list[float] = []
+    sim = await serve_site(site, on_write=lambda device, point, value, t: lease_writes.append(
+        t) if (device, point) == ("b1", "setpoint_timeout") else None)
     devices = {c.name: build_device(c, site.maps[c.name]) for c in site.config.devices}
     store = Store(tmp_path / "log.sqlite")
     link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
@@ -91,10 +93,12 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
         seen["lost_at"] = lost_at
         seen["b2_max_age"] = max(b2_ages)
         sim.faults("b1").clear()
+        seen["lease_writes_before_clear"] = len(lease_writes)
         for tick in range(40):
             await control.tick()
             if control.is_fresh("b1", time.time()):
                 seen["back_after"] = tick
+                seen["lease_writes"] = len(lease_writes)
                 break
             await asyncio.sleep(PERIOD)
     finally:
@@ -114,3 +118,6 @@ def test_controller_survives_fault(tmp_path: Path, fault: str) -> None:
     # b2 kept fresh telemetry all along: a bad neighbour never made it stale.
     assert seen["b2_max_age"] < 3 * PERIOD
     assert "back_after" in seen, "b1 did not come back by itself"
+    if fault in {"connection drop", "latency beyond the timeout", "exception responses"}:
+        # It stopped answering, so it may have restarted: its lease is written again.
+        assert seen["lease_writes"] > seen["lease_writes_before_clear"] >= 1

@@ -132,6 +132,14 @@ def test_bad_control_events_are_rejected(request_: ControlRequest, now: float,
     assert needle in result.reason
 
 
+def test_control_with_every_asset_unavailable_says_so() -> None:
+    result = admit_control(control(), orders={"t1": ORDER_UP},
+                           assets={"b1": AssetState(battery(), None, False)}, ledger=EMPTY,
+                           slot_seconds=SLOT, now=T0 + 6)
+    assert result.status is AckStatus.REJECTED
+    assert result.reason == ("no asset of tariff 't1' is available (no fresh telemetry): b1")
+
+
 def test_down_order_takes_charge_capability() -> None:
     result = admit_c(control(tariff_id="t2", kwh=-0.01))
     assert result.status is AckStatus.ACCEPTED

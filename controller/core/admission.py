@@ -188,6 +188,10 @@ def admit_control(
         capability[asset] = battery_capability(
             state.limits, state.soc, direction, window_start, window_end,
             committed_on(asset, ledger.commitments, ledger.progress, now))
+    if not capability:
+        return Admission.reject(
+            f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
+            f"{', '.join(order.assets)}")
     bound = order_bound_by_asset(order, direction, capability)
     return _commit(
         ref=request.id, ref_type=RefType.BALANCING_CONTROL, requested=request.kwh,

@@ -80,3 +80,22 @@ def generator_feasible(limits: GeneratorLimits, p_now_kw: float, horizon_s: floa
     if p_now - reach <= limits.min_kw:
         return Feasible(0.0, high, limits.baseline_kw, gap=(0.0, low))
     return Feasible(low, high, limits.baseline_kw)
+
+
+SECONDS_PER_DAY = 86400.0
+
+
+def profile_kw(points: tuple[tuple[float, float], ...], ts: float) -> float:
+    """A daily profile of (second of day UTC, kW) points at `ts`: linear between points,
+    wrapping at midnight; one point is a constant."""
+    ordered = sorted(points)
+    if len(ordered) == 1:
+        return ordered[0][1]
+    second = ts % SECONDS_PER_DAY
+    prev_t, prev_kw = ordered[-1][0] - SECONDS_PER_DAY, ordered[-1][1]
+    for t, kw in [*ordered, (ordered[0][0] + SECONDS_PER_DAY, ordered[0][1])]:
+        if second <= t:
+            span = t - prev_t
+            return prev_kw + (kw - prev_kw) * (second - prev_t) / span if span else kw
+        prev_t, prev_kw = t, kw
+    return ordered[-1][1]

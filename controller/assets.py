@@ -1,0 +1,113 @@
+"""Each device kind as the control loop sees it: its baseline, what it may be commanded to,
+and how a planned setpoint becomes a command for its driver.
+
+This is the shell's translation from site-file settings to the core's plain data; the
+decisions themselves stay in controller/core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.schema import Battery, FlexibleLoad, Generator
+from config.schema import Device as DeviceConfig
+from controller.core.dispatch import DeviceView, battery_view
+from controller.core.kinds import (
+    GeneratorLimits,
+    LoadLimits,
+    generator_feasible,
+    load_feasible,
+    profile_kw,
+)
+from controller.core.model import BatteryLimits
+from drivers.base import Reading
+
+# A load setpoint this close to its baseline is no curtailment: release it instead of
+# capping it at today's demand (which would curtail it if demand rose).
+RELEASE_BAND_KW = 1e-3
+
+
+@dataclass(frozen=True)
+class BatteryAsset:
+    limits: BatteryLimits
+
+    def baseline_kw(self, ts: float) -> float:
+        return 0.0  # an idle battery
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        return battery_view(self.limits, reading.soc if reading else None, fresh, horizon_s)
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class LoadAsset:
+    limits: LoadLimits
+    profile: tuple[tuple[float, float], ...]
+
+    def baseline_kw(self, ts: float) -> float:
+        """The declared schedule: what the load draws uncurtailed (site sign, < 0)."""
+        return -profile_kw(self.profile, ts)
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        if not fresh or reading is None:
+            return DeviceView(None)
+        return DeviceView(load_feasible(self.limits, -self.baseline_kw(now)))
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        if setpoint_kw <= self.baseline_kw(now) + RELEASE_BAND_KW:
+            return None
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return None  # released: the load draws what it needs
+
+
+@dataclass(frozen=True)
+class GeneratorAsset:
+    limits: GeneratorLimits
+
+    def baseline_kw(self, ts: float) -> float:
+        return self.limits.baseline_kw
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        if not fresh or reading is None:
+            return DeviceView(None)
+        return DeviceView(generator_feasible(self.limits, reading.p_kw, horizon_s))
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return self.limits.baseline_kw  # back to its schedule (0: stop)
+
+
+Asset = BatteryAsset | LoadAsset | GeneratorAsset
+
+
+def battery_limits(device: Battery) -> BatteryLimits:
+    return BatteryLimits(
+        asset=device.name, capacity_kwh=device.capacity_kwh,
+        soc_floor=device.soc_min + device.reserve_soc, soc_ceiling=device.soc_max,
+        max_charge_kw=device.max_charge_kw, max_discharge_kw=device.max_discharge_kw,
+        charge_efficiency=device.charge_efficiency,
+        discharge_efficiency=device.discharge_efficiency)
+
+
+def asset_for(device: DeviceConfig) -> Asset:
+    if isinstance(device, Battery):
+        return BatteryAsset(battery_limits(device))
+    if isinstance(device, FlexibleLoad):
+        return LoadAsset(
+            LoadLimits(device.name, device.curtailable_share, device.control == "relay"),
+            tuple((float(t), float(kw)) for t, kw in device.baseline_profile))
+    assert isinstance(device, Generator)
+    return GeneratorAsset(GeneratorLimits(device.name, device.min_kw, device.max_kw,
+                                          device.ramp_kw_per_s, device.baseline_kw))
