@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from config.schema import SiteConfig, reference_problems
 from controller.errors import ConfigError
-from drivers.registermap import LoadedMap, load_map, resolve_map_path
+from drivers.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
 # Tags pydantic puts into error locations for the device union; not fields of the file.
@@ -54,12 +53,7 @@ def _field_path(loc: tuple[int | str, ...], raw: object) -> str:
 def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
     """Read and validate a site file. `overrides` replace top-level keys (used by the CLI)."""
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "site file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    raw = read_yaml(path, "site file")
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "a site file must be a YAML mapping")
     if overrides:

@@ -26,7 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from config.loader import EXAMPLE_SITE, load_site
 from controller.broker import PrivateBroker, free_port
-from controller.demo import _spawn, _stop
+from controller.processes import spawn_flexedge, stop_process
 from controller.scripted_market import MarketClient
 from simulators.modbus_server import serve_site
 
@@ -139,12 +139,12 @@ async def _bench(site_path: Path, broker: PrivateBroker, events: int,
     sim = await serve_site(site, on_write=on_write)
     port = sim.address("battery-1")[1]
     try:
-        daemon = _spawn(["run", "--config", str(site_path)], workdir / "daemon.log")
+        daemon = spawn_flexedge(["run", "--config", str(site_path)], workdir / "daemon.log")
         try:
             flexedge = await _through_flexedge(site_path, broker, events, arrivals)
         finally:
             # In a thread: the simulator in this loop must keep answering while it stops.
-            await asyncio.to_thread(_stop, daemon)
+            await asyncio.to_thread(stop_process, daemon)
             await asyncio.sleep(0.5)
         while not arrivals.empty():
             arrivals.get_nowait()

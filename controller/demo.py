@@ -8,10 +8,6 @@ standing Power TAC order in the next, and prints what was requested and delivere
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +18,7 @@ import yaml
 from config.loader import load_site
 from config.schema import Battery
 from controller.broker import PrivateBroker, free_port
+from controller.processes import spawn_flexedge, stop_process
 from controller.scripted_market import MarketClient
 
 TRADE_SHARE = 0.5  # of the discharge offer
@@ -46,22 +43,6 @@ def _demo_site(config: Path, workdir: Path, mqtt_port: int) -> Path:
     path = workdir / "site.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "controller.cli", *args],
-                                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _play(site_path: Path, say: Progress) -> list[dict[str, Any]]:
@@ -136,8 +117,8 @@ def run_demo(config: Path, keep: bool = False) -> int:
     with PrivateBroker() as broker:
         site_path = _demo_site(config, workdir, broker.port)
         say.say(f"private Mosquitto on 127.0.0.1:{broker.port}; work dir {workdir}")
-        sim = _spawn(["sim", "--config", str(site_path)], workdir / "sim.log")
-        daemon = _spawn(["run", "--config", str(site_path)], workdir / "daemon.log")
+        sim = spawn_flexedge(["sim", "--config", str(site_path)], workdir / "sim.log")
+        daemon = spawn_flexedge(["run", "--config", str(site_path)], workdir / "daemon.log")
         say.say("simulator and daemon started")
         try:
             reports = asyncio.run(_play(site_path, say))
@@ -145,8 +126,8 @@ def run_demo(config: Path, keep: bool = False) -> int:
             say.say(f"demo failed: {exc}; see {workdir}/daemon.log")
             reports = []
         finally:
-            _stop(daemon)
-            _stop(sim)
+            stop_process(daemon)
+            stop_process(sim)
     table, ok = _table(reports)
     print("\n" + table + "\n")
     print(f"SQLite log: {workdir / 'flexedge-demo.sqlite'}  (logs: {workdir})")

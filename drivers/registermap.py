@@ -322,15 +322,20 @@ def resolve_map_path(name_or_path: str, relative_to: Path | None = None) -> Path
     return BUNDLED_MAPS_DIR / f"{name_or_path}.yaml"
 
 
+def read_yaml(path: Path, what: str) -> object:
+    """A YAML file's content, or a ConfigError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", f"{what} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+
+
 def load_map(path: Path) -> LoadedMap:
     """Read and validate a register map file; ConfigError names the file and the point."""
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "register map file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    raw = read_yaml(path, "register map file")
     try:
         spec = RegisterMap.model_validate(raw)
     except ValidationError as exc:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +16,7 @@ import yaml
 
 from config.loader import EXAMPLE_SITE
 from controller.broker import PrivateBroker, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from controller.processes import spawn_flexedge, stop_process
 
 
 @dataclass
@@ -36,7 +33,7 @@ class RunningSite:
 
     def start_daemon(self) -> None:
         """(Re)start `flexedge run`; its log is appended to daemon.log."""
-        self.daemon = _spawn(["run", "--config", str(self.site_file)],
+        self.daemon = spawn_flexedge(["run", "--config", str(self.site_file)],
                              self.workdir / "daemon.log")
 
     def kill_daemon(self) -> None:
@@ -66,22 +63,6 @@ def write_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Path:
     return path
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
     """Until the daemon has published its standing orders (the last step of its start)."""
     deadline = time.monotonic() + 30
@@ -104,7 +85,7 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
 def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterator[RunningSite]:
     site_file = write_site(workdir, broker, **changes)
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
-    sim = _spawn(["sim", "--config", str(site_file)], workdir / "sim.log")
+    sim = spawn_flexedge(["sim", "--config", str(site_file)], workdir / "sim.log")
     running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
                           broker.host, broker.port, workdir, len(raw["devices"]))
     running.start_daemon()
@@ -114,8 +95,8 @@ def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterat
         yield running
     finally:
         if running.daemon is not None:
-            _stop(running.daemon)
-        _stop(sim)
+            stop_process(running.daemon)
+        stop_process(sim)
         for name in ("daemon.log", "sim.log"):
             text = (workdir / name).read_text(errors="replace")
             if "Traceback" in text:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from controller.broker import PrivateBroker
+from controller.processes import ROOT
 from controller.scripted_market import MarketClient
-from tests.site_process import ROOT, RunningSite, running_site
+from tests.site_process import RunningSite, running_site
 
 SLOT = 20
 
