@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -105,24 +105,35 @@ JsonPath = Annotated[str, Field(pattern=r"^[^.]+(\.[^.]+)*$")]  # dotted keys, e
 
 
 class MqttDeviceSettings(Strict):
-    """A device speaking JSON over MQTT (transport mqtt), e.g. a smart plug or a charger.
+    """A device speaking JSON over MQTT (transport mqtt): a smart plug, a charger, a battery
+    or a generator behind a JSON gateway.
 
     It publishes telemetry as a JSON object on state_topic and takes commands on
     command_topic: relay loads the plain-text on/off payloads, limit loads a JSON object
-    {limit_field: watts} with null releasing the limit.
+    {limit_field: watts} with null releasing the limit, batteries and generators (command
+    setpoint) a JSON object {setpoint_field: power in power_unit}, site sign (+ discharge or
+    generate), which they report back in their state. A battery also reports soc_field.
     """
 
     state_topic: Topic
     command_topic: Topic
     power_field: JsonPath = "power"
     power_unit: Literal["W", "kW"] = "W"
-    # Smart plugs report what they draw as a positive number; the driver turns it into the
-    # site convention (consumption < 0). False: the device already uses the site convention.
+    # The sign the device gives consumption (load, charge). True: consumption is positive, as
+    # smart plugs report what they draw, and the driver negates it into the site convention
+    # (consumption < 0). False: the device already reports in the site convention (injection
+    # positive), as batteries and generators do. Left out of a site file it follows the kind:
+    # True for flexible loads, False for batteries and generators (DeviceBase). It applies to
+    # power_field only; setpoints are always in the site convention.
     consumption_positive: bool = True
-    command: Literal["relay", "limit"] | None = None  # None: the load's control
+    # None: the kind's own, a load's control (relay or limit), setpoint for the others.
+    command: Literal["relay", "limit", "setpoint"] | None = None
     relay_on_payload: str = Field(default="on", min_length=1)
     relay_off_payload: str = Field(default="off", min_length=1)
     limit_field: str = Field(default="limit_w", min_length=1)  # W, in commands and state
+    # Batteries and generators: the setpoint key, in power_unit, in commands and state.
+    setpoint_field: str = Field(default="setpoint_w", min_length=1)
+    soc_field: JsonPath = "soc"  # batteries: state of charge in percent (0..100)
     # Another broker than the site's (no credentials then); None: the site broker.
     host: str | None = Field(default=None, min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -155,6 +166,9 @@ class DeviceBase(Strict):
     # Device-side lease: it reverts to its safe state if no setpoint arrives for this long.
     setpoint_timeout_s: int = Field(default=10, ge=1, le=3600)
     simulator: SimulatorSettings = SimulatorSettings()
+    # mqtt_device.consumption_positive when the site file leaves it out: batteries and
+    # generators report injection positive, the site convention (FlexibleLoad overrides).
+    mqtt_consumption_positive: ClassVar[bool] = False
 
     @property
     def map_name(self) -> str:
@@ -163,6 +177,23 @@ class DeviceBase(Strict):
     @property
     def kind_name(self) -> str:
         return str(getattr(self, "kind", "battery"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: object) -> object:
+        """Fill in the kind's mqtt_device.consumption_positive where it was left out: one
+        default for every kind would read every battery's discharge as a charge, or every
+        plug's draw as generation."""
+        if not isinstance(data, dict):
+            return data
+        md = data.get("mqtt_device")
+        default = {"consumption_positive": cls.mqtt_consumption_positive}
+        if isinstance(md, dict) and "consumption_positive" not in md:
+            return {**data, "mqtt_device": {**md, **default}}
+        if isinstance(md, MqttDeviceSettings) \
+                and "consumption_positive" not in md.model_fields_set:
+            return {**data, "mqtt_device": md.model_copy(update=default)}
+        return data
 
     @model_validator(mode="after")
     def _transport_fields(self) -> Self:
@@ -191,9 +222,6 @@ class DeviceBase(Strict):
         if self.mqtt_device is None:
             raise ValueError("transport mqtt needs an mqtt_device section "
                              "(state_topic, command_topic, ...)")
-        if self.kind_name != "flexible_load":
-            raise ValueError(f"transport mqtt is only for kind flexible_load, "
-                             f"not {self.kind_name}")
         modbus_only = {"host", "port", "serial", "unit_id", "register_map"} \
             & self.model_fields_set
         if modbus_only:
@@ -201,14 +229,55 @@ class DeviceBase(Strict):
                              "mqtt uses mqtt_device.host/port or the site broker")
         if self.simulator.serial_port is not None:
             raise ValueError("simulator.serial_port is only for transport modbus-rtu")
+        md = self.mqtt_device
         control = getattr(self, "control", None)
-        command = self.mqtt_device.command
-        if command is not None and command != control:
+        if control is None:
+            return self._mqtt_setpoint_fields(md)
+        if md.command == "setpoint":
+            raise ValueError(f"mqtt_device.command 'setpoint' is for batteries and generators; "
+                             f"a flexible load takes its control {control!r}; leave command "
+                             "out to follow control")
+        if md.command is not None and md.command != control:
             # The controller plans with `control`; a device commanded otherwise would not
             # deliver what was offered.
-            raise ValueError(f"mqtt_device.command {command!r} differs from control "
+            raise ValueError(f"mqtt_device.command {md.command!r} differs from control "
                              f"{control!r}; leave command out to follow control")
+        _refuse_set(md, {"setpoint_field", "soc_field"}, "batteries and generators")
         return self
+
+    def _mqtt_setpoint_fields(self, md: MqttDeviceSettings) -> Self:
+        """A battery or generator over MQTT: commanded by setpoint, never relay or limit."""
+        if md.command not in (None, "setpoint"):
+            # relay and limit turn a cap into a command; a battery or generator is given the
+            # power itself, so either would silently drop the sign and the amount.
+            raise ValueError(f"mqtt_device.command {md.command!r} is only for flexible loads; "
+                             f"a {self.kind_name} takes command 'setpoint' (or leave command "
+                             "out)")
+        _refuse_set(md, {"relay_on_payload", "relay_off_payload", "limit_field"},
+                    "flexible loads (command relay or limit)")
+        fields = {"power_field": md.power_field, "setpoint_field": md.setpoint_field}
+        if self.kind_name == "battery":
+            fields["soc_field"] = md.soc_field
+        else:
+            _refuse_set(md, {"soc_field"}, "batteries")
+        named = sorted(fields.items())
+        for index, (name, path) in enumerate(named):
+            for other, other_path in named[index + 1:]:
+                # One place in the state cannot hold two values (nor a value and an object):
+                # equal paths, or one inside the other.
+                a, b = f"{path}.", f"{other_path}."
+                if a.startswith(b) or b.startswith(a):
+                    raise ValueError(f"mqtt_device.{name} {path!r} and {other} {other_path!r} "
+                                     "name the same place in the state message")
+        return self
+
+
+def _refuse_set(md: MqttDeviceSettings, fields: set[str], only_for: str) -> None:
+    """Refuse mqtt_device keys the site file sets for a kind that would ignore them."""
+    given = sorted(fields & md.model_fields_set)
+    if given:
+        names = ", ".join(f"mqtt_device.{name}" for name in given)
+        raise ValueError(f"{names} only apply to {only_for}")
 
 
 class Battery(DeviceBase):
@@ -237,6 +306,7 @@ class FlexibleLoad(DeviceBase):
     """A load whose consumption can be capped (continuous limit) or shed by a relay."""
 
     kind: Literal["flexible_load"]
+    mqtt_consumption_positive: ClassVar[bool] = True  # smart plugs report what they draw
     # Declared baseline: (second of day, kW drawn) points, linear between them, wrapping at
     # midnight. Also what the simulator draws before noise.
     baseline_profile: list[ProfilePoint] = Field(min_length=1)

@@ -1,13 +1,16 @@
-"""Devices that speak JSON over MQTT (transport mqtt): smart plugs and power-limited loads.
+"""Devices that speak JSON over MQTT (transport mqtt): smart plugs, power-limited loads,
+batteries and generators.
 
 A device publishes telemetry as a JSON object on its state_topic whenever it likes (every few
 seconds, on change); read() returns the latest one instead of asking. Commands go to its
 command_topic: a relay load gets the plain-text on/off payloads, a limit load a JSON object
-{limit_field: watts}, with null releasing the limit.
+{limit_field: watts}, with null releasing the limit, a battery or generator a JSON object
+{setpoint_field: power in power_unit}, site sign (+ discharge or generate). Power in the state
+is turned into the site convention by consumption_positive (config.schema); a battery's
+soc_field is a percentage, read() gives it as a fraction.
 
-Every device on one broker shares one MqttLink (one connection, one client id): a site with
-twenty plugs keeps one TCP connection, and inbound state messages are routed to each device
-by topic. The link is started by the first connect() and stopped by the last close().
+Every device on one broker shares one MqttLink (drivers.mqtt_links): connect() acquires it,
+close() releases it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -27,101 +29,15 @@ from config.schema import DeviceBase, MqttSettings
 from controller.errors import BrokerError, DeviceUnavailable
 from controller.mqtt import MqttLink
 from drivers.base import Reading
+from drivers.mqtt_links import Broker, SharedLink, acquire, release
+
+__all__ = ["Broker", "MqttJsonDevice"]  # Broker: where callers have always imported it
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-Handler = Callable[[bytes], None]
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    keepalive: int = 30
-
-
-class _SharedLink:
-    """One MqttLink and the devices using it; inbound messages are routed by exact topic."""
-
-    def __init__(self, key: tuple[asyncio.AbstractEventLoop, str, int], broker: Broker) -> None:
-        self.key = key
-        self.broker = broker
-        self.users = 0
-        self.routes: dict[str, list[Handler]] = {}
-        self.link = self._new_link()
-        self._lock = asyncio.Lock()
-        self._router: asyncio.Task[None] | None = None
-
-    def _new_link(self) -> MqttLink:
-        b = self.broker
-        return MqttLink(host=b.host, port=b.port, client_id=f"flexedge-dev-{uuid.uuid4().hex[:8]}",
-                        username=b.username, password=b.password, keepalive=b.keepalive)
-
-    async def ensure_started(self, wait: float) -> None:
-        async with self._lock:
-            if self._router is not None:
-                return
-            try:
-                await self.link.start(wait=wait)
-            except BrokerError:
-                # An MqttLink starts once; the next connect() tries with a fresh one.
-                self.link = self._new_link()
-                raise
-            self._router = asyncio.create_task(self._route(), name=f"mqtt-devices-{self.key[1:]}")
-
-    async def stop(self) -> None:
-        router, self._router = self._router, None
-        if router is None:
-            return
-        router.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await router
-        await self.link.stop()
-
-    async def _route(self) -> None:
-        while True:
-            msg = await self.link.inbound.get()
-            # Telemetry: nothing to persist, and the next message supersedes this one.
-            self.link.ack(msg)
-            if msg.retain:
-                # Sent because we subscribed, so of unknown age: it must not look fresh.
-                log.debug("ignoring retained state on %s", msg.topic)
-                continue
-            for handler in tuple(self.routes.get(msg.topic, ())):
-                try:
-                    handler(msg.payload)
-                except Exception:
-                    log.exception("state message on %s failed", msg.topic)
-
-
-# Per event loop: an MqttLink delivers its messages to the loop that started it.
-_links: dict[tuple[asyncio.AbstractEventLoop, str, int], _SharedLink] = {}
-
-
-async def _acquire(broker: Broker, wait: float) -> _SharedLink:
-    key = (asyncio.get_running_loop(), broker.host, broker.port)
-    shared = _links.get(key)
-    if shared is None:
-        shared = _links[key] = _SharedLink(key, broker)
-    shared.users += 1
-    try:
-        await shared.ensure_started(wait)
-    except BaseException:
-        await _release(shared)
-        raise
-    return shared
-
-
-async def _release(shared: _SharedLink) -> None:
-    shared.users -= 1
-    if shared.users > 0:
-        return
-    if _links.get(shared.key) is shared:
-        del _links[shared.key]
-    await shared.stop()
+# How the device is commanded: relay and limit loads, setpoint batteries and generators.
+Command = Literal["relay", "limit", "setpoint"]
 
 
 def _lookup(state: dict[str, object], path: str) -> object:
@@ -143,19 +59,23 @@ def _number(value: object, what: str) -> float:
 @dataclass(frozen=True)
 class _State:
     p_kw: float
-    echo_kw: float | None  # the device's limit as a site-convention setpoint
+    soc: float | None  # fraction; None for devices without storage
+    echo_kw: float | None  # the device's limit or setpoint as a site-convention setpoint
     ts: float  # wall clock at arrival (Reading.ts)
     arrived: float  # monotonic, for staleness
 
 
 class MqttJsonDevice:
-    """A flexible load behind a smart plug (command "relay") or with a power limit ("limit")."""
+    """A flexible load behind a smart plug (command "relay") or with a power limit ("limit"),
+    or a battery or generator taking a power setpoint ("setpoint"). `soc_field` None: the
+    device has no storage (Reading.soc None)."""
 
     def __init__(self, name: str, broker: Broker, *, state_topic: str, command_topic: str,
-                 command: Literal["relay", "limit"], power_field: str = "power",
+                 command: Command, power_field: str = "power",
                  power_unit: Literal["W", "kW"] = "W", consumption_positive: bool = True,
                  relay_on_payload: str = "on", relay_off_payload: str = "off",
-                 limit_field: str = "limit_w", stale_after_s: float = 10.0,
+                 limit_field: str = "limit_w", setpoint_field: str = "setpoint_w",
+                 soc_field: str | None = None, stale_after_s: float = 10.0,
                  timeout_s: float = 1.0, clock: Clock = time.monotonic,
                  wall_clock: Clock = time.time) -> None:
         self._name = name
@@ -169,11 +89,13 @@ class MqttJsonDevice:
         self.relay_on_payload = relay_on_payload
         self.relay_off_payload = relay_off_payload
         self.limit_field = limit_field
+        self.setpoint_field = setpoint_field
+        self.soc_field = soc_field
         self.stale_after_s = stale_after_s
         self.timeout_s = timeout_s
         self._clock = clock
         self._wall_clock = wall_clock
-        self._shared: _SharedLink | None = None
+        self._shared: SharedLink | None = None
         self._connect_lock = asyncio.Lock()
         self._state: _State | None = None
         self._warned_malformed = False
@@ -187,9 +109,9 @@ class MqttJsonDevice:
         md = device.mqtt_device
         if md is None:
             raise ValueError(f"{device.name}: transport mqtt needs an mqtt_device section")
-        command = md.command or getattr(device, "control", None)
-        if command not in ("relay", "limit"):
-            raise ValueError(f"{device.name}: MQTT devices are flexible loads (relay or limit)")
+        # The schema refused mismatches; left out, a load follows its control and the
+        # others take setpoints.
+        command: Command = md.command or getattr(device, "control", None) or "setpoint"
         if md.host is not None and (site_mqtt is None
                                     or (md.host, md.port or 1883) != (site_mqtt.host,
                                                                       site_mqtt.port)):
@@ -205,8 +127,9 @@ class MqttJsonDevice:
                    power_field=md.power_field, power_unit=md.power_unit,
                    consumption_positive=md.consumption_positive,
                    relay_on_payload=md.relay_on_payload, relay_off_payload=md.relay_off_payload,
-                   limit_field=md.limit_field, stale_after_s=md.stale_after_s,
-                   timeout_s=device.timeout_s)
+                   limit_field=md.limit_field, setpoint_field=md.setpoint_field,
+                   soc_field=md.soc_field if device.kind_name == "battery" else None,
+                   stale_after_s=md.stale_after_s, timeout_s=device.timeout_s)
 
     @property
     def name(self) -> str:
@@ -226,7 +149,7 @@ class MqttJsonDevice:
             if self._shared is not None:
                 return
             try:
-                shared = await _acquire(self.broker, self.timeout_s)
+                shared = await acquire(self.broker, self.timeout_s)
             except BrokerError as exc:
                 raise DeviceUnavailable(self._name, str(exc)) from exc
             shared.routes.setdefault(self.state_topic, []).append(self._on_state)
@@ -236,7 +159,7 @@ class MqttJsonDevice:
                 await shared.link.wait_subscribed(self.timeout_s)
             except BaseException as exc:
                 self._unroute(shared)
-                await _release(shared)
+                await release(shared)
                 if isinstance(exc, BrokerError):
                     raise DeviceUnavailable(self._name, str(exc)) from exc
                 raise
@@ -256,12 +179,15 @@ class MqttJsonDevice:
         # An echo older than the last change of command cannot show it yet; report none
         # rather than a mismatch the device had no chance to avoid.
         echo = state.echo_kw if state.arrived >= self._command_changed else None
-        return Reading(asset=self._name, ts=state.ts, p_kw=state.p_kw, soc=None,
+        return Reading(asset=self._name, ts=state.ts, p_kw=state.p_kw, soc=state.soc,
                        available=True, setpoint_kw=echo)
 
     async def write_setpoint(self, p_kw: float | None) -> None:
         if p_kw is not None and not math.isfinite(p_kw):
             raise ValueError(f"{self._name}: setpoint must be finite, got {p_kw}")
+        if p_kw is None and self.command == "setpoint":
+            raise ValueError(f"{self._name}: a battery or generator needs a setpoint in kW, "
+                             "not None")
         link = await self._connected()
         payload = self._command_payload(p_kw)
         # State that arrives from now on may show this command; older state cannot.
@@ -294,7 +220,7 @@ class MqttJsonDevice:
                 return
             # MqttLink cannot unsubscribe; a topic nobody routes any more is just dropped.
             self._unroute(shared)
-            await _release(shared)
+            await release(shared)
 
     # -- internals ------------------------------------------------------------------------
     async def _connected(self) -> MqttLink:
@@ -306,7 +232,7 @@ class MqttJsonDevice:
             raise DeviceUnavailable(self._name, f"no connection to {self.endpoint}")
         return link
 
-    def _unroute(self, shared: _SharedLink) -> None:
+    def _unroute(self, shared: SharedLink) -> None:
         handlers = shared.routes.get(self.state_topic, [])
         with contextlib.suppress(ValueError):
             handlers.remove(self._on_state)
@@ -314,6 +240,11 @@ class MqttJsonDevice:
             shared.routes.pop(self.state_topic, None)
 
     def _command_payload(self, p_kw: float | None) -> bytes:
+        if self.command == "setpoint":
+            assert p_kw is not None  # write_setpoint refused None
+            # Whole watts, or kW to the watt: finer than any inverter takes.
+            value = round(p_kw, 3) if self._scale == 1.0 else round(p_kw * 1000.0)
+            return json.dumps({self.setpoint_field: value + 0}).encode()
         if self.command == "relay":
             # Any cap sheds the relay's load; only a release switches it back on.
             return (self.relay_on_payload if p_kw is None else self.relay_off_payload).encode()
@@ -327,6 +258,7 @@ class MqttJsonDevice:
             if not isinstance(state, dict):
                 raise ValueError(f"expected a JSON object, got {type(state).__name__}")
             power = _number(_lookup(state, self.power_field), self.power_field)
+            soc = self._soc(state)
             echo = self._echo_kw(state)
         except (UnicodeDecodeError, ValueError) as exc:
             # Every second from a broken device: say it once, until it sends a good one.
@@ -337,16 +269,32 @@ class MqttJsonDevice:
             return
         self._warned_malformed = False
         # + 0.0: a plug drawing nothing reads 0.0, not -0.0.
-        self._state = _State(p_kw=self._sign * power * self._scale + 0.0, echo_kw=echo,
-                             ts=self._wall_clock(), arrived=self._clock())
+        self._state = _State(p_kw=self._sign * power * self._scale + 0.0, soc=soc,
+                             echo_kw=echo, ts=self._wall_clock(), arrived=self._clock())
+
+    def _soc(self, state: dict[str, object]) -> float | None:
+        """The state of charge as a fraction. A battery state without it is malformed: a
+        battery whose charge is unknown cannot be offered or dispatched."""
+        if self.soc_field is None:
+            return None
+        percent = _number(_lookup(state, self.soc_field), self.soc_field)
+        if not 0.0 <= percent <= 100.0:
+            raise ValueError(f"{self.soc_field} is {percent!r}, not a percentage 0..100")
+        return percent / 100.0
 
     def _echo_kw(self, state: dict[str, object]) -> float | None:
-        """The limit the device reports, as the setpoint that would have written it. A relay's
-        on/off cannot be turned back into the kW written, so relays confirm nothing."""
-        if self.command != "limit":
+        """The limit or setpoint the device reports, as the setpoint that would have written
+        it. A relay's on/off cannot be turned back into the kW written, so relays confirm
+        nothing; a missing or unreadable echo confirms nothing either."""
+        if self.command == "relay":
             return None
-        value = state.get(self.limit_field)
+        field = self.limit_field if self.command == "limit" else self.setpoint_field
+        value = state.get(field)
+        if value is None:
+            return None
         try:
-            return -_number(value, self.limit_field) / 1000.0 if value is not None else None
+            number = _number(value, field)
         except ValueError:
             return None
+        # A limit is watts of consumption; a setpoint is already site-signed, in power_unit.
+        return -number / 1000.0 if self.command == "limit" else number * self._scale + 0.0

@@ -21,8 +21,8 @@ Entry points for the CLI wiring:
 
 `host` and `port` override every device's address from the file; port 0 puts each device on
 a free port (logged). One log line per device says where it is served. `mqtt` (HOST, PORT)
-lets `flexedge fault` switch device faults while running (simulators.fault_mqtt); a broker
-that cannot be reached raises controller.errors.BrokerError.
+lets `flexedge fault` switch device faults while running (simulators.fault_mqtt), those of
+mqtt devices too; a broker that cannot be reached raises controller.errors.BrokerError.
 """
 
 from __future__ import annotations
@@ -69,15 +69,17 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
     control: FaultControl | None = None
     mqtt_devices: MqttDeviceSimulator | None = None
     try:
-        if mqtt is not None:
-            control = FaultControl(simulator, site.config.site, *mqtt)
-            await control.start()
         if len(modbus) < len(site.config.devices):
             mqtt_devices = await serve_mqtt_devices(site.config, mqtt=mqtt)
             for name, device in mqtt_devices.devices.items():
                 logger.info("simulating %s on mqtt %s:%s (state %s, commands %s)", name,
                             *mqtt_devices.address(name), device.settings.state_topic,
                             device.settings.command_topic)
+        if mqtt is not None:
+            # After the mqtt devices: fault control takes every device it will serve.
+            control = FaultControl(simulator, site.config.site, *mqtt,
+                                   mqtt_devices=mqtt_devices)
+            await control.start()
         for name in simulator.models:
             device_host, device_port = simulator.address(name)
             # Port 0 once started: a serial device, whose "host" is its serial port.

@@ -89,6 +89,9 @@ def main_fault(mqtt: tuple[str, int], site: str, device: str, message: dict[str,
               f"within {timeout:g} s (is `flexedge sim --mqtt {host}:{port}` running for "
               f"site {site} with device {device}?)", file=sys.stderr)
         return 1
+    if "error" in state:
+        print(f"flexedge: the simulator refused it: {state['error']}", file=sys.stderr)
+        return 2
     try:
         print(f"{device}: {updated(FaultState(), state).describe()}")
     except FaultError:

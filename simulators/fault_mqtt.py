@@ -8,6 +8,11 @@ published, retained, to flexedge-sim/{site}/fault-state/{device}: on connect, af
 accepted message (also one that changed nothing, as a confirmation for `flexedge fault`) and
 after changes made in-process. They are removed on stop, so a retained state always
 describes a running simulator.
+
+The devices are those of the SiteSimulator (Modbus) and, when given, the MqttDeviceSimulator
+(transport mqtt devices), so one site's faults are switched the same way whatever the
+transport. A fault a device cannot have (a Modbus exception on an MQTT device) is refused
+like any bad value: logged, nothing changed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import uuid
 from controller.mqtt import Inbound, MqttLink
 from simulators.faults import (
     TOPIC_ROOT,
+    DeviceFaults,
     FaultError,
     FaultState,
     Listener,
@@ -28,17 +34,26 @@ from simulators.faults import (
     state_topic,
 )
 from simulators.modbus_server import SiteSimulator
+from simulators.mqtt_devices import MqttDeviceSimulator
 
 logger = logging.getLogger(__name__)
 
 
 class FaultControl:
-    """One MQTT connection that lets others switch the faults of a running SiteSimulator."""
+    """One MQTT connection that lets others switch the faults of a running SiteSimulator
+    and, if given, of the site's simulated MQTT devices."""
 
-    def __init__(self, simulator: SiteSimulator, site: str, host: str, port: int) -> None:
+    def __init__(self, simulator: SiteSimulator, site: str, host: str, port: int, *,
+                 mqtt_devices: MqttDeviceSimulator | None = None) -> None:
         self.simulator = simulator
+        self.mqtt_devices = mqtt_devices
         self.site = site
-        self._devices = tuple(simulator.models)
+        self._faults: dict[str, DeviceFaults] = {
+            name: simulator.faults(name) for name in simulator.models}
+        if mqtt_devices is not None:
+            self._faults.update((name, mqtt_devices.faults(name))
+                                for name in mqtt_devices.devices)
+        self._devices = tuple(self._faults)
         self._prefix = command_topic(site, "")
         self._link = MqttLink(host=host, port=port,
                               client_id=f"{TOPIC_ROOT}-{site}-{uuid.uuid4().hex[:8]}",
@@ -59,7 +74,7 @@ class FaultControl:
         for name in self._devices:
             listener = self._state_publisher(name)
             self._listeners[name] = listener
-            self.simulator.faults(name).add_listener(listener)
+            self._faults[name].add_listener(listener)
         self._task = asyncio.create_task(self._consume(), name="fault-control")
         logger.info("fault control on mqtt %s:%s, topics %s+", self._link.host,
                     self._link.port, self._prefix)
@@ -71,7 +86,7 @@ class FaultControl:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for name, listener in self._listeners.items():
-            self.simulator.faults(name).remove_listener(listener)
+            self._faults[name].remove_listener(listener)
         self._listeners.clear()
         # An empty retained payload deletes the retained state. QoS 1 acks come back in
         # order, so waiting for the last one (stop's `final`) covers the others.
@@ -90,18 +105,23 @@ class FaultControl:
         try:
             message = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            logger.warning("fault message for %s ignored: not JSON (%s): %r", device, exc,
-                           payload[:200])
+            self._refuse(device, f"not JSON ({exc})")
             return None
         if not isinstance(message, dict):
-            logger.warning("fault message for %s ignored: expected a JSON object, got %r",
-                           device, message)
+            self._refuse(device, f"expected a JSON object, got {message!r}")
             return None
         try:
-            return self.simulator.faults(device).apply(message)
+            return self._faults[device].apply(message)
         except FaultError as exc:
-            logger.warning("fault message for %s ignored: %s", device, exc)
+            self._refuse(device, str(exc))
             return None
+
+    def _refuse(self, device: str, reason: str) -> None:
+        """Log a refused message and tell the sender why: a live (not retained) answer on
+        the state topic, so the retained state stays the device's real one."""
+        logger.warning("fault message for %s ignored: %s", device, reason)
+        self._link.publish(state_topic(self.site, device),
+                           json.dumps({"error": reason}).encode(), qos=1)
 
     async def _consume(self) -> None:
         while True:
@@ -127,5 +147,5 @@ class FaultControl:
 
     def _publish_all(self) -> None:
         for name in self._devices:
-            self._publish(name, self.simulator.faults(name).state)
+            self._publish(name, self._faults[name].state)
 

@@ -1,8 +1,10 @@
 """Faults of one simulated device, switchable while the simulator runs.
 
 A DeviceFaults holds the faults of one device and tells its listeners after every accepted
-change; the Modbus simulator applies them (simulators.modbus_server), and MQTT control
-(simulators.fault_mqtt) and the `flexedge fault` command (simulators.fault_cli) change them:
+change; the Modbus simulator (simulators.modbus_server) and the MQTT JSON device simulator
+(simulators.mqtt_devices, which says what each fault means there) apply them, and MQTT
+control (simulators.fault_mqtt) and the `flexedge fault` command (simulators.fault_cli)
+change them:
 
     drop           close every client connection of the device's server, and every new one
     latency_s      added delay before answering each request
@@ -147,12 +149,18 @@ Listener = Callable[[FaultState, FaultState], None]
 
 
 class DeviceFaults:
-    """The current faults of one device, with a setter per fault."""
+    """The current faults of one device, with a setter per fault. `unsupported` maps a fault
+    this device cannot have (an MQTT device has no Modbus exceptions) to why: a message that
+    would switch it on is refused with that reason; switching it off is accepted."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, *, unsupported: Mapping[str, str] | None = None) -> None:
         self.device = device
         self._state = FaultState()
         self._listeners: list[Listener] = []
+        self._unsupported = dict(unsupported or {})
+        unknown = sorted(set(self._unsupported) - KEYS)
+        if unknown:
+            raise ValueError(f"unsupported names unknown faults {unknown}")
 
     @property
     def state(self) -> FaultState:
@@ -168,7 +176,12 @@ class DeviceFaults:
     def apply(self, message: Mapping[str, object]) -> FaultState:
         """Apply a whole fault message (see `updated`) or, on FaultError, nothing."""
         before = self._state
-        self._state = updated(before, message)
+        after = updated(before, message)
+        healthy = FaultState()
+        for fault, why in self._unsupported.items():
+            if getattr(after, fault) != getattr(healthy, fault):
+                raise FaultError(f"{self.device}: no {fault} fault: {why}")
+        self._state = after
         if self._state != before:
             logger.info("%s: faults now %s", self.device, self._state.describe())
         for listener in list(self._listeners):

@@ -1,13 +1,23 @@
-"""Simulated MQTT JSON devices for `flexedge sim`: a smart plug and a power-limited load.
+"""Simulated MQTT JSON devices for `flexedge sim`: every transport mqtt device of a site.
 
-Each plays one transport mqtt flexible load of a site file with a LoadModel (its profile,
-noise, curtailable share and rebound from the file) and talks the way its mqtt_device section
-says: state as a JSON object on state_topic every `publish_interval_s` and right after each
-accepted command, e.g. {"power": 1840.0, "relay": "on"} for a plug or
-{"power": 5200.0, "limit_w": 3000} for a limited load; commands from command_topic. The
-device's lease is setpoint_timeout_s: a plug switched off turns itself on again after it
-without a new command (a plug's auto-on timer), a limit lapses. Malformed commands are logged
-and change nothing.
+Flexible loads are smart plugs or power-limited loads (simulators.mqtt_sim_load), batteries
+and generators take power setpoints (simulators.mqtt_sim_setpoint). Each publishes its state
+as a JSON object on state_topic every `publish_interval_s` and right after each command it
+takes, and takes commands from command_topic. The devices on one broker share one
+connection.
+
+Faults (simulators.faults, switched with faults(name), or over MQTT by
+simulators.fault_mqtt) mean here what simulators.mqtt_sim_base says: drop silences the
+device, latency_s delays its state messages and its commands by that much each way (so a
+command's effect shows after twice the latency), frozen repeats the state of the moment it
+started, ignore_writes drops commands, exception is refused.
+
+Usage::
+
+    sim = await serve_mqtt_devices(config)
+    sim.model("battery-1", BatteryModel).soc
+    sim.faults("battery-1").latency_s = 0.5
+    await sim.stop()
 """
 
 from __future__ import annotations
@@ -20,118 +30,85 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from functools import partial
+from typing import TypeVar, overload
 
-from config.schema import FlexibleLoad, MqttDeviceSettings, SiteConfig
+from config.schema import Battery, Device, FlexibleLoad, Generator, SiteConfig
 from controller.errors import BrokerError
 from controller.mqtt import MqttLink
 from drivers.mqtt_device import Broker
+from simulators.battery import BatteryModel
+from simulators.device_models import SimModel
+from simulators.faults import DeviceFaults
+from simulators.generator import GeneratorModel
 from simulators.load import LoadModel
+from simulators.mqtt_sim_base import Clock, SimulatedMqttDevice
+from simulators.mqtt_sim_load import SimulatedMqttLoad
+from simulators.mqtt_sim_setpoint import SimulatedMqttBattery, SimulatedMqttGenerator
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
+__all__ = ["MqttDeviceSimulator", "SimulatedMqttBattery", "SimulatedMqttDevice",
+           "SimulatedMqttGenerator", "SimulatedMqttLoad", "serve_mqtt_devices",
+           "simulated_device"]
+
+M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
+Action = Callable[[], None]
 
 
-class SimulatedMqttLoad:
-    """One smart plug (command "relay") or power-limited load ("limit"), without I/O."""
+def simulated_device(device: Device, clock: Clock = time.time) -> SimulatedMqttDevice:
+    """The simulated MQTT device for a transport mqtt device of a site file."""
+    if isinstance(device, FlexibleLoad):
+        return SimulatedMqttLoad.from_config(device, clock)
+    if isinstance(device, Battery):
+        return SimulatedMqttBattery.from_config(device, clock)
+    if isinstance(device, Generator):
+        return SimulatedMqttGenerator.from_config(device, clock)
+    raise ValueError(f"{device.name}: no MQTT simulator for kind {device.kind_name!r}")
 
-    def __init__(self, name: str, settings: MqttDeviceSettings,
-                 command: Literal["relay", "limit"], model: LoadModel,
-                 clock: Clock = time.time) -> None:
+
+class _DelayLine:
+    """One device's way to and from the broker under the latency fault: actions run in the
+    order they were queued, each `delay` after it was queued (a later, shorter delay waits
+    for the earlier ones, as on one connection); without delay and with nothing on its way,
+    at once."""
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.settings = settings
-        self.command = command
-        self.model = model
-        # Wall clock: the load profile is by second of day, like the controller's baseline.
-        self.clock = clock
-        self._t = clock()
-        # True: publishes nothing, like a plug that lost its Wi-Fi (tests, fault drills).
-        self.silent = False
+        self._queue: asyncio.Queue[tuple[float, Action]] = asyncio.Queue()
+        self._pending = 0
+        self._last_due = -math.inf
 
-    @classmethod
-    def from_config(cls, device: FlexibleLoad, clock: Clock = time.time) -> SimulatedMqttLoad:
-        if device.mqtt_device is None:
-            raise ValueError(f"{device.name}: not an mqtt device")
-        sim = device.simulator
-        model = LoadModel(profile=device.baseline_profile,
-                          curtailable_share=device.curtailable_share, control=device.control,
-                          noise_kw=sim.noise_kw, rebound_share=sim.rebound_share,
-                          rebound_s=sim.rebound_s, setpoint_timeout_s=device.setpoint_timeout_s,
-                          seed=sim.seed, now=clock())
-        return cls(device.name, device.mqtt_device, device.mqtt_device.command or device.control,
-                   model, clock)
+    def put(self, delay: float, action: Action) -> None:
+        if delay <= 0 and self._pending == 0:
+            action()
+            return
+        due = max(asyncio.get_running_loop().time() + delay, self._last_due)
+        self._last_due = due
+        self._pending += 1
+        self._queue.put_nowait((due, action))
 
-    def _now(self) -> float:
-        # LoadModel refuses time going backwards; a wall-clock step back just pauses it.
-        self._t = max(self._t, self.clock())
-        return self._t
-
-    def state(self) -> dict[str, object]:
-        """The state message as the device would publish it now."""
-        self.model.advance(self._now())
-        s = self.settings
-        value = -self.model.p_kw  # kW drawn, >= 0
-        if not s.consumption_positive:
-            value = -value
-        if s.power_unit == "W":
-            value *= 1000.0
-        state: dict[str, object] = {}
-        node = state
-        *parents, leaf = s.power_field.split(".")
-        for key in parents:
-            child: dict[str, object] = {}
-            node[key] = child
-            node = child
-        node[leaf] = round(value, 3)
-        limit_kw = self.model.limit_kw
-        if self.command == "relay":
-            state["relay"] = s.relay_on_payload if limit_kw is None else s.relay_off_payload
-        else:
-            state[s.limit_field] = None if limit_kw is None else round(limit_kw * 1000.0, 1)
-        return state
-
-    def handle_command(self, payload: bytes) -> bool:
-        """Apply one command; False (and a log line) if it is malformed."""
-        try:
-            limit_kw = self._parse(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            logger.warning("%s: ignoring command on %s (%s): %r", self.name,
-                           self.settings.command_topic, exc, payload[:200])
-            return False
-        self.model.command_limit(limit_kw, self._now())
-        logger.debug("%s: limit %s kW", self.name, limit_kw)
-        return True
-
-    def _parse(self, payload: bytes) -> float | None:
-        s = self.settings
-        if self.command == "relay":
-            # Plugs accept their payloads in any case ("ON", "on").
-            text = payload.decode().strip().lower()
-            if text == s.relay_on_payload.strip().lower():
-                return None
-            if text == s.relay_off_payload.strip().lower():
-                return 0.0  # any cap below demand opens the relay
-            raise ValueError(f"expected {s.relay_on_payload!r} or {s.relay_off_payload!r}")
-        message = json.loads(payload)
-        if not isinstance(message, dict) or s.limit_field not in message:
-            raise ValueError(f"expected a JSON object with {s.limit_field!r}")
-        limit_w = message[s.limit_field]
-        if limit_w is None:
-            return None
-        if isinstance(limit_w, bool) or not isinstance(limit_w, int | float) \
-                or not math.isfinite(limit_w) or limit_w < 0:
-            raise ValueError(f"{s.limit_field} must be null or a number >= 0, got {limit_w!r}")
-        return float(limit_w) / 1000.0
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, action = await self._queue.get()
+            try:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                action()
+            except Exception:
+                logger.exception("%s: delayed message failed", self.name)
+            finally:
+                self._pending -= 1
 
 
 class _BrokerGroup:
     """The simulated devices on one broker: one connection, commands routed by topic."""
 
-    def __init__(self, broker: Broker, devices: Iterable[SimulatedMqttLoad],
+    def __init__(self, broker: Broker, devices: Iterable[SimulatedMqttDevice],
                  publish_interval_s: float) -> None:
         self.broker = broker
         self.devices = {d.settings.command_topic: d for d in devices}
+        self._lines = {d.name: _DelayLine(d.name) for d in self.devices.values()}
         self.interval = publish_interval_s
         self.link = MqttLink(host=broker.host, port=broker.port,
                              client_id=f"flexedge-sim-dev-{uuid.uuid4().hex[:8]}",
@@ -150,6 +127,8 @@ class _BrokerGroup:
             raise
         self._tasks = [asyncio.create_task(self._consume(), name="mqtt-sim-commands"),
                        asyncio.create_task(self._publish_every(), name="mqtt-sim-state")]
+        self._tasks += [asyncio.create_task(line.run(), name=f"mqtt-sim-delay-{name}")
+                        for name, line in self._lines.items()]
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -160,17 +139,33 @@ class _BrokerGroup:
                 await task
         await self.link.stop()
 
-    def publish(self, device: SimulatedMqttLoad) -> None:
-        if device.silent:
+    def publish(self, device: SimulatedMqttDevice) -> None:
+        if not device.publishing:
             return
-        payload = json.dumps(device.state()).encode()
-        # QoS 0: a newer state follows within a second; nothing worth queueing.
-        self.link.publish(device.settings.state_topic, payload, qos=0)
+        # The state of now, delivered after the latency: what arrives is that old.
+        payload = json.dumps(device.published_state()).encode()
+        self._lines[device.name].put(device.faults.latency_s,
+                                     partial(self._send, device, payload))
+
+    def _send(self, device: SimulatedMqttDevice, payload: bytes) -> None:
+        # A drop switched on while the message was on its way loses it.
+        if device.publishing:
+            # QoS 0: a newer state follows within a second; nothing worth queueing.
+            self.link.publish(device.settings.state_topic, payload, qos=0)
+
+    def _command(self, device: SimulatedMqttDevice, payload: bytes) -> None:
+        # Real devices report their new state at once; the controller reads it back.
+        if device.receive(payload):
+            self.publish(device)
 
     async def _publish_every(self) -> None:
         while True:
             for device in self.devices.values():
-                self.publish(device)
+                try:
+                    self.publish(device)
+                except Exception:
+                    # One broken device must not silence the others for the rest of the run.
+                    logger.exception("%s: state not published", device.name)
             await asyncio.sleep(self.interval)
 
     async def _consume(self) -> None:
@@ -178,9 +173,11 @@ class _BrokerGroup:
             msg = await self.link.inbound.get()
             device = self.devices.get(msg.topic)
             try:
-                # Real plugs report their new state at once; the controller reads it back.
-                if device is not None and device.handle_command(msg.payload):
-                    self.publish(device)
+                # A command sent while the device is offline is lost, even if it comes back
+                # before the latency would have delivered it.
+                if device is not None and not device.faults.drop:
+                    self._lines[device.name].put(device.faults.latency_s,
+                                                 partial(self._command, device, msg.payload))
             except Exception:
                 logger.exception("command on %s failed", msg.topic)
             finally:
@@ -203,9 +200,9 @@ class MqttDeviceSimulator:
         site = config.mqtt
         password = site.password.get_secret_value() if site.password else None
         site_broker = Broker(site.host, site.port, site.username, password, site.keepalive_s)
-        grouped: dict[Broker, list[SimulatedMqttLoad]] = {}
+        grouped: dict[Broker, list[SimulatedMqttDevice]] = {}
         for device in config.devices:
-            if device.transport != "mqtt" or not isinstance(device, FlexibleLoad):
+            if device.transport != "mqtt":
                 continue
             md = device.mqtt_device
             assert md is not None  # the schema requires it for transport mqtt
@@ -215,12 +212,30 @@ class MqttDeviceSimulator:
                 broker = Broker(md.host, md.port or 1883)
             else:
                 broker = site_broker
-            grouped.setdefault(broker, []).append(SimulatedMqttLoad.from_config(device, clock))
+            grouped.setdefault(broker, []).append(simulated_device(device, clock))
         return cls(_BrokerGroup(b, ds, publish_interval_s) for b, ds in grouped.items())
 
     @property
-    def devices(self) -> Mapping[str, SimulatedMqttLoad]:
+    def devices(self) -> Mapping[str, SimulatedMqttDevice]:
         return {name: d for name, (d, _) in self._by_name.items()}
+
+    @overload
+    def model(self, device: str) -> SimModel: ...
+
+    @overload
+    def model(self, device: str, kind: type[M]) -> M: ...
+
+    def model(self, device: str, kind: type[M] | None = None) -> SimModel:
+        """The device's physics model; with `kind` checked to be of it, for typed access."""
+        model = self._by_name[device][0].model
+        if kind is not None and not isinstance(model, kind):
+            raise TypeError(f"{device} is simulated by a {type(model).__name__}, "
+                            f"not a {kind.__name__}")
+        return model
+
+    def faults(self, device: str) -> DeviceFaults:
+        """The device's faults, switchable while running (call on the simulator's loop)."""
+        return self._by_name[device][0].faults
 
     def address(self, name: str) -> tuple[str, int]:
         broker = self._by_name[name][1].broker

@@ -191,9 +191,11 @@ def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path,
     modbus = plug(transport="modbus-tcp")
     with pytest.raises(ConfigError, match="mqtt_device is only for transport mqtt"):
         load_site(write_site(tmp_path, site_raw(broker, modbus)))
+    # Generators run over MQTT too (tests/test_mqtt_kinds.py), but never by relay.
     generator = {"name": "gen-1", "kind": "generator", "transport": "mqtt", "min_kw": 1,
-                 "max_kw": 5, "ramp_kw_per_s": 1, "mqtt_device": plug()["mqtt_device"]}
-    with pytest.raises(ConfigError, match="only for kind flexible_load, not generator"):
+                 "max_kw": 5, "ramp_kw_per_s": 1,
+                 "mqtt_device": {**plug()["mqtt_device"], "command": "relay"}}
+    with pytest.raises(ConfigError, match="command 'relay' is only for flexible loads"):
         load_site(write_site(tmp_path, site_raw(broker, generator)))
     first = plug()
     second = charger(mqtt_device={"state_topic": first["mqtt_device"]["state_topic"]})
