@@ -38,31 +38,32 @@ def fault_message(*, drop: bool | None = None, latency_s: float | None = None,
 
 async def send_fault(host: str, port: int, site: str, device: str,
                      message: dict[str, object], timeout: float = 5.0) -> dict[str, object] | None:
-    """Publish one fault message; the device's fault state the simulator confirms, or None
-    if no confirmation came within `timeout` seconds. Raises BrokerError if the broker
-    cannot be reached."""
+    """Publish one fault message as an MQTT v5 request; the simulator's answer (the device's
+    fault state, or {"error": reason} when it refused the message), or None if no answer came
+    within `timeout` seconds. Raises BrokerError if the broker cannot be reached."""
     link = MqttLink(host=host, port=port, client_id=f"flexedge-fault-{uuid.uuid4().hex[:12]}")
     await link.start(wait=timeout)
+    request_id = uuid.uuid4().hex.encode()
+    reply_topic = f"{state_topic(site, device)}/reply/{request_id.decode()}"
     try:
         async with asyncio.timeout(timeout):
-            link.subscribe(state_topic(site, device), qos=1)
+            link.subscribe(reply_topic, qos=1)
             await link.wait_subscribed(timeout)
-            mid = link.publish(command_topic(site, device), json.dumps(message).encode(), qos=1)
+            mid = link.publish(command_topic(site, device), json.dumps(message).encode(), qos=1,
+                               response_topic=reply_topic, correlation_data=request_id)
             if mid is None:
                 raise BrokerError(f"lost the connection to {host}:{port} before publishing")
             while True:
                 msg = await link.inbound.get()
                 link.ack(msg)
-                # The broker marks only the copy sent for our new subscription as retained;
-                # the simulator's answer to this message is forwarded live, unmarked.
-                if msg.retain or not msg.payload:
+                if msg.correlation_data != request_id:
                     continue
                 try:
-                    state = json.loads(msg.payload)
+                    answer = json.loads(msg.payload)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(state, dict):
-                    return state
+                if isinstance(answer, dict):
+                    return answer
     except TimeoutError:
         return None
     finally:

@@ -60,6 +60,7 @@ class FaultControl:
                               on_connect=self._publish_all)
         self._listeners: dict[str, Listener] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last_refusal = ""
 
     async def start(self, wait: float = 10.0) -> None:
         """Connect and subscribe; return once fault messages are being received.
@@ -99,8 +100,8 @@ class FaultControl:
         """Apply one fault message; the device's new state, or None if it was refused."""
         device = topic.removeprefix(self._prefix)
         if not topic.startswith(self._prefix) or device not in self._devices:
-            logger.warning("fault message on %s: no device %r here (devices: %s)", topic,
-                           device, ", ".join(self._devices))
+            self._refuse(device, f"no device {device!r} here (devices: "
+                         f"{', '.join(self._devices)})")
             return None
         try:
             message = json.loads(payload)
@@ -117,17 +118,24 @@ class FaultControl:
             return None
 
     def _refuse(self, device: str, reason: str) -> None:
-        """Log a refused message and tell the sender why: a live (not retained) answer on
-        the state topic, so the retained state stays the device's real one."""
         logger.warning("fault message for %s ignored: %s", device, reason)
-        self._link.publish(state_topic(self.site, device),
-                           json.dumps({"error": reason}).encode(), qos=1)
+        self._last_refusal = reason
+
+    def _answer(self, msg: Inbound, state: FaultState | None) -> None:
+        """MQTT v5 request/response: a sender that gave a response topic hears back the
+        device's new state or why its message was refused, matched by correlation data."""
+        if msg.response_topic is None:
+            return
+        body = state.to_json() if state is not None else {"error": self._last_refusal}
+        self._link.publish(msg.response_topic, json.dumps(body).encode(), qos=1,
+                           correlation_data=msg.correlation_data)
 
     async def _consume(self) -> None:
         while True:
             msg: Inbound = await self._link.inbound.get()
             try:
-                self.handle(msg.topic, msg.payload)
+                self._last_refusal = "refused"
+                self._answer(msg, self.handle(msg.topic, msg.payload))
             except Exception:
                 # A failing listener must not end fault control for the rest of the run.
                 logger.exception("fault message on %s failed", msg.topic)

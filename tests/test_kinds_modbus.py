@@ -29,6 +29,7 @@ from simulators.generator import GeneratorModel
 from simulators.load import LoadModel
 from simulators.modbus_server import SiteSimulator
 from simulators.sim_device import SimulatedBattery, SimulatedDevice, encode_saturating
+from tests.helpers import FakeClock
 from tests.pty_pair import NullModem
 
 T = TypeVar("T")
@@ -39,13 +40,6 @@ NAMES = ("bat", "load", "relay", "gen")
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, BOUND_S))
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def device_specs() -> list[dict[str, Any]]:

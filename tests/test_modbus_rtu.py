@@ -24,6 +24,7 @@ from drivers.factory import build_device
 from drivers.modbus_rtu import ModbusRtuDevice
 from simulators.cli import run_sim
 from simulators.modbus_server import SiteSimulator, serve_site
+from tests.helpers import FakeClock
 from tests.pty_pair import NullModem
 
 T = TypeVar("T")
@@ -34,13 +35,6 @@ TIMEOUT_S = 0.3
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, BOUND_S))
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def battery(name: str, unit_id: int, soc: float, line: NullModem) -> dict[str, Any]:

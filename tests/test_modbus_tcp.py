@@ -12,9 +12,9 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from hypothesis import assume, given
@@ -27,6 +27,7 @@ from drivers.modbus_tcp import ModbusTcpDevice, ReadBlock, plan_reads
 from drivers.registermap import WIDTH, DataType, Point, decode, encode
 from simulators.cli import run_sim
 from simulators.modbus_server import SiteSimulator, serve_site
+from tests.helpers import FakeClock, run
 
 T = TypeVar("T")
 
@@ -66,16 +67,6 @@ points:
 """
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write_site(tmp_path: Path, map_text: str | None = None) -> Path:

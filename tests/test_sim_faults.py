@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from simulators.faults import (
     updated,
 )
 from simulators.modbus_server import SiteSimulator, serve_site
+from tests.helpers import FakeClock, run
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,16 +65,6 @@ devices:
 """
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write_site(tmp_path: Path, port: int = 5020) -> Path:

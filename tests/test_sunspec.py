@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from controller.errors import ConfigError, DeviceUnavailable
 from drivers.modbus_tcp import ModbusTcpDevice
 from drivers.registermap import decode, load_map, resolve_map_path
 from simulators.modbus_server import SiteSimulator, serve_site
+from tests.helpers import FakeClock, run
 
 T = TypeVar("T")
 MAP_PATH = resolve_map_path("sunspec_storage")
@@ -63,16 +64,6 @@ SUNSPEC_POINT = {
 }
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def offsets(model_id: int) -> dict[str, int]:
