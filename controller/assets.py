@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from config.schema import Battery, FlexibleLoad, Generator
 from config.schema import Device as DeviceConfig
+from controller.core.admission import AssetState
+from controller.core.capability import Headroom
 from controller.core.dispatch import DeviceView, battery_view
 from controller.core.kinds import (
     GeneratorLimits,
@@ -44,6 +46,12 @@ class BatteryAsset:
     def safe_command(self) -> float | None:
         return 0.0
 
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        soc = reading.soc if reading else None
+        if not fresh or soc is None:
+            return AssetState("battery", None, self.limits, soc)
+        return AssetState("battery", Headroom.of_battery(self.limits, soc), self.limits, soc)
+
 
 @dataclass(frozen=True)
 class LoadAsset:
@@ -68,6 +76,13 @@ class LoadAsset:
     def safe_command(self) -> float | None:
         return None  # released: the load draws what it needs
 
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        """It can shed its curtailable share of today's demand; it cannot draw more."""
+        if not fresh:
+            return AssetState("flexible_load", None)
+        demand = -self.baseline_kw(now)
+        return AssetState("flexible_load", Headroom(self.limits.curtailable_share * demand, 0.0))
+
 
 @dataclass(frozen=True)
 class GeneratorAsset:
@@ -87,6 +102,13 @@ class GeneratorAsset:
 
     def safe_command(self) -> float | None:
         return self.limits.baseline_kw  # back to its schedule (0: stop)
+
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        """Up to max_kw above its schedule; down to a stop below it."""
+        if not fresh:
+            return AssetState("generator", None)
+        baseline = self.limits.baseline_kw
+        return AssetState("generator", Headroom(self.limits.max_kw - baseline, baseline))
 
 
 Asset = BatteryAsset | LoadAsset | GeneratorAsset

@@ -74,9 +74,8 @@ class ControlLoop:
                 and now - answered <= STALE_PERIODS * self.period_s)
 
     def asset_states(self, now: float) -> dict[str, AssetState]:
-        return {name: AssetState(limits, self.readings[name].soc if name in self.readings
-                                 else None, self.is_fresh(name, now))
-                for name, limits in self.limits.items()}
+        return {name: asset.state(self.readings.get(name), self.is_fresh(name, now), now)
+                for name, asset in self.assets.items()}
 
     def ledger(self) -> Ledger:
         return Ledger(list(self.commitments.values()), self.progress)

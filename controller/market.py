@@ -13,10 +13,23 @@ from collections.abc import Callable
 
 from config.loader import Site
 from controller.control import ControlLoop
-from controller.core.admission import StandingOrder, TradeRequest, admit_control, admit_trade
-from controller.core.capability import committed_on
+from controller.core.admission import (
+    AssetState,
+    SpotTrade,
+    StandingOrder,
+    TradeRequest,
+    admit_control,
+    admit_spot_trade,
+    admit_trade,
+)
+from controller.core.capability import Committed, committed_on
 from controller.core.model import AckStatus, Admission, Offer
-from controller.core.offers import OfferRules, battery_offers
+from controller.core.offers import (
+    OfferRules,
+    battery_offers,
+    clipped_offers,
+    load_supply_after_spot_trade,
+)
 from controller.errors import MessageRejected
 from controller.mqtt import Inbound
 from controller.outbox import Outbox
@@ -76,8 +89,13 @@ class MarketDesk:
                 status, duplicate_of, when = earlier
                 admission = Admission(
                     AckStatus.DUPLICATE,
-                    f"id {request.id!r} was already {status} at {iso(when)} "
-                    f"as commitment {duplicate_of}")
+                    f"id {request.id!r} was already {status} at {iso(when)}"
+                    + (f" as commitment {duplicate_of}" if duplicate_of else ""))
+            elif isinstance(request, SpotTrade):
+                admission = admit_spot_trade(
+                    request, market_enabled=self.config.balancing.enable_balancing_market,
+                    registry=self.config.asset_registry, slot_seconds=self.config.slot_seconds,
+                    now=now)
             elif isinstance(request, TradeRequest):
                 offer_id = request.offer_id
                 admission = admit_trade(
@@ -114,7 +132,26 @@ class MarketDesk:
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
             await self.control.dispatch_now(commitment.assets, cause=commitment.id)
+        if admission.status is AckStatus.ACCEPTED and isinstance(request, SpotTrade):
+            self._offers_after_spot_trade(request, now)
         self.outbox.flush()
+
+    def _offers_after_spot_trade(self, trade: SpotTrade, now: float) -> None:
+        """A flexible load that bought energy offers to curtail part of it (gsy-e's rule)."""
+        state = self.control.asset_states(now).get(trade.asset)
+        if (trade.side != "buy" or state is None or state.kind != "flexible_load"
+                or not self.config.balancing.balancing_flexible_loads_support):
+            return
+        if state.headroom is None:
+            log.info("no offer after spot trade %s: %s has no fresh telemetry", trade.id,
+                     trade.asset)
+            return
+        slot_end = trade.slot_start + self.config.slot_seconds
+        self._publish(load_supply_after_spot_trade(
+            site=self.config.site, asset=trade.asset, trade_id=trade.id,
+            bought_kwh=trade.energy_kwh, headroom=state.headroom, rules=self._rules(trade.asset),
+            slot_start=trade.slot_start, slot_end=slot_end, now=now,
+            committed=self._committed(trade.asset, now)), now)
 
     # -- outbound -----------------------------------------------------------------------------
     def slot_bounds(self, now: float) -> tuple[float, float]:
@@ -123,29 +160,56 @@ class MarketDesk:
         return start, start + length
 
     def publish_offers(self) -> list[Offer]:
-        """The D3A offers of every registered battery for the current slot."""
-        balancing = self.config.balancing
-        if not balancing.enable_balancing_market:
+        """At slot start: the D3A offers of every registered asset for the current slot."""
+        if not self.config.balancing.enable_balancing_market:
             return []
         now = self.clock()
         slot_start, slot_end = self.slot_bounds(now)
         states = self.control.asset_states(now)
-        committed_ledger = self.control.ledger()
         offers: list[Offer] = []
-        for asset, rates in self.config.asset_registry.items():
+        for asset in self.config.asset_registry:
             state = states.get(asset)
-            if state is None or not state.available or state.soc is None:
+            if state is None or state.headroom is None:
                 log.info("no offers for %s: no fresh telemetry", asset)
                 continue
-            committed = committed_on(asset, committed_ledger.commitments,
-                                     committed_ledger.progress, now)
-            offers += battery_offers(
-                site=self.config.site, limits=state.limits, soc=state.soc,
-                rules=OfferRules(balancing.balancing_offer_demand_ratio,
-                                 balancing.balancing_offer_supply_ratio,
-                                 rates.demand_rate_ct_per_kwh, rates.supply_rate_ct_per_kwh),
-                slot_start=slot_start, slot_end=slot_end, now=now,
-                committed_up_kwh=committed.up_kwh, committed_down_kwh=committed.down_kwh)
+            offers += self._slot_offers(asset, state, slot_start, slot_end, now)
+        return self._publish(offers, now)
+
+    def _slot_offers(self, asset: str, state: AssetState, slot_start: float, slot_end: float,
+                     now: float) -> list[Offer]:
+        assert state.headroom is not None
+        rules = self._rules(asset)
+        committed = self._committed(asset, now)
+        if state.kind == "battery" and state.limits is not None and state.soc is not None:
+            return battery_offers(site=self.config.site, limits=state.limits, soc=state.soc,
+                                  rules=rules, slot_start=slot_start, slot_end=slot_end,
+                                  now=now, committed=committed)
+        hours = (slot_end - slot_start) / 3600.0
+        if state.kind == "flexible_load":
+            # The energy it needs in the slot; it can rarely draw more, so clipping to its
+            # down capability usually leaves nothing to offer.
+            need = self.control.assets[asset].baseline_kw(now) * -hours
+            wanted = (rules.demand_ratio * need, 0.0)
+        else:
+            wanted = (0.0, state.headroom.up_kw * hours)  # a power plant's energy per slot
+        return clipped_offers(
+            site=self.config.site, asset=asset, headroom=state.headroom,
+            wanted_demand_kwh=wanted[0], wanted_supply_kwh=wanted[1], rules=rules,
+            slot_start=slot_start, slot_end=slot_end, now=now, committed=committed)
+
+    def _rules(self, asset: str) -> OfferRules:
+        balancing = self.config.balancing
+        rates = self.config.asset_registry[asset]
+        return OfferRules(balancing.balancing_offer_demand_ratio,
+                          balancing.balancing_offer_supply_ratio,
+                          rates.demand_rate_ct_per_kwh, rates.supply_rate_ct_per_kwh)
+
+    def _committed(self, asset: str, now: float) -> Committed:
+        ledger = self.control.ledger()
+        return committed_on(asset, ledger.commitments, ledger.progress, now)
+
+    def _publish(self, offers: list[Offer], now: float) -> list[Offer]:
+        """Log and send the offers not sent before; forget those of slots that are over."""
         fresh = [o for o in offers if o.id not in self.offers]
         with self.store.transaction():
             self.store.save_offers(fresh, now)

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from controller.core.admission import ControlRequest, TradeRequest
+from controller.core.admission import ControlRequest, SpotTrade, TradeRequest
 from controller.core.model import AckStatus, Offer
 from controller.core.reports import DeliveryReport
 from controller.errors import MessageRejected
@@ -33,6 +33,7 @@ MessageId = Annotated[str, Field(min_length=1, max_length=200)]
 
 # Inbound topic (relative to {prefix}/{site}/) -> the message type it carries.
 INBOUND_TYPES = {
+    "market/spot-trade": "spot_trade",
     "market/balancing-trade": "balancing_trade",
     "market/balancing-control": "balancing_control",
 }
@@ -86,6 +87,15 @@ class BalancingControlMsg(_Inbound):
     payment: StrictFloat
 
 
+class SpotTradeMsg(_Inbound):
+    type: Literal["spot_trade"]
+    asset: MessageId
+    slot_start: AwareDatetime
+    energy_kwh: StrictFloat = Field(gt=0)
+    side: Literal["buy", "sell"]
+    rate_ct_per_kwh: StrictFloat
+
+
 def to_ts(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -122,7 +132,8 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def parse_inbound(topic_type: str, payload: bytes) -> TradeRequest | ControlRequest:
+def parse_inbound(topic_type: str,
+                  payload: bytes) -> SpotTrade | TradeRequest | ControlRequest:
     """Validate a payload that arrived on the topic for `topic_type`."""
     try:
         data: Any = json.loads(payload)
@@ -136,6 +147,11 @@ def parse_inbound(topic_type: str, payload: bytes) -> TradeRequest | ControlRequ
         raise MessageRejected(
             f"field 'type' must be {topic_type!r} on this topic (got {data.get('type')!r})")
     try:
+        if topic_type == "spot_trade":
+            spot = SpotTradeMsg.model_validate(data)
+            return SpotTrade(id=spot.id, asset=spot.asset, slot_start=to_ts(spot.slot_start),
+                             energy_kwh=spot.energy_kwh, side=spot.side,
+                             rate_ct_per_kwh=spot.rate_ct_per_kwh)
         if topic_type == "balancing_trade":
             trade = BalancingTradeMsg.model_validate(data)
             return TradeRequest(

@@ -61,6 +61,15 @@ def control(**changes: Any) -> dict[str, Any]:
     return body
 
 
+def spot(**changes: Any) -> dict[str, Any]:
+    now = time.time()
+    body = {"v": 1, "type": "spot_trade", "id": f"s-{time.time_ns()}", "asset": "battery-1",
+            "slot_start": iso(now - now % SLOT), "energy_kwh": 1.0, "side": "buy",
+            "rate_ct_per_kwh": 25.0}
+    body.update(changes)
+    return body
+
+
 def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:
     """Send one message and return its ack (matched by ref, or the next ack without one)."""
     async def run() -> dict[str, Any]:
@@ -81,6 +90,7 @@ def counts(site: RunningSite) -> tuple[int, int]:
     return commitments, setpoints
 
 
+SPOT = "market/spot-trade"
 TRADE = "market/balancing-trade"
 CONTROL = "market/balancing-control"
 Case = Callable[[RunningSite], tuple[str, dict[str, Any] | bytes]]
@@ -112,6 +122,12 @@ CASES: dict[str, tuple[Case, str]] = {
     "down-regulation on an up order": (lambda s: (CONTROL, control(kwh=-0.001)),
                                        "offers only up-regulation"),
     "unsupported version": (lambda s: (CONTROL, control(v=2)), "field 'v'"),
+    "spot trade of an unknown asset": (lambda s: (SPOT, spot(asset="ghost")),
+                                       "'ghost' is not in the asset registry"),
+    "spot trade of no energy": (lambda s: (SPOT, spot(energy_kwh=0.0)), "field 'energy_kwh'"),
+    "spot trade with a bad side": (lambda s: (SPOT, spot(side="hold")), "field 'side'"),
+    "spot trade of a slot already over": (
+        lambda s: (SPOT, spot(slot_start=iso(time.time() - 3600))), "already over"),
 }
 
 

@@ -13,6 +13,7 @@ from controller.core.admission import (
     admit_control,
     admit_trade,
 )
+from controller.core.capability import Headroom
 from controller.core.model import AckStatus, Admission, Offer
 from controller.core.offers import OfferRules, battery_offers
 from tests.core_fixtures import T0, battery, commitment
@@ -20,7 +21,13 @@ from tests.core_fixtures import T0, battery, commitment
 SLOT = 60.0
 OFFER_UP = Offer("o-up", "b1", T0, T0 + SLOT, 0.05, 35.0)
 OFFER_DOWN = Offer("o-down", "b1", T0, T0 + SLOT, -0.05, 33.0)
-ASSETS = {"b1": AssetState(battery(), 0.5, True)}
+def battery_state(soc: float = 0.5) -> AssetState:
+    limits = battery()
+    return AssetState("battery", Headroom.of_battery(limits, soc), limits, soc)
+
+
+ASSETS = {"b1": battery_state()}
+UNAVAILABLE = AssetState("battery", None)
 EMPTY = Ledger([], {})
 
 
@@ -59,7 +66,7 @@ def test_trade_within_the_offer_is_accepted_over_the_rest_of_the_slot() -> None:
     (trade(), {"traded_kwh": {"o-up": 0.04}}, "exceeds what is left of offer"),
     (trade(price_ct=5.0), {}, "is not the offer rate"),
     (trade(), {"now": T0 + SLOT}, "already over"),
-    (trade(), {"assets": {"b1": AssetState(battery(), None, False)}}, "unavailable"),
+    (trade(), {"assets": {"b1": UNAVAILABLE}}, "unavailable"),
     (trade(slot_start=T0 + 60), {}, "slot_start does not match"),
 ])
 def test_bad_trades_are_rejected_with_a_reason(
@@ -134,7 +141,7 @@ def test_bad_control_events_are_rejected(request_: ControlRequest, now: float,
 
 def test_control_with_every_asset_unavailable_says_so() -> None:
     result = admit_control(control(), orders={"t1": ORDER_UP},
-                           assets={"b1": AssetState(battery(), None, False)}, ledger=EMPTY,
+                           assets={"b1": UNAVAILABLE}, ledger=EMPTY,
                            slot_seconds=SLOT, now=T0 + 6)
     assert result.status is AckStatus.REJECTED
     assert result.reason == ("no asset of tariff 't1' is available (no fresh telemetry): b1")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from controller.core.capability import battery_capability, committed_on
+from controller.core.capability import Headroom, capability, committed_on
 from controller.core.model import (
     AckStatus,
     Admission,
@@ -24,13 +25,23 @@ from controller.core.model import (
 EPS_KWH = 1e-4
 
 
+AssetKind = Literal["battery", "flexible_load", "generator"]
+
+
 @dataclass(frozen=True, slots=True)
 class AssetState:
-    """The live view of one asset the core needs to decide: limits and latest SoC."""
+    """The live view of one asset the core needs to decide: its kind, what it can still give
+    each way, and whether it can be counted on. Batteries also carry limits and SoC, which
+    offer sizing uses."""
 
-    limits: BatteryLimits
-    soc: float | None
-    available: bool
+    kind: AssetKind
+    headroom: Headroom | None  # None: unavailable
+    limits: BatteryLimits | None = None
+    soc: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.headroom is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,18 @@ class TradeRequest:
     slot_start: float
     energy_kwh: float
     price_ct: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpotTrade:
+    """A D3A spot-market trade of one of our assets (what it bought or sold in a slot)."""
+
+    id: str
+    asset: str
+    slot_start: float
+    energy_kwh: float
+    side: Literal["buy", "sell"]
+    rate_ct_per_kwh: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +96,7 @@ def _fmt(kwh: float) -> str:
 
 
 def _availability_problem(asset: str, state: AssetState | None) -> str | None:
-    if state is None or not state.available or state.soc is None:
+    if state is None or state.headroom is None:
         return f"asset {asset!r} is unavailable (no fresh telemetry)"
     return None
 
@@ -125,34 +148,66 @@ def admit_trade(
     problem = _availability_problem(request.asset, assets.get(request.asset))
     if problem:
         return Admission.reject(problem)
-    state = assets[request.asset]
-    assert state.soc is not None
+    headroom = assets[request.asset].headroom
+    assert headroom is not None
     window_start = max(now, offer.slot_start)
     direction = 1 if request.energy_kwh > 0 else -1
-    capability = battery_capability(
-        state.limits, state.soc, direction, window_start, window_end,
+    can_do = capability(
+        headroom, direction, window_start, window_end,
         committed_on(request.asset, ledger.commitments, ledger.progress, now))
     return _commit(
         ref=request.id, ref_type=RefType.BALANCING_TRADE, requested=request.energy_kwh,
-        capability_by_asset={request.asset: capability}, bound=None,
+        capability_by_asset={request.asset: can_do}, bound=None,
         window=(window_start, window_end),
         settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted))
+
+
+def admit_spot_trade(
+    request: SpotTrade,
+    *,
+    market_enabled: bool,
+    registry: Mapping[str, object],
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A spot trade is recorded (it may lead to new offers); it never is a commitment."""
+    if not market_enabled:
+        return Admission.reject(
+            "balancing market is disabled for this site (enable_balancing_market is false)")
+    if request.asset not in registry:
+        return Admission.reject(f"asset {request.asset!r} is not in the asset registry")
+    if request.slot_start + slot_seconds <= now:
+        return Admission.reject("the slot of this spot trade is already over")
+    return Admission(AckStatus.ACCEPTED, "")
 
 
 def order_bound_by_asset(
     order: StandingOrder,
     direction: int,
-    capability: Mapping[str, float],
+    capability_by_asset: Mapping[str, float],
+    kinds: Mapping[str, AssetKind],
 ) -> dict[str, float]:
     """The part of each asset's capability that the order's exerciseRatio puts on offer.
 
     Power TAC: 0 < r <= 1 offers r of curtailable load; 1 < r <= 2 all curtailable load and
-    (r - 1) of storage discharge; -1 <= r < 0 offers |r| of charge capability. Batteries have
-    no curtailable load, so they count only above 1 (up) or below 0 (down).
+    (r - 1) of storage discharge; -1 <= r < 0 offers |r| of charge (or thermal dump)
+    capability. Loads here can only be curtailed, so they count for up-regulation only;
+    generators are not Power TAC customers and count for nothing.
     """
     ratio = order.exercise_ratio
-    storage_share = max(0.0, ratio - 1.0) if direction > 0 else -ratio if ratio < 0 else 0.0
-    return {asset: storage_share * capability.get(asset, 0.0) for asset in order.assets}
+    bound: dict[str, float] = {}
+    for asset in order.assets:
+        kind = kinds.get(asset)
+        if direction > 0 and kind == "flexible_load":
+            share = min(ratio, 1.0) if ratio > 0 else 0.0
+        elif direction > 0 and kind == "battery":
+            share = max(0.0, ratio - 1.0)
+        elif direction < 0 and kind == "battery":
+            share = -ratio if ratio < 0 else 0.0
+        else:
+            share = 0.0
+        bound[asset] = share * capability_by_asset.get(asset, 0.0)
+    return bound
 
 
 def admit_control(
@@ -180,19 +235,20 @@ def admit_control(
             f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
             f"(exercise_ratio {order.exercise_ratio})")
     window_start = max(now, request.timeslot_start)
-    capability: dict[str, float] = {}
+    can_do: dict[str, float] = {}
     for asset in order.assets:
         state = assets.get(asset)
-        if _availability_problem(asset, state) or state is None or state.soc is None:
+        if state is None or state.headroom is None:
             continue
-        capability[asset] = battery_capability(
-            state.limits, state.soc, direction, window_start, window_end,
+        can_do[asset] = capability(
+            state.headroom, direction, window_start, window_end,
             committed_on(asset, ledger.commitments, ledger.progress, now))
-    if not capability:
+    if not can_do:
         return Admission.reject(
             f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
             f"{', '.join(order.assets)}")
-    bound = order_bound_by_asset(order, direction, capability)
+    bound = order_bound_by_asset(order, direction, can_do,
+                                 {a: s.kind for a, s in assets.items()})
     return _commit(
         ref=request.id, ref_type=RefType.BALANCING_CONTROL, requested=request.kwh,
         capability_by_asset=bound, bound=f"the bound of tariff {order.tariff_id!r}'s order "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -51,20 +52,37 @@ def committed_on(
     return Committed(up_kw, down_kw, up_kwh, down_kwh)
 
 
-def battery_capability(
-    limits: BatteryLimits,
-    soc: float,
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """What an asset can give each way from now on, before other commitments (all >= 0).
+
+    Power bounds every kind; energy bounds storage (SoC) and is unbounded otherwise.
+    """
+
+    up_kw: float
+    down_kw: float
+    up_kwh: float = math.inf
+    down_kwh: float = math.inf
+
+    @staticmethod
+    def of_battery(limits: BatteryLimits, soc: float) -> Headroom:
+        return Headroom(limits.max_discharge_kw, limits.max_charge_kw,
+                        limits.dischargeable_kwh(soc), limits.chargeable_kwh(soc))
+
+
+def capability(
+    headroom: Headroom,
     direction: int,
     window_start: float,
     window_end: float,
     committed: Committed,
 ) -> float:
-    """kWh (>= 0) the battery can still deliver in `direction` (+1 up, -1 down) in the window."""
+    """kWh (>= 0) the asset can still deliver in `direction` (+1 up, -1 down) in the window."""
     hours = max(0.0, window_end - window_start) / 3600.0
     if direction > 0:
-        by_power = (limits.max_discharge_kw - committed.up_kw) * hours
-        by_energy = limits.dischargeable_kwh(soc) - committed.up_kwh
+        by_power = (headroom.up_kw - committed.up_kw) * hours
+        by_energy = headroom.up_kwh - committed.up_kwh
     else:
-        by_power = (limits.max_charge_kw - committed.down_kw) * hours
-        by_energy = limits.chargeable_kwh(soc) - committed.down_kwh
+        by_power = (headroom.down_kw - committed.down_kw) * hours
+        by_energy = headroom.down_kwh - committed.down_kwh
     return max(0.0, min(by_power, by_energy))

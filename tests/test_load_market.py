@@ -1,0 +1,70 @@
+"""A flexible load in the D3A balancing market, over real sockets: after a spot trade in which
+it bought energy, it offers to curtail part of it; a balancing trade on that offer is
+delivered by curtailing the load and reported against its declared baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.broker import PrivateBroker
+from controller.scripted_market import MarketClient
+from controller.wire import iso
+from tests.site_process import RunningSite, running_site
+
+SLOT = 20
+LOAD = {"name": "heater", "kind": "flexible_load", "host": "127.0.0.1", "port": 1,
+        "baseline_profile": [[0, 4.0]], "curtailable_share": 0.5, "max_kw": 6,
+        "control": "limit"}
+
+
+@pytest.fixture(scope="module")
+def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
+    workdir: Path = tmp_path_factory.mktemp("load-market")
+    with running_site(workdir, broker, slot_seconds=SLOT, devices=[LOAD],
+                      asset_registry={"heater": {"demand_rate_ct_per_kwh": 20,
+                                                 "supply_rate_ct_per_kwh": 45}},
+                      tariffs=[]) as running:
+        yield running
+
+
+def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        market = MarketClient(site.host, site.port, site.prefix, site.site)
+        await market.start()
+        try:
+            now = time.time()
+            start = now - now % SLOT
+            if start + SLOT - now < 14:
+                start += SLOT
+                await asyncio.sleep(start + 0.3 - now)
+            market.send("market/spot-trade", {
+                "v": 1, "type": "spot_trade", "id": f"sp-{time.time_ns()}", "asset": "heater",
+                "slot_start": iso(start), "energy_kwh": 1.0, "side": "buy",
+                "rate_ct_per_kwh": 25.0})
+            offer = await market.wait_for(
+                lambda m: m.get("type") == "balancing_offer" and m["asset"] == "heater"
+                and m["energy_kwh"] > 0, 5)
+            trade_id = market.trade(offer, offer["energy_kwh"])
+            ack = await market.ack_for(trade_id)
+            report = await market.report_for(ack["commitment_id"], SLOT + 10)
+            return offer, ack, report
+        finally:
+            await market.stop()
+
+    offer, ack, report = asyncio.run(scenario())
+    # 10 % of the 1 kWh bought, within 2 kW curtailable over the time left in the slot.
+    assert 0 < offer["energy_kwh"] <= 0.1
+    assert offer["rate_ct_per_kwh"] == 45
+    assert ack["status"] == "accepted", ack
+    assert report["assets"][0]["baseline_kw"] == -4.0
+    accepted = report["accepted_kwh"]
+    assert abs(report["delivered_kwh"] - accepted) <= 0.02 * accepted, report
+    capped = site.query("SELECT MIN(p_kw) FROM setpoints WHERE asset = 'heater' "
+                        "AND p_kw IS NOT NULL")[0][0]
+    assert capped >= -4.0  # a cap, never more than its demand, never below its firm part
