@@ -18,13 +18,13 @@ from controller.assets import BatteryAsset, asset_for
 from controller.core.admission import AssetState, Ledger
 from controller.core.dispatch import plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
-from controller.core.metering import Sample, attribute
+from controller.core.metering import Sample, attribute, per_slot
 from controller.core.model import Commitment, Progress
 from controller.core.reports import build_report
 from controller.errors import DeviceError
 from controller.outbox import Outbox
 from controller.store import Store
-from controller.wire import delivery_report
+from controller.wire import delivery_report, measurement
 from drivers.base import Device, Reading
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class ControlLoop:
         self.lease_s = {d.name: d.setpoint_timeout_s for d in site.config.devices}
         self._leased: set[str] = set()  # devices whose lease is set since they last answered
         self._answered_at: dict[str, float] = {}
+        self.slot_s = float(site.config.slot_seconds)
+        # Metered energy against the baseline per asset and slot, until it is reported.
+        self._slot_energy: dict[str, dict[float, tuple[float, float]]] = {}
         self.lock = asyncio.Lock()
 
     # -- state the market side asks about -------------------------------------------------
@@ -173,6 +176,11 @@ class ControlLoop:
         self._last_sample[name] = sample
         if prev is None:
             return
+        slots = self._slot_energy.setdefault(name, {})
+        for slot, (kwh, covered) in per_slot(prev, sample, self.slot_s,
+                                             STALE_PERIODS * self.period_s).items():
+            so_far = slots.get(slot, (0.0, 0.0))
+            slots[slot] = (so_far[0] + kwh, so_far[1] + covered)
         windows = {cid: (c.window_start, c.window_end) for cid, c in self.commitments.items()
                    if name in c.assets}
         if not windows:
@@ -192,6 +200,7 @@ class ControlLoop:
             with self.store.transaction():
                 self.store.log_telemetry([_telemetry_row(r) for r in readings])
                 self._close_finished(now)
+                self._close_slots(now)
                 self.store.save_progress(self.progress)
             self.outbox.flush()
 
@@ -247,6 +256,19 @@ class ControlLoop:
                      report.delivered_kwh, report.accepted_kwh)
             del self.commitments[cid]
             self.store.save_progress({cid: self.progress.pop(cid)})
+
+    def _close_slots(self, now: float) -> None:
+        """One `measurement` per asset and slot once the slot is metered past its end."""
+        grace = STALE_PERIODS * self.period_s
+        for name, slots in self._slot_energy.items():
+            last = self._last_sample[name].ts
+            for slot in [s for s in slots if s + self.slot_s <= min(last, now)
+                         or s + self.slot_s + grace <= now]:
+                kwh, covered = slots.pop(slot)
+                payload = measurement(self.site.config.site, name, slot, kwh,
+                                      min(1.0, covered / self.slot_s))
+                self.store.log_measurement(payload, now)
+                self.outbox.put("market/measurement", payload)
 
     async def safe_state(self) -> None:
         """Shutdown: every device back to its baseline (0 kW for a battery)."""

@@ -27,8 +27,8 @@ class MarketClient:
 
     async def start(self) -> None:
         await self.link.start()
-        for suffix in ("market/ack", "market/delivery", "market/balancing-offer",
-                       "market/balancing-order/+", "status"):
+        for suffix in ("market/ack", "market/delivery", "market/measurement",
+                       "market/balancing-offer", "market/balancing-order/+", "status"):
             self.link.subscribe(f"{self.base}/{suffix}", qos=1)
         await self.link.wait_subscribed()
         self._reader = asyncio.get_running_loop().create_task(self._read())

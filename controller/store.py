@@ -42,6 +42,8 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
     "outbox": ({"seq": int, "id": str, "topic": str, "payload": str, "qos": int,
                 "retain": int, "created_ts": float, "sent_ts": float}, "seq"),
     "events": ({"seq": int, "ts": float, "kind": str, "detail": str}, "seq"),
+    "measurements": ({"id": str, "asset": str, "slot_start": str, "energy_kwh": float,
+                      "coverage": float, "created_ts": float}, "id"),
 }
 INDEXES = [("inbound", ["msg_id"]), ("telemetry", ["asset", "ts"]),
            ("setpoints", ["asset", "ts"]), ("outbox", ["sent_ts"]),
@@ -206,6 +208,12 @@ class Store:
                   ts: float) -> None:
         self.db.table("orders").insert({"tariff_id": tariff_id, "exercise_ratio": ratio,
                                   "price_per_kwh": price, "msg_id": msg_id, "created_ts": ts})
+
+    def log_measurement(self, payload: dict[str, Any], ts: float) -> None:
+        self.db.table("measurements").upsert({
+            "id": payload["id"], "asset": payload["asset"], "slot_start": payload["slot_start"],
+            "energy_kwh": payload["energy_kwh"], "coverage": payload["coverage"],
+            "created_ts": ts}, pk="id")
 
     def log_event(self, ts: float, kind: str, detail: str) -> None:
         self._insert("events", [{"ts": ts, "kind": kind, "detail": detail}])

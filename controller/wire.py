@@ -211,6 +211,15 @@ def delivery_report(report: DeliveryReport) -> dict[str, Any]:
                  "delivered_kwh": a.delivered_kwh} for a in report.assets])
 
 
+def measurement(site: str, asset: str, slot_start: float, energy_kwh: float,
+                coverage: float) -> dict[str, Any]:
+    """Metered energy of one asset in one slot, against its baseline; the id is stable."""
+    stamp = datetime.fromtimestamp(slot_start, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return _envelope("measurement", f"ms-{site}.{asset}.{stamp}", asset=asset,
+                     slot_start=iso(slot_start), energy_kwh=round(energy_kwh, 6),
+                     coverage=round(coverage, 4))
+
+
 def status(state: str, assets: dict[str, dict[str, Any]], ts: float) -> dict[str, Any]:
     return _envelope("status", new_id(), state=state, ts=iso(ts), assets=assets)
 

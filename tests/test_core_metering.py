@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.metering import Sample, attribute, trapezoid_kwh
+from controller.core.metering import Sample, attribute, per_slot, trapezoid_kwh
 from controller.core.model import Progress
 from controller.core.reports import build_report, delivery_status
 from tests.core_fixtures import T0, commitment
@@ -88,3 +89,26 @@ def test_report_status_and_settlement() -> None:
     assert report.status == "partial"
     assert report.coverage == 0.5
     assert report.assets[0].delivered_kwh == 0.01
+
+
+def test_per_slot_splits_an_interval_at_the_slot_boundary() -> None:
+    # 3.6 kW constant from 8 s before a boundary to 2 s after it.
+    boundary = T0 + 60
+    split = per_slot(Sample(boundary - 8, 3.6), Sample(boundary + 2, 3.6), 60, max_gap_s=15)
+    assert split[T0] == (pytest.approx(0.008), pytest.approx(8.0))
+    assert split[boundary] == (pytest.approx(0.002), pytest.approx(2.0))
+    assert per_slot(Sample(T0, 1), Sample(T0 + 20, 1), 60, max_gap_s=15) == {}
+
+
+@given(powers=st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
+       steps=st.lists(st.floats(0.05, 3.0), min_size=30, max_size=30),
+       slot=st.sampled_from([1.0, 5.0, 30.0]))
+def test_slot_energies_add_up_to_the_whole(powers: list[float], steps: list[float],
+                                           slot: float) -> None:
+    times = [T0 + 0.3]
+    for step in steps[: len(powers) - 1]:
+        times.append(times[-1] + step)
+    samples = [Sample(t, p) for t, p in zip(times, powers, strict=True)]
+    total = sum(trapezoid_kwh(a, b, a.ts, b.ts) for a, b in itertools.pairwise(samples))
+    split = [per_slot(a, b, slot, max_gap_s=5) for a, b in itertools.pairwise(samples)]
+    assert abs(sum(kwh for part in split for kwh, _ in part.values()) - total) < 1e-9

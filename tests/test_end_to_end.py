@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ async def _wait_for_slot_with(seconds_left: float) -> float:
 
 
 def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
-    async def scenario() -> tuple[dict[str, object], dict[str, object]]:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         market = await _market(site)
         try:
             # Offers are not retained: wait for those of the next slot, published after we
@@ -59,11 +60,17 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
             trade_id = market.trade(offer, round(offer["energy_kwh"] * 0.5, 4))
             ack = await market.ack_for(trade_id)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
-            return ack, report
+            measured = await market.wait_for(
+                lambda m: m.get("type") == "measurement" and m["asset"] == "battery-1"
+                and m["slot_start"] == iso(start), 10)
+            return ack, report, measured
         finally:
             await market.stop()
 
-    ack, report = asyncio.run(scenario())
+    ack, report, measured = asyncio.run(scenario())
+    # The slot's metered energy is the trade's: the battery was idle otherwise.
+    assert measured["coverage"] == 1.0
+    assert measured["energy_kwh"] == pytest.approx(report["delivered_kwh"], rel=0.02)
     assert ack["status"] == "accepted", ack
     assert report["status"] == "delivered", report
     accepted = float(report["accepted_kwh"])  # type: ignore[arg-type]

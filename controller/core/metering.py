@@ -84,3 +84,20 @@ def attribute(
             energy[cid] = energy.get(cid, 0.0) + kwh
             covered[cid] = covered.get(cid, 0.0) + (seg_end - seg_start)
     return Attribution(energy, covered, measured)
+
+
+def per_slot(prev: Sample, cur: Sample, slot_seconds: float,
+             max_gap_s: float) -> dict[float, tuple[float, float]]:
+    """The interval's measured energy and covered seconds, split by market slot:
+    {slot start: (kWh, seconds)}. A gap counts nothing, as for commitments."""
+    if cur.ts <= prev.ts or cur.ts - prev.ts > max_gap_s:
+        return {}
+    result: dict[float, tuple[float, float]] = {}
+    start = prev.ts
+    while start < cur.ts:
+        slot = start - start % slot_seconds
+        end = min(cur.ts, slot + slot_seconds)
+        kwh, covered = result.get(slot, (0.0, 0.0))
+        result[slot] = (kwh + trapezoid_kwh(prev, cur, start, end), covered + end - start)
+        start = end
+    return result
