@@ -15,10 +15,12 @@ from config.loader import Site
 from controller.control import ControlLoop
 from controller.core.admission import (
     AssetState,
+    EconomicControl,
     SpotTrade,
     StandingOrder,
     TradeRequest,
     admit_control,
+    admit_economic_control,
     admit_spot_trade,
     admit_trade,
 )
@@ -103,6 +105,11 @@ class MarketDesk:
                     market_enabled=self.config.balancing.enable_balancing_market,
                     registry=self.config.asset_registry, offers=self.offers,
                     traded_kwh=self.traded_kwh, assets=self.control.asset_states(now),
+                    ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
+                    now=now)
+            elif isinstance(request, EconomicControl):
+                admission = admit_economic_control(
+                    request, orders=self.orders, assets=self.control.asset_states(now),
                     ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
                     now=now)
             else:

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from controller.core.admission import ControlRequest, SpotTrade, TradeRequest
+from controller.core.admission import ControlRequest, EconomicControl, SpotTrade, TradeRequest
 from controller.core.model import AckStatus, Offer
 from controller.core.reports import DeliveryReport
 from controller.errors import MessageRejected
@@ -36,6 +36,7 @@ INBOUND_TYPES = {
     "market/spot-trade": "spot_trade",
     "market/balancing-trade": "balancing_trade",
     "market/balancing-control": "balancing_control",
+    "market/economic-control": "economic_control",
 }
 
 
@@ -87,6 +88,13 @@ class BalancingControlMsg(_Inbound):
     payment: StrictFloat
 
 
+class EconomicControlMsg(_Inbound):
+    type: Literal["economic_control"]
+    tariff_id: MessageId
+    timeslot_start: AwareDatetime
+    curtailment_ratio: StrictFloat = Field(ge=0.0, le=1.0)
+
+
 class SpotTradeMsg(_Inbound):
     type: Literal["spot_trade"]
     asset: MessageId
@@ -132,8 +140,9 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def parse_inbound(topic_type: str,
-                  payload: bytes) -> SpotTrade | TradeRequest | ControlRequest:
+def parse_inbound(
+    topic_type: str, payload: bytes,
+) -> SpotTrade | TradeRequest | ControlRequest | EconomicControl:
     """Validate a payload that arrived on the topic for `topic_type`."""
     try:
         data: Any = json.loads(payload)
@@ -158,6 +167,11 @@ def parse_inbound(topic_type: str,
                 id=trade.id, offer_id=trade.offer_id, asset=trade.asset,
                 slot_start=to_ts(trade.slot_start), energy_kwh=trade.energy_kwh,
                 price_ct=trade.price_ct)
+        if topic_type == "economic_control":
+            economic = EconomicControlMsg.model_validate(data)
+            return EconomicControl(id=economic.id, tariff_id=economic.tariff_id,
+                                   timeslot_start=to_ts(economic.timeslot_start),
+                                   curtailment_ratio=economic.curtailment_ratio)
         control = BalancingControlMsg.model_validate(data)
         return ControlRequest(
             id=control.id, tariff_id=control.tariff_id,

@@ -70,6 +70,15 @@ def spot(**changes: Any) -> dict[str, Any]:
     return body
 
 
+def economic(**changes: Any) -> dict[str, Any]:
+    now = time.time()
+    body = {"v": 1, "type": "economic_control", "id": f"ec-{time.time_ns()}",
+            "tariff_id": "tariff-1", "timeslot_start": iso(now - now % SLOT),
+            "curtailment_ratio": 0.5}
+    body.update(changes)
+    return body
+
+
 def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:
     """Send one message and return its ack (matched by ref, or the next ack without one)."""
     async def run() -> dict[str, Any]:
@@ -91,6 +100,7 @@ def counts(site: RunningSite) -> tuple[int, int]:
 
 
 SPOT = "market/spot-trade"
+ECONOMIC = "market/economic-control"
 TRADE = "market/balancing-trade"
 CONTROL = "market/balancing-control"
 Case = Callable[[RunningSite], tuple[str, dict[str, Any] | bytes]]
@@ -126,6 +136,12 @@ CASES: dict[str, tuple[Case, str]] = {
                                        "'ghost' is not in the asset registry"),
     "spot trade of no energy": (lambda s: (SPOT, spot(energy_kwh=0.0)), "field 'energy_kwh'"),
     "spot trade with a bad side": (lambda s: (SPOT, spot(side="hold")), "field 'side'"),
+    "curtailment ratio out of range": (lambda s: (ECONOMIC, economic(curtailment_ratio=1.5)),
+                                       "field 'curtailment_ratio'"),
+    "economic control of a tariff without loads": (lambda s: (ECONOMIC, economic()),
+                                                   "has no curtailable loads"),
+    "economic control of an unknown tariff": (lambda s: (ECONOMIC, economic(tariff_id="x")),
+                                              "unknown tariff 'x'"),
     "spot trade of a slot already over": (
         lambda s: (SPOT, spot(slot_start=iso(time.time() - 3600))), "already over"),
 }

@@ -7,10 +7,12 @@ import pytest
 from controller.core.admission import (
     AssetState,
     ControlRequest,
+    EconomicControl,
     Ledger,
     SpotTrade,
     StandingOrder,
     admit_control,
+    admit_economic_control,
     admit_spot_trade,
 )
 from controller.core.capability import Headroom
@@ -108,3 +110,39 @@ def test_order_above_one_adds_storage_discharge_to_all_curtailable_load() -> Non
     assert result.commitment is not None
     shares = dict(result.commitment.shares)
     assert shares["l1"] == pytest.approx(0.2 / 0.45) and shares["b1"] == pytest.approx(0.25 / 0.45)
+
+
+def economic(ratio: float, tariff: str = "t", start: float = T0) -> EconomicControl:
+    return EconomicControl(id="ec", tariff_id=tariff, timeslot_start=start,
+                           curtailment_ratio=ratio)
+
+
+def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> None:
+    order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
+    result = admit_economic_control(economic(0.25), orders={"t": order}, assets=ASSETS,
+                                    ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    assert result.status is AckStatus.ACCEPTED and result.commitment is not None
+    # A quarter of 2 kW curtailable for 0.1 h; the battery is not a curtailable load.
+    assert result.commitment.accepted_kwh == pytest.approx(0.05)
+    assert result.commitment.shares == (("l1", 1.0),)
+    assert result.commitment.settlement == 0.0
+
+
+@pytest.mark.parametrize(("request_", "needle"), [
+    (economic(0.5, tariff="nope"), "unknown tariff 'nope'"),
+    (economic(0.5, start=T0 - 400), "already over"),
+    (economic(0.5, tariff="batteries"), "has no curtailable loads"),
+])
+def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: str) -> None:
+    orders = {"t": StandingOrder("t", ("l1",), 0.5, 0.1),
+              "batteries": StandingOrder("batteries", ("b1",), 1.5, 0.1)}
+    result = admit_economic_control(request_, orders=orders, assets=ASSETS,
+                                    ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    assert result.status is AckStatus.REJECTED and needle in result.reason
+
+
+def test_economic_control_of_ratio_zero_changes_nothing() -> None:
+    result = admit_economic_control(economic(0.0), orders={"t": StandingOrder(
+        "t", ("l1",), 0.5, 0.1)}, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360,
+        now=T0)
+    assert result.status is AckStatus.ACCEPTED and result.commitment is None

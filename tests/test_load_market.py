@@ -29,7 +29,8 @@ def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with running_site(workdir, broker, slot_seconds=SLOT, devices=[LOAD],
                       asset_registry={"heater": {"demand_rate_ct_per_kwh": 20,
                                                  "supply_rate_ct_per_kwh": 45}},
-                      tariffs=[]) as running:
+                      tariffs=[{"id": "heat-tariff", "assets": ["heater"],
+                                "exercise_ratio": 0.5, "price_per_kwh": 0.1}]) as running:
         yield running
 
 
@@ -68,3 +69,30 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
     capped = site.query("SELECT MIN(p_kw) FROM setpoints WHERE asset = 'heater' "
                         "AND p_kw IS NOT NULL")[0][0]
     assert capped >= -4.0  # a cap, never more than its demand, never below its firm part
+
+
+def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        market = MarketClient(site.host, site.port, site.prefix, site.site)
+        await market.start()
+        try:
+            now = time.time()
+            start = now - now % SLOT + SLOT  # a whole timeslot, after the other test's
+            await asyncio.sleep(start + 0.3 - now)
+            ref = f"ec-{time.time_ns()}"
+            market.send("market/economic-control", {
+                "v": 1, "type": "economic_control", "id": ref, "tariff_id": "heat-tariff",
+                "timeslot_start": iso(start), "curtailment_ratio": 0.5})
+            ack = await market.ack_for(ref)
+            report = await market.report_for(ack["commitment_id"], SLOT + 10)
+            return ack, report
+        finally:
+            await market.stop()
+
+    ack, report = asyncio.run(scenario())
+    assert ack["status"] == "accepted", ack
+    assert report["ref_type"] == "economic_control" and report["settlement"] == 0.0
+    # Half of the 2 kW curtailable for the rest of the timeslot.
+    window_h = (SLOT - 0.3) / 3600
+    assert report["accepted_kwh"] == pytest.approx(0.5 * 2.0 * window_h, rel=0.05)
+    assert abs(report["delivered_kwh"] - report["accepted_kwh"]) <= 0.02 * report["accepted_kwh"]

@@ -76,6 +76,14 @@ class ControlRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class EconomicControl:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    curtailment_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
 class StandingOrder:
     tariff_id: str
     assets: tuple[str, ...]
@@ -288,3 +296,45 @@ def _commit(
             f"accepted {_fmt(abs(accepted))}; {_fmt(beyond)} is beyond {what}",
             commitment)
     return Admission(AckStatus.ACCEPTED, "", commitment)
+
+
+def admit_economic_control(
+    request: EconomicControl,
+    *,
+    orders: Mapping[str, StandingOrder],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A Power TAC economic control event: curtail the tariff's curtailable loads by the
+    ratio for the rest of the timeslot, unpaid. It becomes a commitment like any other, so it
+    is dispatched, metered and reported, and it uses up the capacity balancing orders see."""
+    order = orders.get(request.tariff_id)
+    if order is None:
+        return Admission.reject(f"unknown tariff {request.tariff_id!r}")
+    window_end = request.timeslot_start + slot_seconds
+    if window_end <= now:
+        return Admission.reject("the timeslot of this economic control is already over")
+    if request.curtailment_ratio == 0:
+        return Admission(AckStatus.ACCEPTED, "curtailment_ratio 0: nothing to curtail")
+    loads = [a for a in order.assets if (s := assets.get(a)) and s.kind == "flexible_load"]
+    if not loads:
+        return Admission.reject(f"tariff {order.tariff_id!r} has no curtailable loads")
+    window_start = max(now, request.timeslot_start)
+    curtail: dict[str, float] = {}
+    for asset in loads:
+        headroom = assets[asset].headroom
+        if headroom is not None:
+            curtail[asset] = request.curtailment_ratio * capability(
+                headroom, +1, window_start, window_end,
+                committed_on(asset, ledger.commitments, ledger.progress, now))
+    if not curtail:
+        return Admission.reject(
+            f"no load of tariff {order.tariff_id!r} is available (no fresh telemetry): "
+            f"{', '.join(loads)}")
+    energy = sum(curtail.values())
+    return _commit(
+        ref=request.id, ref_type=RefType.ECONOMIC_CONTROL, requested=energy,
+        capability_by_asset=curtail, bound=None, window=(window_start, window_end),
+        settlement=lambda accepted: 0.0)

@@ -16,6 +16,7 @@ class AckStatus(StrEnum):
 class RefType(StrEnum):
     BALANCING_TRADE = "balancing_trade"
     BALANCING_CONTROL = "balancing_control"
+    ECONOMIC_CONTROL = "economic_control"
 
 
 @dataclass(frozen=True, slots=True)
