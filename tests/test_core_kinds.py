@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.core.dispatch import DeviceView, battery_view, plan
 from controller.core.kinds import (
     GeneratorLimits,
     LoadLimits,
     generator_feasible,
     load_feasible,
 )
+from controller.core.model import BatteryLimits
+from tests.core_fixtures import T0, commitment
 
 GEN = GeneratorLimits("g1", min_kw=2.0, max_kw=10.0, ramp_kw_per_s=0.5)
 
@@ -63,3 +66,50 @@ def test_clipped_load_setpoint_is_allowed(share: float, demand: float, relay: bo
     p = f.clip(wanted)
     assert f.allows(p)
     assert -demand - 1e-9 <= p <= -demand * (1 - share) + 1e-9
+
+
+@st.composite
+def device_views(draw: st.DrawFn) -> tuple[str, DeviceView]:
+    kind = draw(st.sampled_from(["battery", "load", "relay", "generator", "down"]))
+    if kind == "battery":
+        limits = BatteryLimits("b", draw(st.floats(1, 100)), 0.1, 0.9, draw(st.floats(0.5, 50)),
+                               draw(st.floats(0.5, 50)), 0.95, 0.95)
+        return kind, battery_view(limits, draw(st.floats(0, 1)), True, draw(st.floats(0.1, 5)))
+    if kind in {"load", "relay"}:
+        return kind, DeviceView(load_feasible(LoadLimits("l", draw(st.floats(0, 1)),
+                                                         kind == "relay"),
+                                              draw(st.floats(0, 30))))
+    if kind == "generator":
+        low = draw(st.floats(0, 5))
+        limits = GeneratorLimits("g", low, low + draw(st.floats(0.5, 20)), draw(st.floats(0.1, 5)),
+                                 baseline_kw=0.0)
+        return kind, DeviceView(generator_feasible(limits, draw(st.floats(0, 30)),
+                                                   draw(st.floats(0.1, 5))))
+    return kind, DeviceView(None)
+
+
+@settings(max_examples=300)
+@given(sites=st.lists(device_views(), min_size=1, max_size=6),
+       energies=st.lists(st.floats(-1, 1).filter(lambda e: abs(e) > 1e-6), min_size=1,
+                         max_size=5),
+       share_seed=st.lists(st.floats(0.01, 1), min_size=6, max_size=6),
+       offset=st.floats(0, 59))
+def test_plan_keeps_every_device_of_a_random_site_within_its_limits(
+    sites: list[tuple[str, DeviceView]], energies: list[float], share_seed: list[float],
+    offset: float,
+) -> None:
+    views = {f"d{i}": view for i, (_, view) in enumerate(sites)}
+    names = list(views)
+    total = sum(share_seed[: len(names)])
+    shares = tuple((n, share_seed[i] / total) for i, n in enumerate(names))
+    commitments = [commitment(f"c{i}", kwh=e, end=T0 + 60, shares=shares)
+                   for i, e in enumerate(energies)]
+    result = plan(commitments, {}, views, T0 + offset)
+    for name, view in views.items():
+        if view.feasible is None:
+            assert name not in result.setpoints
+            continue
+        p = result.setpoints[name]
+        assert view.feasible.allows(p), (name, p, view.feasible)
+        assert abs(sum(result.allocations[name].values())
+                   - (p - view.feasible.baseline_kw)) < 1e-6
