@@ -55,22 +55,22 @@ class CommandHandler:
             return self._refuse(payload, "; ".join(
                 f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
                 for e in exc.errors()[:3]))
-        current = d.market.orders.get(request.tariff_id)
+        current = d.market.policies.get(request.tariff_id)
         if current is None:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
         if request.exercise_ratio == 0:
             return self._refuse(payload, "exercise_ratio 0 offers nothing; use [-1, 0) or (0, 2]")
-        d.market.orders[request.tariff_id] = replace(
+        d.market.policies[request.tariff_id] = replace(
             current, exercise_ratio=request.exercise_ratio,
             price_per_kwh=(current.price_per_kwh if request.price_per_kwh is None
                            else request.price_per_kwh))
-        d.market.publish_orders()
+        d.market.refresh_orders()
         d.store.log_event(d.clock(), "set-order", payload.decode("utf-8", "replace"))
-        order = d.market.orders[request.tariff_id]
-        log.info("standing order of %s now %s at %s", order.tariff_id, order.exercise_ratio,
-                 order.price_per_kwh)
-        return {"ok": True, "tariff_id": order.tariff_id,
-                "exercise_ratio": order.exercise_ratio, "price_per_kwh": order.price_per_kwh}
+        policy = d.market.policies[request.tariff_id]
+        live = d.market.orders.get(request.tariff_id)
+        return {"ok": True, "tariff_id": policy.tariff_id,
+                "exercise_ratio": policy.exercise_ratio, "price_per_kwh": policy.price_per_kwh,
+                "published_ratio": live.exercise_ratio if live else None}
 
     def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
         d = self.daemon

@@ -58,6 +58,7 @@ class ControlLoop:
         self.lease_s = {d.name: d.setpoint_timeout_s for d in site.config.devices}
         self._leased: set[str] = set()  # devices whose lease is set since they last answered
         self._answered_at: dict[str, float] = {}
+        self._unlogged: list[Reading] = []
         self.slot_s = float(site.config.slot_seconds)
         # Metered energy against the baseline per asset and slot, until it is reported.
         self._slot_energy: dict[str, dict[float, tuple[float, float]]] = {}
@@ -103,6 +104,8 @@ class ControlLoop:
         if name not in self._leased:
             await self._configure_lease(name)
         self._meter(reading)
+        if reading.ts != getattr(self.readings.get(name), "ts", None):
+            self._unlogged.append(reading)  # polls and read-backs alike, logged each tick
         self.readings[name] = reading
         self._answered_at[name] = self.clock()
         return reading
@@ -194,11 +197,12 @@ class ControlLoop:
     async def tick(self) -> None:
         """Poll everything, close what is over, dispatch and write every device."""
         async with self.lock:
-            readings = await self.poll(self.devices)
+            await self.poll(self.devices)
             now = self.clock()
             await self._dispatch(self.devices, now, cause="tick")
             with self.store.transaction():
-                self.store.log_telemetry([_telemetry_row(r) for r in readings])
+                self.store.log_telemetry([_telemetry_row(r) for r in self._unlogged])
+                self._unlogged.clear()
                 self._close_finished(now)
                 self._close_slots(now)
                 self.store.save_progress(self.progress)

@@ -111,6 +111,7 @@ class Daemon:
 
     async def _tick(self) -> None:
         await self.control.tick()
+        self.market.refresh_orders()
         await self._telemetry()
 
     async def run(self) -> None:
@@ -127,7 +128,7 @@ class Daemon:
         await self.control.tick()
         self.state = "online"
         self._publish_status()
-        self.market.publish_orders()
+        self.market.refresh_orders()
         await self._slot_start()
         scheduler = self._scheduler()
         scheduler.start()

@@ -23,6 +23,7 @@ from controller.core.admission import (
     admit_economic_control,
     admit_spot_trade,
     admit_trade,
+    live_order,
 )
 from controller.core.capability import Committed, committed_on
 from controller.core.model import AckStatus, Admission, Offer
@@ -62,8 +63,11 @@ class MarketDesk:
         self._schedule_tick_at = schedule_tick_at
         self.offers: dict[str, Offer] = {}
         self.traded_kwh: dict[str, float] = {}
-        self.orders = {t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio,
-                                           t.price_per_kwh) for t in self.config.tariffs}
+        # What the operator configured, and what is published (in force) now: the policy cut
+        # to the capability the tariff's assets have at the moment.
+        self.policies = {t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio,
+                                             t.price_per_kwh) for t in self.config.tariffs}
+        self.orders: dict[str, StandingOrder] = {}
 
     def restore(self) -> None:
         """After a restart: open commitments, offers of slots not yet over, traded amounts."""
@@ -112,6 +116,10 @@ class MarketDesk:
                     request, orders=self.orders, assets=self.control.asset_states(now),
                     ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
                     now=now)
+            elif request.tariff_id in self.policies and request.tariff_id not in self.orders:
+                admission = Admission.reject(
+                    f"tariff {request.tariff_id!r} has no standing order in force yet: none "
+                    f"of its assets has been available")
             else:
                 admission = admit_control(
                     request, orders=self.orders, assets=self.control.asset_states(now),
@@ -227,11 +235,25 @@ class MarketDesk:
         self.outbox.flush()
         return fresh
 
-    def publish_orders(self) -> None:
-        """Each tariff's standing order, retained: in effect until replaced."""
+    def refresh_orders(self) -> list[StandingOrder]:
+        """Publish (retained) every tariff's order whose live form changed; returns them."""
         now = self.clock()
+        states = self.control.asset_states(now)
+        changed = []
+        for tariff_id, policy in self.policies.items():
+            order = live_order(policy, states)
+            if order is None:
+                if tariff_id not in self.orders:
+                    log.info("no standing order for %s yet: none of %s is available",
+                             tariff_id, ", ".join(policy.assets))
+                continue
+            if self.orders.get(tariff_id) != order:
+                changed.append(order)
+        if not changed:
+            return []
         with self.store.transaction():
-            for order in self.orders.values():
+            for order in changed:
+                self.orders[order.tariff_id] = order
                 key = f"{order.tariff_id}:{order.exercise_ratio}:{order.price_per_kwh}"
                 msg_id = "bo-" + hashlib.sha1(key.encode()).hexdigest()[:16]
                 self.store.log_order(order.tariff_id, order.exercise_ratio,
@@ -241,4 +263,7 @@ class MarketDesk:
                     balancing_order(order.tariff_id, order.exercise_ratio,
                                     order.price_per_kwh, msg_id),
                     retain=True)
+                log.info("standing order of %s: exercise_ratio %s at %s", order.tariff_id,
+                         order.exercise_ratio, order.price_per_kwh)
         self.outbox.flush()
+        return changed

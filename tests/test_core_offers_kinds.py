@@ -14,6 +14,7 @@ from controller.core.admission import (
     admit_control,
     admit_economic_control,
     admit_spot_trade,
+    live_order,
 )
 from controller.core.capability import Headroom
 from controller.core.model import AckStatus
@@ -146,3 +147,20 @@ def test_economic_control_of_ratio_zero_changes_nothing() -> None:
         "t", ("l1",), 0.5, 0.1)}, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360,
         now=T0)
     assert result.status is AckStatus.ACCEPTED and result.commitment is None
+
+
+@pytest.mark.parametrize(("ratio", "available", "published"), [
+    (1.5, {"l1", "b1"}, 1.5),
+    (1.5, {"l1"}, 1.0),      # no storage: all curtailable load, nothing beyond
+    (1.5, {"b1"}, 1.5),      # storage alone still backs the part above 1
+    (0.5, {"b1"}, None),     # curtailment only, and no load: nothing to offer
+    (0.5, {"l1"}, 0.5),
+    (-0.5, {"l1"}, None),    # down-regulation needs storage
+    (-0.5, {"b1"}, -0.5),
+])
+def test_live_order_follows_what_the_tariffs_assets_can_do(
+    ratio: float, available: set[str], published: float | None,
+) -> None:
+    states = {a: s if a in available else AssetState(s.kind, None) for a, s in ASSETS.items()}
+    order = live_order(StandingOrder("t", ("l1", "b1"), ratio, 0.1), states)
+    assert (order.exercise_ratio if order else None) == published

@@ -338,3 +338,31 @@ def admit_economic_control(
         ref=request.id, ref_type=RefType.ECONOMIC_CONTROL, requested=energy,
         capability_by_asset=curtail, bound=None, window=(window_start, window_end),
         settlement=lambda accepted: 0.0)
+
+
+def live_order(policy: StandingOrder, assets: Mapping[str, AssetState]) -> StandingOrder | None:
+    """The standing order to publish now: the configured one, cut to the kinds of capability
+    the tariff's available assets really have. An up order above 1 offers storage discharge
+    on top of curtailment, so without an available battery it drops to 1; without available
+    curtailable loads or batteries there is nothing to offer (None: keep the last order)."""
+    def has(kind: AssetKind, up: bool) -> bool:
+        for asset in policy.assets:
+            state = assets.get(asset)
+            if state is None or state.kind != kind or state.headroom is None:
+                continue
+            if (state.headroom.up_kw if up else state.headroom.down_kw) > 0:
+                return True
+        return False
+
+    ratio = policy.exercise_ratio
+    if ratio < 0:
+        effective: float | None = ratio if has("battery", up=False) else None
+    elif ratio <= 1:
+        effective = ratio if has("flexible_load", up=True) else None
+    elif has("battery", up=True):
+        effective = ratio
+    else:
+        effective = 1.0 if has("flexible_load", up=True) else None
+    if effective is None:
+        return None
+    return StandingOrder(policy.tariff_id, policy.assets, effective, policy.price_per_kwh)
