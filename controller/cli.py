@@ -64,6 +64,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, keep=args.keep)
 
 
+def _cmd_market(args: argparse.Namespace) -> int:
+    from simulators.market import run_market
+    return run_market(_load(args.config, args.mqtt), args.scenario, grace_s=args.grace)
+
+
 def _devices(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
@@ -116,6 +121,11 @@ def _cmd_order(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from controller.report import run_report
+    return run_report(args.db, plot=args.plot, json_out=args.json, delay_max_s=args.delay_max)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexedge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -154,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the demo's work directory")
     demo.set_defaults(func=_cmd_demo)
 
+    market = sub.add_parser("market", help="play a D3A / Power TAC market scenario against "
+                            "a running site and print settlement and scorecard")
+    market.add_argument("--config", type=Path, required=True, help="site YAML file")
+    market.add_argument("--scenario", required=True,
+                        help="scenario YAML file, or a bundled one by name (e.g. example-day)")
+    market.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    market.add_argument("--grace", type=float, metavar="S",
+                        help="seconds to wait for reports after the last window "
+                        "(default 5 + 3 control periods)")
+    market.set_defaults(func=_cmd_market)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["latency", "poll"])
     bench.add_argument("--events", type=int, default=1000, help="latency: control events to send")
@@ -177,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument("--price", type=float, help="price per kWh (default: unchanged)")
     order.add_argument("--timeout", type=float, default=5.0)
     order.set_defaults(func=_cmd_order)
+
+    report = sub.add_parser("report", help="score every commitment in a SQLite log")
+    report.add_argument("--db", type=Path, required=True, help="the SQLite log (read-only)")
+    report.add_argument("--json", action="store_true", help="print the scorecard as JSON")
+    report.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="also draw requested vs delivered power per asset (needs "
+                             "the plot extra: matplotlib)")
+    report.add_argument("--delay-max", type=float, default=10.0, metavar="S",
+                        help="longest response delay the performance score looks for")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
