@@ -12,6 +12,7 @@ from controller.errors import ConfigError
 from drivers.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
+DEMO_SITE = Path(__file__).resolve().parent / "sites" / "demo-site.yaml"
 # Tags pydantic puts into error locations for the device union; not fields of the file.
 DEVICE_KINDS = frozenset({"battery", "flexible_load", "generator"})
 

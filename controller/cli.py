@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from config.loader import EXAMPLE_SITE, Site, load_site
+from config.loader import DEMO_SITE, Site, load_site
 from controller.errors import FlexedgeError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _cmd_fault(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from controller.demo import run_demo
-    return run_demo(args.config, keep=args.keep)
+    return run_demo(args.config, scenario=args.scenario)
 
 
 def _cmd_market(args: argparse.Namespace) -> int:
@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     fault.set_defaults(func=_cmd_fault)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with a private broker")
-    demo.add_argument("--config", type=Path, default=EXAMPLE_SITE, help="site YAML file")
-    demo.add_argument("--keep", action="store_true", help="keep the demo's work directory")
+    demo.add_argument("--config", type=Path, default=DEMO_SITE, help="site YAML file")
+    demo.add_argument("--scenario", default="demo",
+                      help="market scenario (file or bundled name) to play against it")
     demo.set_defaults(func=_cmd_demo)
 
     market = sub.add_parser("market", help="play a D3A / Power TAC market scenario against "

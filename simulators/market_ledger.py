@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Messages the site has always answered; missing acks for other types (spot trades, economic
-# controls) only mean an older site that does not take them yet.
-ACK_REQUIRED = frozenset({"balancing_trade", "balancing_control"})
+# Every inbound message gets exactly one ack (wire contract v1), so a missing one is a problem
+# whatever its type.
+ACK_REQUIRED = frozenset({"spot_trade", "balancing_trade", "balancing_control",
+                          "economic_control"})
 COMMITTED = frozenset({"accepted", "clipped"})
 # D3A rates are ct/kWh; Power TAC accounts in euro.
 UNITS = {"d3a": "ct", "powertac": "€"}

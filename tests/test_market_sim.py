@@ -249,11 +249,11 @@ def test_a_commitment_without_its_report_fails_the_run() -> None:
     assert ledger.sent["bt-1"].problem == "no ack"
     ledger.on_ack({"ref": "bt-1", "status": "accepted", "commitment_id": "cm-bt-1",
                    "accepted_kwh": 0.02})
-    assert not ledger.complete()  # the spot trade's ack is optional, the report is not
-    assert "MISSING: bt-1 (no delivery report)" in scorecard_table(ledger)
+    assert not ledger.complete()  # every message needs its ack, a commitment its report
+    assert "MISSING: st-1 (no ack), bt-1 (no delivery report)" in scorecard_table(ledger)
     ledger.on_report({"commitment_id": "cm-bt-1", "ref": "bt-1", "accepted_kwh": 0.02,
                       "delivered_kwh": 0.019, "status": "partial"})
-    assert ledger.complete()
+    assert not ledger.complete()
     assert "0.6650 ct" in settlement_table(ledger)
     ledger.on_ack({"ref": "st-1", "status": "rejected", "reason": "asset 'x' is unknown"})
     assert ledger.complete()
@@ -288,12 +288,20 @@ def test_market_sim_plays_both_markets_against_the_example_site(
     trades = by_type["balancing_trade"]
     # 0.2 x 0.02 kWh bought up and down, each part of one of the battery's offers.
     assert sorted(t.requested_kwh or 0 for t in trades) == [-0.004, 0.004]
-    [control] = by_type["balancing_control"]
-    assert control.requested_kwh == 0.002 and control.target == "tariff-1"
-    assert control.price == pytest.approx(0.12 * 0.002)
-    for sent in (*trades, control):
+    story = "\n".join(lines)
+    # The utility covers the imbalance with tariff-1's order; a slow ack may make it send the
+    # rest in a second event, so check what was covered rather than how many events.
+    controls = by_type["balancing_control"]
+    assert all(c.target == "tariff-1" for c in controls), story
+    covered = sum(float(c.ack["accepted_kwh"]) for c in controls
+                  if c.ack and c.ack["status"] in ("accepted", "clipped"))
+    assert covered == pytest.approx(0.002), story
+    assert controls[0].price == pytest.approx(0.12 * abs(controls[0].requested_kwh or 0))
+    for sent in trades:
         assert sent.ack is not None and sent.ack["status"] == "accepted", sent.ack
-        assert sent.report is not None, f"no report for {sent.id}"
-        assert sent.report["commitment_id"] == sent.ack["commitment_id"]
+    for sent in (*trades, *controls):
+        if sent.ack and sent.ack.get("commitment_id"):
+            assert sent.report is not None, f"no report for {sent.id}\n{story}"
+            assert sent.report["commitment_id"] == sent.ack["commitment_id"]
     assert ledger.complete(), scorecard_table(ledger)
-    assert time.monotonic() - started < 45, "\n".join(lines)
+    assert time.monotonic() - started < 45, story
