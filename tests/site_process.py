@@ -6,6 +6,7 @@ import contextlib
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def write_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Path:
     raw: dict[str, Any] = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
     raw["mqtt"]["port"] = broker.port
     raw["log_db"] = str(workdir / "site.sqlite")
+    # A site id of its own: the tests share one broker, and retained messages (status,
+    # standing orders) of one test's site must not reach another's.
+    raw["site"] = f"t{uuid.uuid4().hex[:10]}"
     raw.update(changes)
     for device in raw["devices"]:
         if device.get("transport", "modbus-tcp") == "modbus-tcp":

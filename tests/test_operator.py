@@ -47,7 +47,7 @@ def retained_order(site: RunningSite) -> dict[str, Any]:
 def test_status_tells_what_the_daemon_is_doing(site: RunningSite) -> None:
     result = cli(site, "status")
     assert result.returncode == 0, result.stderr
-    assert "site example-site: online" in result.stdout
+    assert f"site {site.site}: online" in result.stdout
     assert "battery-1" in result.stdout and "available=True" in result.stdout
     as_json = cli(site, "status", "--json")
     assert '"state": "online"' in as_json.stdout
