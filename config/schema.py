@@ -312,6 +312,10 @@ class FlexibleLoad(DeviceBase):
     baseline_profile: list[ProfilePoint] = Field(min_length=1)
     curtailable_share: Ratio
     control: Literal["limit", "relay"] = "limit"
+    # What delivery is measured against: the declared profile, or the average of what it
+    # really drew over `baseline_window_s` before it was dispatched.
+    baseline: Literal["profile", "measured"] = "profile"
+    baseline_window_s: float = Field(default=300.0, ge=5, le=86400)
     max_kw: float = Field(gt=0)  # rated consumption; no limit above it is ever written
 
 

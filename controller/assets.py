@@ -7,7 +7,7 @@ decisions themselves stay in controller/core.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config.schema import Battery, FlexibleLoad, Generator
 from config.schema import Device as DeviceConfig
@@ -17,6 +17,7 @@ from controller.core.dispatch import DeviceView, battery_view
 from controller.core.kinds import (
     GeneratorLimits,
     LoadLimits,
+    MeasuredBaseline,
     generator_feasible,
     load_feasible,
     profile_kw,
@@ -57,9 +58,16 @@ class BatteryAsset:
 class LoadAsset:
     limits: LoadLimits
     profile: tuple[tuple[float, float], ...]
+    # Set for `baseline: measured`: the control loop feeds it every reading.
+    measured: MeasuredBaseline | None = field(default=None, compare=False)
 
     def baseline_kw(self, ts: float) -> float:
-        """The declared schedule: what the load draws uncurtailed (site sign, < 0)."""
+        """What the load draws uncurtailed (site sign, < 0): its recent measured average
+        (frozen while dispatched) when so configured and known, else its declared profile."""
+        if self.measured is not None:
+            value = self.measured.value(ts)
+            if value is not None:
+                return value
         return -profile_kw(self.profile, ts)
 
     def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
@@ -129,7 +137,9 @@ def asset_for(device: DeviceConfig) -> Asset:
     if isinstance(device, FlexibleLoad):
         return LoadAsset(
             LoadLimits(device.name, device.curtailable_share, device.control == "relay"),
-            tuple((float(t), float(kw)) for t, kw in device.baseline_profile))
+            tuple((float(t), float(kw)) for t, kw in device.baseline_profile),
+            MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured"
+            else None)
     assert isinstance(device, Generator)
     return GeneratorAsset(GeneratorLimits(device.name, device.min_kw, device.max_kw,
                                           device.ramp_kw_per_s, device.baseline_kw))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from config.loader import Site
-from controller.assets import BatteryAsset, asset_for
+from controller.assets import BatteryAsset, LoadAsset, asset_for
 from controller.core.admission import AssetState, Ledger
 from controller.core.dispatch import plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
@@ -59,6 +59,7 @@ class ControlLoop:
         self._leased: set[str] = set()  # devices whose lease is set since they last answered
         self._answered_at: dict[str, float] = {}
         self._unlogged: list[Reading] = []
+        self._report_baselines: dict[str, dict[str, float]] = {}
         self.slot_s = float(site.config.slot_seconds)
         # Metered energy against the baseline per asset and slot, until it is reported.
         self._slot_energy: dict[str, dict[float, tuple[float, float]]] = {}
@@ -174,7 +175,15 @@ class ControlLoop:
     # -- metering ---------------------------------------------------------------------------
     def _meter(self, reading: Reading) -> None:
         name = reading.asset
-        sample = Sample(reading.ts, reading.p_kw - self.assets[name].baseline_kw(reading.ts))
+        asset = self.assets[name]
+        if isinstance(asset, LoadAsset) and asset.measured is not None:
+            # Held by a cap we wrote (until the release is written), or due to be: either
+            # way this reading is not what it would draw on its own.
+            dispatched = self._setpoints.get(name) is not None or any(
+                name in c.assets and c.active_at(reading.ts) for c in self.commitments.values())
+            asset.measured.observe(reading.ts, reading.p_kw, dispatched)
+        baseline = asset.baseline_kw(reading.ts)
+        sample = Sample(reading.ts, reading.p_kw - baseline)
         prev = self._last_sample.get(name)
         self._last_sample[name] = sample
         if prev is None:
@@ -192,6 +201,8 @@ class ControlLoop:
                            max_gap_s=STALE_PERIODS * self.period_s)
         for cid, kwh in result.energy_kwh.items():
             self.progress[cid].add(name, kwh, result.covered_s.get(cid, 0.0))
+            # The baseline this commitment is measured against, for its report.
+            self._report_baselines.setdefault(cid, {}).setdefault(name, baseline)
 
     # -- the loop -----------------------------------------------------------------------------
     async def tick(self) -> None:
@@ -249,7 +260,8 @@ class ControlLoop:
                 for a in commitment.assets)
             if not metered_past_end and now < commitment.window_end + grace:
                 continue
-            baselines = {a: self.assets[a].baseline_kw(commitment.window_start)
+            used = self._report_baselines.pop(cid, {})
+            baselines = {a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
                          for a in commitment.assets}
             report = build_report(commitment, self.progress[cid], baselines,
                                   self.site.config.delivery_tolerance)

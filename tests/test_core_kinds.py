@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +10,7 @@ from controller.core.dispatch import DeviceView, battery_view, plan
 from controller.core.kinds import (
     GeneratorLimits,
     LoadLimits,
+    MeasuredBaseline,
     generator_feasible,
     load_feasible,
 )
@@ -113,3 +115,18 @@ def test_plan_keeps_every_device_of_a_random_site_within_its_limits(
         assert view.feasible.allows(p), (name, p, view.feasible)
         assert abs(sum(result.allocations[name].values())
                    - (p - view.feasible.baseline_kw)) < 1e-6
+
+
+def test_measured_baseline_averages_recent_draw_and_freezes_while_dispatched() -> None:
+    tracker = MeasuredBaseline(window_s=10)
+    assert tracker.value(T0) is None
+    for second in range(0, 21):
+        tracker.observe(T0 + second, -4.0 if second < 15 else -6.0, dispatched=False)
+    # The last 10 s: 4 s at -4 kW, a 1-s ramp, 5 s at -6 kW.
+    assert tracker.value(T0 + 20) == pytest.approx((4 * -4 + -5 + 5 * -6) / 10)
+    before = tracker.average(T0 + 21)  # what it is frozen at when dispatch starts
+    for second in range(21, 30):
+        tracker.observe(T0 + second, -2.0, dispatched=True)  # curtailed: not its baseline
+    assert tracker.value(T0 + 29) == before
+    tracker.observe(T0 + 30, -6.0, dispatched=False)
+    assert tracker.value(T0 + 30) != before  # released: it follows the load again

@@ -7,6 +7,7 @@ load also has `steps`: the only values its relay can produce.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 
@@ -99,3 +100,45 @@ def profile_kw(points: tuple[tuple[float, float], ...], ts: float) -> float:
             return prev_kw + (kw - prev_kw) * (second - prev_t) / span if span else kw
         prev_t, prev_kw = t, kw
     return ordered[-1][1]
+
+
+class MeasuredBaseline:
+    """A load's baseline from its own recent consumption, frozen while it is dispatched.
+
+    Outside commitments it is the time-weighted average of the measured power over the last
+    `window_s`; from the first sample inside a commitment it keeps the value it had then, so
+    the curtailment being measured never lowers its own baseline. Plain data: the caller feeds
+    it every sample with an explicit time.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._samples: list[tuple[float, float]] = []
+        self._frozen: float | None = None
+
+    def observe(self, ts: float, p_kw: float, dispatched: bool) -> None:
+        if dispatched:
+            if self._frozen is None:
+                self._frozen = self.average(ts)
+            return
+        self._frozen = None
+        self._samples.append((ts, p_kw))
+        while len(self._samples) > 2 and self._samples[1][0] <= ts - self.window_s:
+            self._samples.pop(0)
+
+    def average(self, ts: float) -> float | None:
+        """Trapezoid average over the last `window_s` of undispatched samples up to `ts`
+        (after a dispatch that is still the time before it); None before any sample."""
+        known = [(t, p) for t, p in self._samples if t <= ts]
+        if not known:
+            return None
+        points = [(t, p) for t, p in known if t >= known[-1][0] - self.window_s]
+        if len(points) < 2:
+            return points[0][1]
+        energy = sum((p0 + p1) / 2 * (t1 - t0) for (t0, p0), (t1, p1) in
+                     itertools.pairwise(points))
+        span = points[-1][0] - points[0][0]
+        return energy / span if span > 0 else points[-1][1]
+
+    def value(self, ts: float) -> float | None:
+        return self._frozen if self._frozen is not None else self.average(ts)
