@@ -103,6 +103,15 @@ def _fmt(kwh: float) -> str:
     return f"{kwh:.4f} kWh"
 
 
+def _d3a_problem(market_enabled: bool, registry: Mapping[str, object], asset: str) -> str | None:
+    """Why a D3A message about `asset` cannot be taken at all, if it cannot."""
+    if not market_enabled:
+        return "balancing market is disabled for this site (enable_balancing_market is false)"
+    if asset not in registry:
+        return f"asset {asset!r} is not in the asset registry"
+    return None
+
+
 def _availability_problem(asset: str, state: AssetState | None) -> str | None:
     if state is None or state.headroom is None:
         return f"asset {asset!r} is unavailable (no fresh telemetry)"
@@ -122,11 +131,9 @@ def admit_trade(
     now: float,
 ) -> Admission:
     """A D3A balancing trade against one of our offers, delivered over the rest of its slot."""
-    if not market_enabled:
-        return Admission.reject(
-            "balancing market is disabled for this site (enable_balancing_market is false)")
-    if request.asset not in registry:
-        return Admission.reject(f"asset {request.asset!r} is not in the asset registry")
+    problem = _d3a_problem(market_enabled, registry, request.asset)
+    if problem:
+        return Admission.reject(problem)
     offer = offers.get(request.offer_id)
     if offer is None:
         return Admission.reject(f"unknown offer {request.offer_id!r}")
@@ -179,11 +186,9 @@ def admit_spot_trade(
     now: float,
 ) -> Admission:
     """A spot trade is recorded (it may lead to new offers); it never is a commitment."""
-    if not market_enabled:
-        return Admission.reject(
-            "balancing market is disabled for this site (enable_balancing_market is false)")
-    if request.asset not in registry:
-        return Admission.reject(f"asset {request.asset!r} is not in the asset registry")
+    problem = _d3a_problem(market_enabled, registry, request.asset)
+    if problem:
+        return Admission.reject(problem)
     if request.slot_start + slot_seconds <= now:
         return Admission.reject("the slot of this spot trade is already over")
     return Admission(AckStatus.ACCEPTED, "")
