@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from config.loader import Site
-from controller.assets import BatteryAsset, LoadAsset, asset_for
+from controller.assets import LoadAsset, asset_for
 from controller.core.admission import AssetState, Ledger
 from controller.core.dispatch import plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
@@ -43,9 +43,6 @@ class ControlLoop:
         self.clock = clock
         self.period_s = site.config.control_period_s
         self.assets = {d.name: asset_for(d) for d in site.config.devices}
-        # Batteries' limits: the market side sizes offers and admits trades on them.
-        self.limits = {name: a.limits for name, a in self.assets.items()
-                       if isinstance(a, BatteryAsset)}
         self.readings: dict[str, Reading] = {}
         self.commitments: dict[str, Commitment] = {}
         self.progress: dict[str, Progress] = {}

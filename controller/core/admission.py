@@ -39,10 +39,6 @@ class AssetState:
     limits: BatteryLimits | None = None
     soc: float | None = None
 
-    @property
-    def available(self) -> bool:
-        return self.headroom is not None
-
 
 @dataclass(frozen=True, slots=True)
 class TradeRequest:
@@ -248,14 +244,8 @@ def admit_control(
             f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
             f"(exercise_ratio {order.exercise_ratio})")
     window_start = max(now, request.timeslot_start)
-    can_do: dict[str, float] = {}
-    for asset in order.assets:
-        state = assets.get(asset)
-        if state is None or state.headroom is None:
-            continue
-        can_do[asset] = capability(
-            state.headroom, direction, window_start, window_end,
-            committed_on(asset, ledger.commitments, ledger.progress, now))
+    can_do = _capabilities(order.assets, assets, direction, (window_start, window_end),
+                           ledger, now)
     if not can_do:
         return Admission.reject(
             f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
@@ -268,6 +258,25 @@ def admit_control(
         f"(exercise_ratio {order.exercise_ratio})",
         window=(window_start, window_end),
         settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh))
+
+
+def _capabilities(
+    names: Sequence[str],
+    assets: Mapping[str, AssetState],
+    direction: int,
+    window: tuple[float, float],
+    ledger: Ledger,
+    now: float,
+) -> dict[str, float]:
+    """kWh each available asset can still give in `direction` in the window."""
+    result: dict[str, float] = {}
+    for name in names:
+        state = assets.get(name)
+        if state is not None and state.headroom is not None:
+            result[name] = capability(
+                state.headroom, direction, window[0], window[1],
+                committed_on(name, ledger.commitments, ledger.progress, now))
+    return result
 
 
 def _commit(
@@ -327,13 +336,8 @@ def admit_economic_control(
     if not loads:
         return Admission.reject(f"tariff {order.tariff_id!r} has no curtailable loads")
     window_start = max(now, request.timeslot_start)
-    curtail: dict[str, float] = {}
-    for asset in loads:
-        headroom = assets[asset].headroom
-        if headroom is not None:
-            curtail[asset] = request.curtailment_ratio * capability(
-                headroom, +1, window_start, window_end,
-                committed_on(asset, ledger.commitments, ledger.progress, now))
+    curtail = {asset: request.curtailment_ratio * kwh for asset, kwh in _capabilities(
+        loads, assets, +1, (window_start, window_end), ledger, now).items()}
     if not curtail:
         return Admission.reject(
             f"no load of tariff {order.tariff_id!r} is available (no fresh telemetry): "
