@@ -34,13 +34,17 @@ class MqttSettings(Strict):
 
 
 class BalancingConstants(Strict):
-    """The D3A balancing-market constants, lower-cased, with D3A's own defaults."""
+    """The D3A balancing-market constants, lower-cased, with D3A's own defaults, and how
+    flexedge delivers what that market buys."""
 
     enable_balancing_market: bool = False
     balancing_spot_trade_ratio: Ratio = 0.2
     balancing_offer_demand_ratio: Ratio = 0.1
     balancing_offer_supply_ratio: Ratio = 0.1
     balancing_flexible_loads_support: bool = True
+    # flexedge's own: what a trade's asset cannot deliver (unavailable, at a limit) is taken
+    # up by the other registered assets, cheapest balancing rate first.
+    cover_with_other_assets: bool = True
 
 
 class BalancingRates(Strict):
@@ -371,6 +375,11 @@ class SiteConfig(Strict):
             if device.name == name:
                 return device
         raise KeyError(name)
+
+    def registry_rates(self) -> dict[str, tuple[float, float]]:
+        """The asset registry as the core takes it: {asset: (demand rate, supply rate)}."""
+        return {name: (r.demand_rate_ct_per_kwh, r.supply_rate_ct_per_kwh)
+                for name, r in self.asset_registry.items()}
 
 
 def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:

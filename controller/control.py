@@ -190,11 +190,14 @@ class ControlLoop:
                                              STALE_PERIODS * self.period_s).items():
             so_far = slots.get(slot, (0.0, 0.0))
             slots[slot] = (so_far[0] + kwh, so_far[1] + covered)
+        allocations = self._allocations.get(name, {})
+        # A backup counts for a commitment only while dispatch has it covering for it: its
+        # own wanderings at other times are none of that commitment's business.
         windows = {cid: (c.window_start, c.window_end) for cid, c in self.commitments.items()
-                   if name in c.assets}
+                   if name in c.assets or (name in c.backups and cid in allocations)}
         if not windows:
             return
-        result = attribute(prev, sample, windows, self._allocations.get(name, {}),
+        result = attribute(prev, sample, windows, allocations,
                            max_gap_s=STALE_PERIODS * self.period_s)
         for cid, kwh in result.energy_kwh.items():
             self.progress[cid].add(name, kwh, result.covered_s.get(cid, 0.0))
@@ -216,16 +219,21 @@ class ControlLoop:
                 self.store.save_progress(self.progress)
             self.outbox.flush()
 
-    async def dispatch_now(self, names: Iterable[str], cause: str) -> None:
-        """Event-driven dispatch for a new commitment: write only the devices it touches."""
+    async def dispatch_now(self, commitment: Commitment) -> None:
+        """Event-driven dispatch for a new commitment: write only the devices it touches
+        (its share assets, and the backups it was put on)."""
         async with self.lock:
-            await self._dispatch(list(names), self.clock(), cause=cause)
+            await self._dispatch(commitment.may_use, self.clock(), cause=commitment.id)
 
     async def _dispatch(self, names: Iterable[str], now: float, cause: str) -> None:
         views = {name: asset.view(self.readings.get(name), self.is_fresh(name, now),
                                   self.period_s, now)
                  for name, asset in self.assets.items()}
         result = plan(list(self.commitments.values()), self.progress, views, now)
+        commitment = self.commitments.get(cause)
+        if commitment is not None:
+            names = [n for n in names if n in commitment.assets
+                     or cause in result.allocations.get(n, {})]
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
@@ -259,7 +267,7 @@ class ControlLoop:
                 continue
             used = self._report_baselines.pop(cid, {})
             baselines = {a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
-                         for a in commitment.assets}
+                         for a in commitment.may_use}
             report = build_report(commitment, self.progress[cid], baselines,
                                   self.site.config.delivery_tolerance)
             payload = delivery_report(report)

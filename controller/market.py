@@ -100,17 +100,18 @@ class MarketDesk:
             elif isinstance(request, SpotTrade):
                 admission = admit_spot_trade(
                     request, market_enabled=self.config.balancing.enable_balancing_market,
-                    registry=self.config.asset_registry, slot_seconds=self.config.slot_seconds,
-                    now=now)
+                    registry=self.config.registry_rates(),
+                    slot_seconds=self.config.slot_seconds, now=now)
             elif isinstance(request, TradeRequest):
                 offer_id = request.offer_id
                 admission = admit_trade(
                     request,
                     market_enabled=self.config.balancing.enable_balancing_market,
-                    registry=self.config.asset_registry, offers=self.offers,
+                    registry=self.config.registry_rates(), offers=self.offers,
                     traded_kwh=self.traded_kwh, assets=self.control.asset_states(now),
                     ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
-                    now=now)
+                    now=now,
+                    cover_with_other_assets=self.config.balancing.cover_with_other_assets)
             elif isinstance(request, EconomicControl):
                 admission = admit_economic_control(
                     request, orders=self.orders, assets=self.control.asset_states(now),
@@ -146,7 +147,7 @@ class MarketDesk:
                                              + abs(commitment.requested_kwh))
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
-            await self.control.dispatch_now(commitment.assets, cause=commitment.id)
+            await self.control.dispatch_now(commitment)
         if admission.status is AckStatus.ACCEPTED and isinstance(request, SpotTrade):
             self._offers_after_spot_trade(request, now)
         self.outbox.flush()

@@ -162,18 +162,24 @@ def _telemetry_rows(conn: sqlite3.Connection, asset: str, start: float,
 def _line(conn: sqlite3.Connection, row: sqlite3.Row, baselines: Baselines,
           reported: dict[str, dict[str, Any]], max_gap_s: float, delay_max_s: float) -> Line:
     shares = tuple((a, float(s)) for a, s in json.loads(row["shares"]))
+    # Logs from before backups existed have no such column. (`in row` would search the
+    # values of an sqlite3.Row, not its column names.)
+    columns = row.keys()
+    backups = json.loads(row["backups"] or "[]") if "backups" in columns else []
+    used_backups = [b for b in backups if b in json.loads(row["by_asset"])]
     start, end = row["window_start"], row["window_end"]
     traces: dict[str, AssetTrace] = {}
     base_kw: dict[str, float] = {}
     assumed: list[str] = []
-    for asset, _ in shares:
+    for asset in [a for a, _ in shares] + used_backups:
         kw = baselines.for_commitment(row["id"], asset, start)
         if kw is None:
             assumed.append(asset)
             kw = 0.0
         base_kw[asset] = kw
         measured = [(ts, p - kw) for ts, p in _telemetry_rows(conn, asset, start, end)]
-        traces[asset] = AssetTrace(_allocation_rows(conn, asset, start, end), measured)
+        traces[asset] = AssetTrace(_allocation_rows(conn, asset, start, end), measured,
+                                   backup=asset in used_backups)
     score = score_commitment(row["id"], (start, end), traces, max_gap_s,
                              delay_max_s=delay_max_s)
     report = reported.get(row["id"])

@@ -30,7 +30,7 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
                      "window_start": float, "window_end": float, "requested_kwh": float,
                      "accepted_kwh": float, "shares": str, "settlement": float,
                      "created_ts": float, "delivered_kwh": float, "by_asset": str,
-                     "covered_s_by_asset": str, "state": str}, "id"),
+                     "covered_s_by_asset": str, "state": str, "backups": str}, "id"),
     "setpoints": ({"ts": float, "asset": str, "p_kw": float, "allocations": str,
                    "cause": str}, None),
     "telemetry": ({"ts": float, "asset": str, "p_kw": float, "soc": float, "available": int,
@@ -75,6 +75,10 @@ class Store:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         for name, (columns, pk) in SCHEMA.items():
             self.db.create_table(name, columns, pk=pk, if_not_exists=True)
+            # A log from an older flexedge lacks the newer columns: add them, keep its rows.
+            missing = set(columns) - set(self.db.table(name).columns_dict)
+            for column in sorted(missing):
+                self.db.table(name).add_column(column, columns[column])
         for table, cols in INDEXES:
             self.db.table(table).create_index(cols, if_not_exists=True)
         self._depth = 0
@@ -159,7 +163,7 @@ class Store:
             "requested_kwh": c.requested_kwh, "accepted_kwh": c.accepted_kwh,
             "shares": json.dumps(c.shares), "settlement": c.settlement,
             "created_ts": created_ts, "delivered_kwh": 0.0, "by_asset": "{}",
-            "covered_s_by_asset": "{}", "state": "open"}])
+            "covered_s_by_asset": "{}", "state": "open", "backups": json.dumps(c.backups)}])
 
     def save_progress(self, progress: dict[str, Progress]) -> None:
         self._conn.executemany(
@@ -171,14 +175,15 @@ class Store:
     def open_commitments(self) -> list[tuple[Commitment, Progress, str | None]]:
         rows = self._conn.execute(
             "SELECT id, ref, ref_type, window_start, window_end, requested_kwh, accepted_kwh, "
-            "shares, settlement, delivered_kwh, by_asset, covered_s_by_asset, offer_id "
-            "FROM commitments WHERE state = 'open' ORDER BY created_ts").fetchall()
+            "shares, settlement, delivered_kwh, by_asset, covered_s_by_asset, offer_id, "
+            "backups FROM commitments WHERE state = 'open' ORDER BY created_ts").fetchall()
         result = []
         for row in rows:
             commitment = Commitment(
                 id=row[0], ref=row[1], ref_type=RefType(row[2]), window_start=row[3],
                 window_end=row[4], requested_kwh=row[5], accepted_kwh=row[6],
-                shares=tuple((a, float(s)) for a, s in json.loads(row[7])), settlement=row[8])
+                shares=tuple((a, float(s)) for a, s in json.loads(row[7])), settlement=row[8],
+                backups=tuple(json.loads(row[13] or "[]")))
             progress = Progress(row[9], json.loads(row[10]), json.loads(row[11]))
             result.append((commitment, progress, row[12]))
         return result

@@ -309,8 +309,13 @@ class ModbusDevice:
             # No (usable) answer. Drop the connection so a late reply cannot be taken for
             # the answer to the next request; the next call reconnects.
             self._client.close()
-            logger.warning("%s: %s failed: %s", self._name, what, exc)
-            raise DeviceUnavailable(self._name, f"{what}: {exc}") from exc
+            # A timeout has no text of its own; say what it was.
+            reason = (f"no answer within {self.timeout_s} s" if isinstance(exc, TimeoutError)
+                      else str(exc) or type(exc).__name__)
+            # Debug only: the control loop logs the device going and coming back once,
+            # not every failed attempt of its back-off.
+            logger.debug("%s: %s failed: %s", self._name, what, reason)
+            raise DeviceUnavailable(self._name, f"{what}: {reason}") from exc
         except ModbusException as exc:
             raise DeviceProtocolError(self._name, f"{what}: {exc}") from exc
         if response.isError():

@@ -16,6 +16,8 @@ def battery(asset: str = "b1", **overrides: float) -> BatteryLimits:
 
 
 def commitment(cid: str = "c1", kwh: float = 0.02, start: float = T0, end: float = T0 + 30,
-               shares: tuple[tuple[str, float], ...] = (("b1", 1.0),)) -> Commitment:
+               shares: tuple[tuple[str, float], ...] = (("b1", 1.0),),
+               backups: tuple[str, ...] = ()) -> Commitment:
     return Commitment(id=cid, ref=cid, ref_type=RefType.BALANCING_CONTROL, window_start=start,
-                      window_end=end, requested_kwh=kwh, accepted_kwh=kwh, shares=shares)
+                      window_end=end, requested_kwh=kwh, accepted_kwh=kwh, shares=shares,
+                      backups=backups)

@@ -104,6 +104,7 @@ def test_d3a_constants_default_when_balancing_section_is_omitted(tmp_path: Path)
     assert balancing.balancing_offer_demand_ratio == 0.1
     assert balancing.balancing_offer_supply_ratio == 0.1
     assert balancing.balancing_flexible_loads_support is True
+    assert balancing.cover_with_other_assets is True
     assert balancing == BalancingConstants()
 
 

@@ -99,13 +99,34 @@ def _fmt(kwh: float) -> str:
     return f"{kwh:.4f} kWh"
 
 
-def _d3a_problem(market_enabled: bool, registry: Mapping[str, object], asset: str) -> str | None:
+def _d3a_problem(market_enabled: bool, registry: Mapping[str, tuple[float, float]],
+                asset: str) -> str | None:
     """Why a D3A message about `asset` cannot be taken at all, if it cannot."""
     if not market_enabled:
         return "balancing market is disabled for this site (enable_balancing_market is false)"
     if asset not in registry:
         return f"asset {asset!r} is not in the asset registry"
     return None
+
+
+def merit_order(
+    registry: Mapping[str, tuple[float, float]],
+    kinds: Mapping[str, AssetKind],
+    direction: int,
+    exclude: str,
+) -> tuple[str, ...]:
+    """The registered assets that may cover a shortfall of `exclude`'s balancing energy in
+    `direction`, cheapest first: by supply rate for upward energy, by demand rate for
+    downward (the rates they would offer that energy at; ties by name).
+
+    Loads here can only be curtailed, so they count for upward energy only.
+    """
+    rate_index = 1 if direction > 0 else 0
+    candidates = [
+        (rates[rate_index], name) for name, rates in registry.items()
+        if name != exclude and name in kinds
+        and (direction > 0 or kinds[name] != "flexible_load")]
+    return tuple(name for _, name in sorted(candidates))
 
 
 def _availability_problem(asset: str, state: AssetState | None) -> str | None:
@@ -118,15 +139,20 @@ def admit_trade(
     request: TradeRequest,
     *,
     market_enabled: bool,
-    registry: Mapping[str, object],
+    registry: Mapping[str, tuple[float, float]],
     offers: Mapping[str, Offer],
     traded_kwh: Mapping[str, float],
     assets: Mapping[str, AssetState],
     ledger: Ledger,
     slot_seconds: float,
     now: float,
+    cover_with_other_assets: bool = True,
 ) -> Admission:
-    """A D3A balancing trade against one of our offers, delivered over the rest of its slot."""
+    """A D3A balancing trade against one of our offers, delivered over the rest of its slot.
+
+    The offer's asset carries it; with `cover_with_other_assets`, the site's other registered
+    assets back it up in merit order (see `merit_order`).
+    """
     problem = _d3a_problem(market_enabled, registry, request.asset)
     if problem:
         return Admission.reject(problem)
@@ -166,18 +192,20 @@ def admit_trade(
     can_do = capability(
         headroom, direction, window_start, window_end,
         committed_on(request.asset, ledger.commitments, ledger.progress, now))
+    backups = merit_order(registry, {a: st.kind for a, st in assets.items()}, direction,
+                          request.asset) if cover_with_other_assets else ()
     return _commit(
         ref=request.id, ref_type=RefType.BALANCING_TRADE, requested=request.energy_kwh,
         capability_by_asset={request.asset: can_do}, bound=None,
         window=(window_start, window_end),
-        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted))
+        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted), backups=backups)
 
 
 def admit_spot_trade(
     request: SpotTrade,
     *,
     market_enabled: bool,
-    registry: Mapping[str, object],
+    registry: Mapping[str, tuple[float, float]],
     slot_seconds: float,
     now: float,
 ) -> Admission:
@@ -288,6 +316,7 @@ def _commit(
     bound: str | None,
     window: tuple[float, float],
     settlement: Callable[[float], float],
+    backups: tuple[str, ...] = (),
 ) -> Admission:
     """Accept what the assets can do, spread in proportion to each asset's capacity."""
     total = sum(capability_by_asset.values())
@@ -301,7 +330,7 @@ def _commit(
     commitment = Commitment(
         id=f"cm-{ref}", ref=ref, ref_type=ref_type, window_start=window[0],
         window_end=window[1], requested_kwh=requested, accepted_kwh=round(accepted, 6),
-        shares=shares, settlement=round(settlement(accepted), 6))
+        shares=shares, settlement=round(settlement(accepted), 6), backups=backups)
     beyond = abs(requested) - abs(accepted)
     if beyond > EPS_KWH:
         what = bound or "the asset's power and SoC limits in the time left"

@@ -73,17 +73,23 @@ def plan(
 ) -> Plan:
     """Setpoints for the next control period (the views carry each device's range for it).
 
-    A commitment's share on an unavailable device moves to its other available devices. A
-    device without fresh telemetry gets no setpoint at all: the controller cannot count on it
-    and its own lease brings it back to its safe state.
+    A commitment's share on an unavailable device moves to its other available share assets
+    (pro rata). What its share assets cannot deliver at all (none available, or at a limit
+    they would not leave given time) goes to its backups in merit order, each up to the
+    room its own commitments left.
+    A device without fresh telemetry gets no setpoint at all: the controller cannot count on
+    it and its own lease brings it back to its safe state.
     """
     wanted: dict[str, dict[str, float]] = {name: {} for name in devices}
+    uncovered: dict[str, float] = {}
     for commitment in commitments:
         power = commitment_power(commitment, progress.get(commitment.id), now)
         if power == 0.0:
             continue
         usable = [(a, s) for a, s in commitment.shares if a in devices and devices[a].available]
         usable_total = sum(s for _, s in usable)
+        if not usable:
+            uncovered[commitment.id] = power
         for asset, share in usable:
             wanted[asset][commitment.id] = power * share / usable_total
     setpoints: dict[str, float] = {}
@@ -95,4 +101,44 @@ def plan(
         setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
         setpoints[name] = setpoint
         allocations[name] = spread_clip(wanted[name], setpoint - baseline)
+        # Backups cover what the device cannot do at all, not what its ramp holds back for
+        # a tick: that the closed loop catches up, without curtailing a load for a second.
+        lasting = view.feasible.lasting.clip(baseline + sum(wanted[name].values()))
+        for cid, kw in spread_clip(wanted[name], lasting - baseline).items():
+            uncovered[cid] = uncovered.get(cid, 0.0) + wanted[name][cid] - kw
+    for commitment in commitments:
+        short = uncovered.get(commitment.id, 0.0)
+        # Only a shortfall in the commitment's own direction: netting against opposite
+        # commitments on a shared device can leave it with more than it asked for.
+        if commitment.backups and abs(short) > SPILL_MIN_KW and (
+                short * commitment.accepted_kwh > 0):
+            _cover_from_backups(commitment, short, devices, setpoints, allocations)
     return Plan(setpoints, allocations)
+
+
+# Shortfalls smaller than this (1 W) stay with the share assets' closed loop.
+SPILL_MIN_KW = 1e-3
+
+
+def _cover_from_backups(
+    commitment: Commitment,
+    short_kw: float,
+    devices: Mapping[str, DeviceView],
+    setpoints: dict[str, float],
+    allocations: dict[str, dict[str, float]],
+) -> None:
+    """Move the setpoints of the commitment's backups, cheapest first, toward covering
+    `short_kw`, never past it and never beyond what each backup allows."""
+    for backup in commitment.backups:
+        view = devices.get(backup)
+        if view is None or view.feasible is None or backup not in setpoints:
+            continue
+        current = setpoints[backup]
+        moved = view.feasible.toward(current, current + short_kw) - current
+        if moved * short_kw <= 0:
+            continue
+        setpoints[backup] = current + moved
+        allocations[backup][commitment.id] = allocations[backup].get(commitment.id, 0.0) + moved
+        short_kw -= moved
+        if abs(short_kw) <= SPILL_MIN_KW:
+            return

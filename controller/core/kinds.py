@@ -20,6 +20,14 @@ class Feasible:
     # An open interval inside [p_min, p_max] the device cannot run in (a generator between
     # stopped and its minimum output).
     gap: tuple[float, float] | None = None
+    # What the device could reach given time, when its ramp keeps it inside less for this
+    # period (None: the same as this). A shortfall only this period's ramp causes is the
+    # device's own to catch up; only one beyond this goes to other assets.
+    given_time: Feasible | None = None
+
+    @property
+    def lasting(self) -> Feasible:
+        return self.given_time or self
 
     def clip(self, p_kw: float) -> float:
         """The allowed setpoint nearest to `p_kw`."""
@@ -30,6 +38,21 @@ class Feasible:
             low, high = self.gap
             return low if p - low < high - p else high
         return p
+
+    def toward(self, p_from: float, p_target: float) -> float:
+        """The allowed setpoint nearest to `p_target` that does not go past it from `p_from`
+        (`p_from` itself when nothing allowed lies in between).
+
+        `clip` may snap past the target (a relay step, the far side of a generator's gap);
+        taking up spare room for someone else must never overshoot what was asked.
+        """
+        low, high = sorted((p_from, p_target))
+        candidates = [self.clip(p_target), p_from, *self.steps]
+        if self.gap is not None:
+            candidates.extend(self.gap)
+        inside = [p for p in candidates
+                  if low - 1e-9 <= p <= high + 1e-9 and self.allows(p)]
+        return min(inside, key=lambda p: abs(p - p_target), default=p_from)
 
     def allows(self, p_kw: float, tol: float = 1e-9) -> bool:
         if self.steps:
@@ -72,15 +95,18 @@ def generator_feasible(limits: GeneratorLimits, p_now_kw: float, horizon_s: floa
     inside [min_kw, max_kw], and be told to stop once that reach touches min_kw.
     """
     p_now = max(0.0, p_now_kw)
+    given_time = Feasible(0.0, limits.max_kw, limits.baseline_kw,
+                          gap=(0.0, limits.min_kw) if limits.min_kw > 0 else None)
     if p_now < limits.min_kw:
-        return Feasible(0.0, limits.min_kw, limits.baseline_kw, steps=(0.0, limits.min_kw))
+        return Feasible(0.0, limits.min_kw, limits.baseline_kw, steps=(0.0, limits.min_kw),
+                        given_time=given_time)
     reach = limits.ramp_kw_per_s * max(horizon_s, 0.0)
     high = min(limits.max_kw, p_now + reach)
     # Above max_kw (a device overshooting) max_kw wins over the ramp.
     low = min(max(limits.min_kw, p_now - reach), high)
     if p_now - reach <= limits.min_kw:
-        return Feasible(0.0, high, limits.baseline_kw, gap=(0.0, low))
-    return Feasible(low, high, limits.baseline_kw)
+        return Feasible(0.0, high, limits.baseline_kw, gap=(0.0, low), given_time=given_time)
+    return Feasible(low, high, limits.baseline_kw, given_time=given_time)
 
 
 SECONDS_PER_DAY = 86400.0

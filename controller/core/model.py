@@ -79,10 +79,20 @@ class Commitment:
     # What the market pays for the accepted energy (ct for D3A trades, the event's payment
     # for Power TAC control events), for settlement in the report.
     settlement: float = 0.0
+    # Assets that may take over what the share assets cannot deliver (unavailable, at a
+    # limit), in merit order: the first has the cheapest balancing rate. They carry none of
+    # the commitment's energy in admission; dispatch only uses their spare room.
+    backups: tuple[str, ...] = ()
 
     @property
     def assets(self) -> tuple[str, ...]:
+        """The assets that carry the commitment by share."""
         return tuple(asset for asset, _ in self.shares)
+
+    @property
+    def may_use(self) -> tuple[str, ...]:
+        """Every asset dispatch may put this commitment on: share assets, then backups."""
+        return self.assets + self.backups
 
     def active_at(self, now: float) -> bool:
         return self.window_start <= now < self.window_end

@@ -62,7 +62,8 @@ def build_report(
     """The report for a commitment whose window is over.
 
     Settlement is pay-as-delivered capped at the accepted energy: the market pays its price
-    for what was delivered, never for more than it bought.
+    for what was delivered, never for more than it bought. The per-asset breakdown lists the
+    share assets, then the backups that covered for them.
     """
     delivered = progress.delivered_kwh
     paid_share = 0.0
@@ -83,5 +84,6 @@ def build_report(
         assets=tuple(
             AssetDelivery(asset, baselines_kw.get(asset, 0.0),
                           round(progress.by_asset.get(asset, 0.0), 6))
-            for asset in commitment.assets),
+            for asset in commitment.assets
+            + tuple(b for b in commitment.backups if b in progress.by_asset)),
     )

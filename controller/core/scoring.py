@@ -49,6 +49,8 @@ class AssetTrace:
 
     allocations: Sequence[tuple[float, Allocations]]  # setpoint rows: (ts, {commitment: kW})
     measured: Sequence[tuple[float, float]]  # telemetry: (ts, measured kW minus baseline)
+    # A backup counts only while it was allocated the commitment (as metering counts it).
+    backup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ def commitment_series(
         measured = linear_at(trace.measured, times, max_gap_s)
         for k, (alloc, m) in enumerate(zip(allocations, measured, strict=True)):
             alloc = alloc or {}
+            if trace.backup and commitment_id not in alloc:
+                continue
             target[k] += alloc.get(commitment_id, 0.0)
             r = response[k]
             response[k] = None if r is None or m is None else (
