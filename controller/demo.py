@@ -61,7 +61,9 @@ def run_demo(config: Path = DEMO_SITE, scenario: str = "demo") -> int:
     with PrivateBroker() as broker:
         site_path = _demo_site(config, workdir, broker.port)
         print(f"private Mosquitto on 127.0.0.1:{broker.port}; work dir {workdir}", flush=True)
-        sim = spawn_flexedge(["sim", "--config", str(site_path)], workdir / "sim.log")
+        # --mqtt: the scenario may switch simulator faults (a device lost mid-delivery).
+        sim = spawn_flexedge(["sim", "--config", str(site_path), "--mqtt",
+                              f"127.0.0.1:{broker.port}"], workdir / "sim.log")
         daemon = spawn_flexedge(["run", "--config", str(site_path)], workdir / "daemon.log")
         print("simulators and daemon started; playing the markets", flush=True)
         try:

@@ -25,6 +25,8 @@ from config.loader import Site
 from controller.errors import FlexedgeError
 from controller.mqtt import Inbound, MqttLink
 from controller.wire import iso
+from simulators.fault_cli import send_fault
+from simulators.faults import FaultState, updated
 from simulators.market_d3a import BalancingAgent, parse_offer, trade_message
 from simulators.market_ledger import Ledger, Sent, scorecard_table, settlement_table
 from simulators.market_powertac import (
@@ -36,6 +38,7 @@ from simulators.market_powertac import (
 )
 from simulators.market_scenario import (
     EconomicControl,
+    Fault,
     Imbalance,
     SpotTrade,
     TimedStep,
@@ -184,6 +187,8 @@ class MarketSim:
             await self._imbalance(step.index, action, slot_start)
         elif isinstance(action, EconomicControl):
             self._economic(step.index, action, slot_start)
+        elif isinstance(action, Fault):
+            await self._fault(action)
 
     async def _spot_trade(self, index: int, trade: SpotTrade, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
@@ -244,6 +249,21 @@ class MarketSim:
             slot_start + self.slot_s))
         self.say(f"economic control {payload['id']}: curtail {control.tariff} by "
                  f"{control.curtailment_ratio:.0%}")
+
+
+    async def _fault(self, fault: Fault) -> None:
+        """Switch a simulator fault and wait for the simulator to confirm it."""
+        cfg = self.cfg
+        state = await send_fault(cfg.mqtt.host, cfg.mqtt.port, cfg.site, fault.device,
+                                 fault.message())
+        if state is None:
+            raise FlexedgeError(
+                f"no simulator confirmed the fault on {fault.device}: is `flexedge sim --mqtt "
+                f"{cfg.mqtt.host}:{cfg.mqtt.port}` running for site {cfg.site!r}?")
+        if "error" in state:
+            raise FlexedgeError(f"the simulator refused the fault on {fault.device}: "
+                                f"{state['error']}")
+        self.say(f"fault on {fault.device}: {updated(FaultState(), state).describe()}")
 
 
 async def _sleep_until(ts: float) -> None:

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from config.schema import SiteConfig
 from controller.errors import ConfigError
 from drivers.registermap import read_yaml
+from simulators.fault_cli import fault_message
+from simulators.faults import FaultError, FaultState, updated
 
 
 class _Strict(BaseModel):
@@ -67,7 +69,38 @@ class EconomicControl(_Strict):
     curtailment_ratio: float = Field(ge=0, le=1)
 
 
-ACTIONS = ("spot_trade", "imbalance", "economic_control", "wait_slots")
+class Fault(_Strict):
+    """A fault switched on (or off) in a simulated device, as `flexedge fault` does: the
+    simulator must run with `--mqtt` on the site's broker. Unset fields stay as they are."""
+
+    device: str = Field(min_length=1)
+    drop: bool | None = None
+    latency_s: float | None = Field(default=None, ge=0, le=60, allow_inf_nan=False)
+    exception: str | None = None  # a Modbus exception name, or "none"
+    frozen: bool | None = None
+    ignore_writes: bool | None = None
+    clear: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.message():
+            raise ValueError("a fault step needs clear: true or at least one of drop, "
+                             "latency_s, exception, frozen, ignore_writes")
+        try:
+            updated(FaultState(), self.message())
+        except FaultError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def message(self) -> dict[str, object]:
+        """The fault message the simulator takes (simulators.faults)."""
+        return fault_message(drop=self.drop, latency_s=self.latency_s,
+                             exception=self.exception, frozen=self.frozen,
+                             ignore_writes=self.ignore_writes, clear=self.clear)
+
+
+Action = SpotTrade | Imbalance | EconomicControl | Fault
+ACTIONS = ("spot_trade", "imbalance", "economic_control", "fault", "wait_slots")
 
 
 class Step(_Strict):
@@ -77,6 +110,7 @@ class Step(_Strict):
     spot_trade: SpotTrade | None = None
     imbalance: Imbalance | None = None
     economic_control: EconomicControl | None = None
+    fault: Fault | None = None
     wait_slots: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -90,9 +124,9 @@ class Step(_Strict):
         return self
 
     @property
-    def action(self) -> SpotTrade | Imbalance | EconomicControl:
+    def action(self) -> Action:
         # Exactly one is set (_one_action); wait_slots never reaches the runner.
-        action = self.spot_trade or self.imbalance or self.economic_control
+        action = self.spot_trade or self.imbalance or self.economic_control or self.fault
         assert action is not None
         return action
 
@@ -111,7 +145,7 @@ class TimedStep:
     slot: int
     second: float
     offset_s: float
-    action: SpotTrade | Imbalance | EconomicControl
+    action: Action
     note: str
 
 
@@ -169,6 +203,9 @@ def check_against_site(scenario: Scenario, site: SiteConfig, source: str) -> Non
         where = f"steps[{index}]"
         if step.spot_trade and step.spot_trade.asset not in devices:
             raise ConfigError(source, f"{where}.spot_trade.asset", f"{step.spot_trade.asset!r} "
+                              f"is not a device of site {site.site!r}")
+        if step.fault and step.fault.device not in devices:
+            raise ConfigError(source, f"{where}.fault.device", f"{step.fault.device!r} "
                               f"is not a device of site {site.site!r}")
         named = (("imbalance", step.imbalance.tariff if step.imbalance else None),
                  ("economic_control",

@@ -88,10 +88,15 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Iterator[RunningSite]:
+def running_site(workdir: Path, broker: PrivateBroker, *, fault_control: bool = False,
+                 **changes: Any) -> Iterator[RunningSite]:
+    """With `fault_control`, the simulator takes `flexedge fault` messages from `broker`."""
     site_file = write_site(workdir, broker, **changes)
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
-    sim = spawn_flexedge(["sim", "--config", str(site_file)], workdir / "sim.log")
+    sim_args = ["sim", "--config", str(site_file)]
+    if fault_control:
+        sim_args += ["--mqtt", f"{broker.host}:{broker.port}"]
+    sim = spawn_flexedge(sim_args, workdir / "sim.log")
     running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
                           broker.host, broker.port, workdir, len(raw["devices"]),
                           bool(raw.get("tariffs")))

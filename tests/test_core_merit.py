@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade, merit_order
+from controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade
 from controller.core.capability import Headroom
 from controller.core.dispatch import DeviceView, battery_view, plan
 from controller.core.kinds import (
@@ -18,6 +18,7 @@ from controller.core.kinds import (
     generator_feasible,
     load_feasible,
 )
+from controller.core.merit import merit_order
 from controller.core.model import AckStatus, Offer, Progress
 from tests.core_fixtures import T0, battery, commitment
 
@@ -133,6 +134,40 @@ def test_a_backup_serves_its_own_commitments_first() -> None:
     assert math.isclose(result.allocations["b2"]["lost"], 1.0)
 
 
+def test_opposite_trades_lost_together_net_on_their_backup() -> None:
+    # A battery sold both ways (as the balancing agent buys) is lost: 8 kW up and 6 kW down.
+    # The running generator backing both up only has to move by the difference, which its
+    # ramp allows this tick, though neither alone would fit.
+    genset = GeneratorLimits("g", 1.0, 10.0, ramp_kw_per_s=3.0)
+    views = {"g": DeviceView(generator_feasible(genset, 5.0, 1.0)), **battery_views(b1=False)}
+    up = commitment("up", kwh=0.08, end=T0 + 36, backups=("g",))
+    down = commitment("down", kwh=-0.06, end=T0 + 36, backups=("g",))
+    own = commitment("own", kwh=0.05, end=T0 + 36, shares=(("g", 1.0),))
+    result = plan([down, up, own], {}, views, T0)
+    assert math.isclose(result.setpoints["g"], 7.0)
+    allocations = result.allocations["g"]
+    assert math.isclose(allocations["up"], 8.0)
+    assert math.isclose(allocations["down"], -6.0)
+    assert math.isclose(allocations["own"], 5.0)
+
+
+def test_only_the_side_that_hits_the_limit_is_cut() -> None:
+    # The same, but the generator can only reach 6 kW this tick: the upward trade is cut by
+    # 1 kW (and goes on to the next backup), the downward one keeps all it asked.
+    genset = GeneratorLimits("g", 1.0, 10.0, ramp_kw_per_s=1.0)
+    views = {"g": DeviceView(generator_feasible(genset, 5.0, 1.0)),
+             **battery_views(b1=False, b2=True)}
+    up = commitment("up", kwh=0.08, end=T0 + 36, backups=("g", "b2"))
+    down = commitment("down", kwh=-0.06, end=T0 + 36, backups=("g",))
+    own = commitment("own", kwh=0.05, end=T0 + 36, shares=(("g", 1.0),))
+    result = plan([down, up, own], {}, views, T0)
+    assert math.isclose(result.setpoints["g"], 6.0)
+    assert math.isclose(result.allocations["g"]["down"], -6.0)
+    assert math.isclose(result.allocations["g"]["up"], 7.0)
+    assert math.isclose(result.allocations["b2"]["up"], 1.0)
+    assert math.isclose(result.setpoints["b2"], 1.0)
+
+
 def test_a_backup_never_overshoots_on_a_step_it_cannot_split() -> None:
     # A relay load would curtail its whole 4 kW to cover 1 kW: it is skipped.
     relay = DeviceView(load_feasible(LoadLimits("plug", 1.0, relay=True), 4.0))
@@ -232,3 +267,32 @@ def test_toward_stays_allowed_and_never_passes_the_target(
     p = f.toward(p_from, target)
     assert f.allows(p)
     assert min(p_from, target) - 1e-9 <= p <= max(p_from, target) + 1e-9
+
+
+@settings(max_examples=300)
+@given(views=st.lists(backup_view(), min_size=2, max_size=5),
+       trades=st.lists(st.tuples(st.floats(-0.1, 0.1).filter(lambda e: abs(e) > 1e-4),
+                                 st.permutations(range(5))), min_size=1, max_size=4))
+def test_many_lost_and_clipped_trades_stay_inside_every_limit(
+    views: list[DeviceView], trades: list[tuple[float, list[int]]],
+) -> None:
+    names = [f"d{i}" for i in range(len(views))]
+    devices = dict(zip(names, views, strict=True))
+    commitments = []
+    for k, (kwh, order) in enumerate(trades):
+        ranked = [names[i] for i in order if i < len(names)]
+        commitments.append(commitment(f"t{k}", kwh=kwh, end=T0 + 36,
+                                      shares=((ranked[0], 1.0),), backups=tuple(ranked[1:])))
+    result = plan(commitments, {}, devices, T0)
+    for name, view in devices.items():
+        if view.feasible is None:
+            assert name not in result.setpoints
+            continue
+        assert view.feasible.allows(result.setpoints[name]), (name, result)
+    for c in commitments:
+        asked = c.accepted_kwh / (36 / 3600)
+        direction = math.copysign(1.0, asked)
+        by_backups = [result.allocations.get(b, {}).get(c.id, 0.0) for b in c.backups]
+        # Backups never work against a trade, and never give it more than it asked for.
+        assert all(kw * direction >= -1e-9 for kw in by_backups)
+        assert sum(by_backups) * direction <= abs(asked) + 1e-6

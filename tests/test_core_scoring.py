@@ -124,6 +124,7 @@ def test_a_delayed_copy_correlates_fully_and_loses_delay_score(target: list[floa
                                                                lag: int) -> None:
     delayed = [target[max(0, k - lag)] for k in range(len(target))]
     assume(_moves(target) and len(set(target[: len(target) - lag])) > 1)
+    assume(len(target) - lag >= (len(target) + 1) // 2)  # a lag that leaves half the pairs
     result = score(target, delayed)
     assert result.correlation == pytest.approx(1.0)
     # The shortest lag that correlates as well wins: at most `lag` (a ramp fits every lag).
@@ -154,6 +155,17 @@ def test_scaling_both_signals_changes_no_score(target: list[float], noise: list[
         assert (x is None) == (y is None)
         if x is not None and y is not None:
             assert x == pytest.approx(y, abs=1e-6)
+
+
+def test_a_lag_that_leaves_few_pairs_is_not_taken_for_the_delay() -> None:
+    # 13 samples with a gap in the response: shifted by 10, three pairs are left, which
+    # happen to line up perfectly. The response follows at once; that is its delay.
+    target = [5.0, 5.0, 5.2, 5.4, 5.4, 5.4, 5.6, 5.4, 5.4, 5.2, 5.0, 5.2, 5.4]
+    response: list[float | None] = [5.0, 5.1, 5.1, None, None, None, None, None, 5.3,
+                                    5.25, 5.05, 5.1, 5.5]
+    result = score(target, response)
+    assert result.delay_s is not None and result.delay_s <= 3
+    assert result.delay is not None and result.delay >= 0.7
 
 
 def test_a_flat_target_scores_precision_only() -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from config.loader import EXAMPLE_SITE, load_site
 from config.schema import SiteConfig
 from controller.broker import PrivateBroker
 from controller.cli import main as cli_main
-from controller.errors import ConfigError
+from controller.errors import ConfigError, FlexedgeError
 from simulators.market import SCENARIOS, MarketSim
 from simulators.market_d3a import BalancingAgent, BookOffer, clear_balancing, trade_message
 from simulators.market_ledger import Ledger, Sent, paid, scorecard_table, settlement_table
@@ -28,7 +29,7 @@ from simulators.market_powertac import (
     order_capacity_kwh,
     plan_exercise,
 )
-from simulators.market_scenario import Imbalance, SpotTrade, load_scenario
+from simulators.market_scenario import Fault, Imbalance, SpotTrade, load_scenario
 from tests.site_process import running_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,12 @@ def _scenario(tmp_path: Path, text: str) -> Path:
      "steps[1].slot", "before slot 2"),
     ("steps:\n  - {second: 9, imbalance: {kwh: 1}}\n  - {second: 3, imbalance: {kwh: 1}}",
      "steps[1].second", "before the step before it"),
+    ("steps:\n  - fault: {device: battery-1}", "steps[0].fault", "clear: true or at least"),
+    ("steps:\n  - fault: {device: battery-1, exception: NOT_A_CODE}", "steps[0].fault",
+     "NOT_A_CODE"),
+    ("steps:\n  - fault: {device: pv-9, drop: true}", "steps[0].fault.device", "not a device"),
+    ("steps:\n  - fault: {device: battery-1, latency_s: -1}", "steps[0].fault.latency_s",
+     "greater than or equal to 0"),
 ])
 def test_scenario_errors_name_file_and_field(
         tmp_path: Path, example: SiteConfig, body: str, field: str, words: str) -> None:
@@ -300,3 +307,45 @@ def test_market_sim_plays_both_markets_against_the_example_site(
         assert sent.report["commitment_id"] == sent.ack["commitment_id"]
     assert ledger.complete(), scorecard_table(ledger)
     assert time.monotonic() - started < 45, story
+
+
+FAULTS = """
+name: faults
+steps:
+  - slot: 0
+    second: 1
+    fault: {device: battery-1, latency_s: 0.2, frozen: true}
+  - second: 3
+    fault: {device: battery-1, clear: true}
+"""
+
+
+@pytest.mark.integration
+def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
+        broker: PrivateBroker, tmp_path: Path) -> None:
+    with running_site(tmp_path, broker, slot_seconds=10, fault_control=True) as running:
+        site = load_site(running.site_file)
+        _, steps = load_scenario(_scenario(tmp_path, FAULTS), site.config)
+        lines: list[str] = []
+        asyncio.run(MarketSim(site, steps, grace_s=1, say=lines.append).run())
+    # What the lines say is the state the simulator itself confirmed.
+    story = "\n".join(lines)
+    assert "fault on battery-1: frozen, latency 0.2 s" in story, story
+    assert "fault on battery-1: no faults" in story, story
+    assert story.index("frozen, latency") < story.index("no faults")
+
+
+def test_a_fault_step_without_a_simulator_listening_fails_the_run(
+        broker: PrivateBroker, tmp_path: Path) -> None:
+    raw = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
+    raw["mqtt"] = {"host": broker.host, "port": broker.port}
+    raw["site"] = "nobody-listens"
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    site = load_site(site_file)
+    _, steps = load_scenario(_scenario(tmp_path, FAULTS), site.config)
+    market = MarketSim(site, steps, grace_s=1, say=lambda _: None)
+    fault = steps[0].action
+    assert isinstance(fault, Fault)
+    with pytest.raises(FlexedgeError, match="no simulator confirmed the fault on battery-1"):
+        asyncio.run(market._fault(fault))

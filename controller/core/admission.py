@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.core.capability import Headroom, capability, committed_on
+from controller.core.merit import AssetKind, merit_order
 from controller.core.model import (
     AckStatus,
     Admission,
@@ -23,9 +24,6 @@ from controller.core.model import (
 
 # Energies closer than this are the same (0.1 Wh): floats from JSON need a little slack.
 EPS_KWH = 1e-4
-
-
-AssetKind = Literal["battery", "flexible_load", "generator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,26 +105,6 @@ def _d3a_problem(market_enabled: bool, registry: Mapping[str, tuple[float, float
     if asset not in registry:
         return f"asset {asset!r} is not in the asset registry"
     return None
-
-
-def merit_order(
-    registry: Mapping[str, tuple[float, float]],
-    kinds: Mapping[str, AssetKind],
-    direction: int,
-    exclude: str,
-) -> tuple[str, ...]:
-    """The registered assets that may cover a shortfall of `exclude`'s balancing energy in
-    `direction`, cheapest first: by supply rate for upward energy, by demand rate for
-    downward (the rates they would offer that energy at; ties by name).
-
-    Loads here can only be curtailed, so they count for upward energy only.
-    """
-    rate_index = 1 if direction > 0 else 0
-    candidates = [
-        (rates[rate_index], name) for name, rates in registry.items()
-        if name != exclude and name in kinds
-        and (direction > 0 or kinds[name] != "flexible_load")]
-    return tuple(name for _, name in sorted(candidates))
 
 
 def _availability_problem(asset: str, state: AssetState | None) -> str | None:

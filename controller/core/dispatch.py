@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from controller.core.capability import remaining_kwh
 from controller.core.kinds import Feasible
+from controller.core.merit import SPILL_MIN_KW, cover_shortfalls
 from controller.core.model import BatteryLimits, Commitment, Progress
 
 
@@ -101,44 +102,25 @@ def plan(
         setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
         setpoints[name] = setpoint
         allocations[name] = spread_clip(wanted[name], setpoint - baseline)
-        # Backups cover what the device cannot do at all, not what its ramp holds back for
-        # a tick: that the closed loop catches up, without curtailing a load for a second.
+        # Backups cover what the device cannot do now nor given time: what its ramp holds
+        # back for a tick the closed loop catches up, without curtailing a load for a
+        # second; and what it gives beyond the request now leaves nothing to cover.
         lasting = view.feasible.lasting.clip(baseline + sum(wanted[name].values()))
-        for cid, kw in spread_clip(wanted[name], lasting - baseline).items():
-            uncovered[cid] = uncovered.get(cid, 0.0) + wanted[name][cid] - kw
-    for commitment in commitments:
-        short = uncovered.get(commitment.id, 0.0)
+        given_time = spread_clip(wanted[name], lasting - baseline)
+        for cid, kw in wanted[name].items():
+            best = max(allocations[name][cid], given_time[cid], key=lambda a: a * kw)
+            uncovered[cid] = uncovered.get(cid, 0.0) + kw - best
+    shortfalls = {
+        c.id: (uncovered[c.id], c.backups) for c in commitments
         # Only a shortfall in the commitment's own direction: netting against opposite
         # commitments on a shared device can leave it with more than it asked for.
-        if commitment.backups and abs(short) > SPILL_MIN_KW and (
-                short * commitment.accepted_kwh > 0):
-            _cover_from_backups(commitment, short, devices, setpoints, allocations)
+        if c.backups and abs(uncovered.get(c.id, 0.0)) > SPILL_MIN_KW
+        and uncovered[c.id] * c.accepted_kwh > 0}
+    if shortfalls:
+        ranges = {n: v.feasible for n, v in devices.items() if v.feasible is not None}
+        moved, granted = cover_shortfalls(shortfalls, ranges, setpoints)
+        setpoints.update(moved)
+        for backup, grants in granted.items():
+            for cid, kw in grants.items():
+                allocations[backup][cid] = allocations[backup].get(cid, 0.0) + kw
     return Plan(setpoints, allocations)
-
-
-# Shortfalls smaller than this (1 W) stay with the share assets' closed loop.
-SPILL_MIN_KW = 1e-3
-
-
-def _cover_from_backups(
-    commitment: Commitment,
-    short_kw: float,
-    devices: Mapping[str, DeviceView],
-    setpoints: dict[str, float],
-    allocations: dict[str, dict[str, float]],
-) -> None:
-    """Move the setpoints of the commitment's backups, cheapest first, toward covering
-    `short_kw`, never past it and never beyond what each backup allows."""
-    for backup in commitment.backups:
-        view = devices.get(backup)
-        if view is None or view.feasible is None or backup not in setpoints:
-            continue
-        current = setpoints[backup]
-        moved = view.feasible.toward(current, current + short_kw) - current
-        if moved * short_kw <= 0:
-            continue
-        setpoints[backup] = current + moved
-        allocations[backup][commitment.id] = allocations[backup].get(commitment.id, 0.0) + moved
-        short_kw -= moved
-        if abs(short_kw) <= SPILL_MIN_KW:
-            return

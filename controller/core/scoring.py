@@ -38,6 +38,8 @@ DELAY_MAX_S = 10.0
 FLAT_SHARE = 0.01
 # Correlations within this of the best count as equal; the shortest such delay wins.
 TIE = 1e-9
+# Fewest target/response pairs a correlation is taken from.
+MIN_PAIRS = 2
 
 T = TypeVar("T")
 Allocations = Mapping[str, float]
@@ -174,11 +176,19 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 def _best_correlation(target: Sequence[float], response: Sequence[float | None],
                       max_lag: int) -> tuple[float, int] | None:
-    """(best correlation, its lag in samples) of the response shifted back by 0..max_lag."""
+    """(best correlation, its lag in samples) of the response shifted back by 0..max_lag.
+
+    A lag is only tried while it keeps at least half of the scored samples paired (and
+    MIN_PAIRS): in a window of seconds, a long lag leaves two or three pairs, which
+    correlate perfectly by chance.
+    """
     found: list[tuple[float, int]] = []
+    scored = sum(r is not None for r in response)
     for lag in range(max_lag + 1):
         pairs = [(target[k], r) for k in range(len(target) - lag)
                  if (r := response[k + lag]) is not None]
+        if len(pairs) < max(MIN_PAIRS, (scored + 1) // 2):
+            break
         c = pearson([p[0] for p in pairs], [p[1] for p in pairs])
         if c is not None:
             found.append((c, lag))
