@@ -20,7 +20,7 @@ from controller.core.dispatch import plan
 from controller.core.health import DeviceHealth, setpoint_confirmed
 from controller.core.metering import Sample, attribute, per_slot
 from controller.core.model import Commitment, Progress
-from controller.core.reports import build_report
+from controller.core.reports import build_report, reported_assets
 from controller.errors import DeviceError
 from controller.outbox import Outbox
 from controller.store import Store
@@ -223,17 +223,20 @@ class ControlLoop:
         """Event-driven dispatch for a new commitment: write only the devices it touches
         (its share assets, and the backups it was put on)."""
         async with self.lock:
-            await self._dispatch(commitment.may_use, self.clock(), cause=commitment.id)
+            await self._dispatch(commitment.may_use, self.clock(), cause=commitment.id,
+                                 new=commitment)
 
-    async def _dispatch(self, names: Iterable[str], now: float, cause: str) -> None:
+    async def _dispatch(self, names: Iterable[str], now: float, cause: str,
+                        new: Commitment | None = None) -> None:
+        """Plan and write `names`; for a `new` commitment only those of its backups the plan
+        put it on (the others have nothing new to be told)."""
         views = {name: asset.view(self.readings.get(name), self.is_fresh(name, now),
                                   self.period_s, now)
                  for name, asset in self.assets.items()}
         result = plan(list(self.commitments.values()), self.progress, views, now)
-        commitment = self.commitments.get(cause)
-        if commitment is not None:
-            names = [n for n in names if n in commitment.assets
-                     or cause in result.allocations.get(n, {})]
+        if new is not None:
+            names = [n for n in names if n in new.assets
+                     or new.id in result.allocations.get(n, {})]
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
@@ -266,9 +269,11 @@ class ControlLoop:
             if not metered_past_end and now < commitment.window_end + grace:
                 continue
             used = self._report_baselines.pop(cid, {})
+            progress = self.progress[cid]
             baselines = {a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
-                         for a in commitment.may_use}
-            report = build_report(commitment, self.progress[cid], baselines,
+                         for a in reported_assets(commitment.assets, commitment.backups,
+                                                  progress.by_asset)}
+            report = build_report(commitment, progress, baselines,
                                   self.site.config.delivery_tolerance)
             payload = delivery_report(report)
             self.store.close_commitment(cid, payload, now)

@@ -63,6 +63,8 @@ class MarketDesk:
         self._schedule_tick_at = schedule_tick_at
         self.offers: dict[str, Offer] = {}
         self.traded_kwh: dict[str, float] = {}
+        # The asset registry as the core takes it; the site file does not change while we run.
+        self.registry = self.config.registry_rates()
         # What the operator configured, and what is published (in force) now: the policy cut
         # to the capability the tariff's assets have at the moment.
         self.policies = {t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio,
@@ -100,14 +102,14 @@ class MarketDesk:
             elif isinstance(request, SpotTrade):
                 admission = admit_spot_trade(
                     request, market_enabled=self.config.balancing.enable_balancing_market,
-                    registry=self.config.registry_rates(),
+                    registry=self.registry,
                     slot_seconds=self.config.slot_seconds, now=now)
             elif isinstance(request, TradeRequest):
                 offer_id = request.offer_id
                 admission = admit_trade(
                     request,
                     market_enabled=self.config.balancing.enable_balancing_market,
-                    registry=self.config.registry_rates(), offers=self.offers,
+                    registry=self.registry, offers=self.offers,
                     traded_kwh=self.traded_kwh, assets=self.control.asset_states(now),
                     ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
                     now=now,

@@ -23,7 +23,7 @@ from typing import Any
 
 from controller.control import STALE_PERIODS
 from controller.core.model import Commitment, Progress, RefType
-from controller.core.reports import coverage
+from controller.core.reports import coverage, reported_assets
 from controller.core.scoring import DELAY_MAX_S, TOLERANCE, AssetTrace, Score, score_commitment
 from controller.errors import FlexedgeError
 
@@ -166,12 +166,12 @@ def _line(conn: sqlite3.Connection, row: sqlite3.Row, baselines: Baselines,
     # values of an sqlite3.Row, not its column names.)
     columns = row.keys()
     backups = json.loads(row["backups"] or "[]") if "backups" in columns else []
-    used_backups = [b for b in backups if b in json.loads(row["by_asset"])]
+    assets = reported_assets([a for a, _ in shares], backups, json.loads(row["by_asset"]))
     start, end = row["window_start"], row["window_end"]
     traces: dict[str, AssetTrace] = {}
     base_kw: dict[str, float] = {}
     assumed: list[str] = []
-    for asset in [a for a, _ in shares] + used_backups:
+    for asset in assets:
         kw = baselines.for_commitment(row["id"], asset, start)
         if kw is None:
             assumed.append(asset)
@@ -179,7 +179,7 @@ def _line(conn: sqlite3.Connection, row: sqlite3.Row, baselines: Baselines,
         base_kw[asset] = kw
         measured = [(ts, p - kw) for ts, p in _telemetry_rows(conn, asset, start, end)]
         traces[asset] = AssetTrace(_allocation_rows(conn, asset, start, end), measured,
-                                   backup=asset in used_backups)
+                                   backup=asset in backups)
     score = score_commitment(row["id"], (start, end), traces, max_gap_s,
                              delay_max_s=delay_max_s)
     report = reported.get(row["id"])

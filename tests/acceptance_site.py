@@ -70,13 +70,6 @@ SITE: dict[str, Any] = {
 
 
 # -- the market side ------------------------------------------------------------------------
-async def open_market(site: RunningSite) -> MarketClient:
-    market = MarketClient(site.host, site.port, site.prefix, site.site)
-    await market.start()
-    await market.wait_for(lambda m: m.get("type") == "status" and m["state"] == "online", 20)
-    return market
-
-
 async def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll `check` (a DB query, usually) until it returns something."""
     deadline = time.monotonic() + timeout
@@ -87,17 +80,6 @@ async def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-async def slot_with(seconds_left: float) -> float:
-    """The start of the current slot if it has `seconds_left` to go, else (after sleeping
-    until just after it begins) of the next one."""
-    now = time.time()
-    start = now - now % SLOT
-    if start + SLOT - now < seconds_left:
-        start += SLOT
-        await asyncio.sleep(start + 0.3 - now)
-    return start
 
 
 def is_offer(message: dict[str, Any], asset: str, slot: float, sign: int) -> bool:

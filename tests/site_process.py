@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 from config.loader import EXAMPLE_SITE
 from controller.broker import PrivateBroker, free_port
 from controller.processes import spawn_flexedge, stop_process
+from controller.scripted_market import MarketClient
 
 
 @dataclass
@@ -113,3 +115,22 @@ def running_site(workdir: Path, broker: PrivateBroker, *, fault_control: bool = 
             text = (workdir / name).read_text(errors="replace")
             if "Traceback" in text:
                 print(f"--- {name} ---\n{text}")
+
+
+async def open_market(site: RunningSite) -> MarketClient:
+    """A market client on the site's broker, started once the site says it is online."""
+    market = MarketClient(site.host, site.port, site.prefix, site.site)
+    await market.start()
+    await market.wait_for(lambda m: m.get("type") == "status" and m["state"] == "online", 20)
+    return market
+
+
+async def slot_with(slot_s: float, seconds_left: float, after_start_s: float = 0.3) -> float:
+    """The start of the current slot if it has `seconds_left` to go, else (after sleeping
+    until `after_start_s` into it) of the next one."""
+    now = time.time()
+    start = now - now % slot_s
+    if start + slot_s - now < seconds_left:
+        start += slot_s
+        await asyncio.sleep(start + after_start_s - now)
+    return start

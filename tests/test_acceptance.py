@@ -65,12 +65,10 @@ from tests.acceptance_site import (
     fresh_battery_offer,
     inbound_row,
     is_offer,
-    open_market,
     setpoints,
-    slot_with,
     until,
 )
-from tests.site_process import RunningSite, running_site
+from tests.site_process import RunningSite, open_market, running_site, slot_with
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +264,7 @@ def test_control_event_beyond_the_order_is_clipped_to_its_bound(site: RunningSit
             order = await market.wait_for(
                 lambda m: m.get("type") == "balancing_order" and m["tariff_id"] == "tariff-1",
                 10)
-            slot = await slot_with(9)
+            slot = await slot_with(SLOT, 9)
             # Nothing else is committed in this slot: every earlier window ended with its slot.
             assert site.query("SELECT COUNT(*) FROM commitments WHERE window_end > ?",
                               time.time()) == [(0,)]
@@ -341,7 +339,7 @@ def test_device_lost_mid_delivery_moves_its_share_to_the_other(site: RunningSite
     async def scenario() -> dict[str, Any]:
         market = await open_market(site)
         try:
-            slot = await slot_with(10)
+            slot = await slot_with(SLOT, 10)
             assert site.query("SELECT COUNT(*) FROM commitments WHERE window_end > ?",
                               time.time()) == [(0,)]
             kwh = round(0.4 * ORDER_BOUND_KW * (slot + SLOT - time.time()) / 3600, 5)

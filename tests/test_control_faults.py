@@ -17,35 +17,12 @@ from typing import Any
 import pytest
 
 from config.loader import load_site
-from controller.broker import free_port
-from controller.control import ControlLoop
 from controller.core.model import Commitment, RefType
-from controller.mqtt import MqttLink
-from controller.outbox import Outbox
-from controller.store import Store
-from drivers.factory import build_device
 from simulators.faults import DeviceFaults
 from simulators.modbus_server import serve_site
+from tests.control_harness import batteries_site, offline_control
 
 PERIOD = 0.2
-SITE = """\
-site: fault-site
-control_period_s: {period}
-devices:
-{devices}
-"""
-DEVICE = """\
-  - name: {name}
-    host: 127.0.0.1
-    port: {port}
-    unit_id: 1
-    timeout_s: 0.3
-    capacity_kwh: 10
-    max_charge_kw: 5
-    max_discharge_kw: 5
-    setpoint_timeout_s: 30
-"""
-
 FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
     "connection drop": lambda f: setattr(f, "drop", True),
     "latency beyond the timeout": lambda f: setattr(f, "latency_s", 1.0),
@@ -57,55 +34,48 @@ FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
 
 async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> dict[str, Any]:
     site_file = tmp_path / "site.yaml"
-    site_file.write_text(SITE.format(period=PERIOD, devices="".join(
-        DEVICE.format(name=n, port=free_port()) for n in ("b1", "b2"))))
+    site_file.write_text(batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1,
+                                        setpoint_timeout_s=30))
     site = load_site(site_file)
     lease_writes: list[float] = []
     sim = await serve_site(site, on_write=lambda device, point, value, t: lease_writes.append(
         t) if (device, point) == ("b1", "setpoint_timeout") else None)
-    devices = {c.name: build_device(c, site.maps[c.name]) for c in site.config.devices}
-    store = Store(tmp_path / "log.sqlite")
-    link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
-    control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time),
-                          time.time)
-    now = time.time()
-    control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 60, 0.05, 0.05,
-                           (("b1", 0.5), ("b2", 0.5))))
     seen: dict[str, Any] = {}
     try:
-        for _ in range(3):
-            await control.tick()
-            await asyncio.sleep(PERIOD)
-        seen["before"] = dict(control._setpoints)
-        assert control.is_fresh("b1", time.time()) and control.is_fresh("b2", time.time())
-        inject(sim.faults("b1"))
-        b2_ages, lost_at = [], None
-        for tick in range(20):
-            started = time.monotonic()
-            await control.tick()
-            seen.setdefault("tick_s", []).append(time.monotonic() - started)
-            b2_ages.append(time.time() - control.readings["b2"].ts)
-            if lost_at is not None and "b2_after_loss" not in seen:
-                seen["b2_after_loss"] = control._setpoints["b2"]
-            if lost_at is None and not control.is_fresh("b1", time.time()):
-                lost_at = tick
-            await asyncio.sleep(PERIOD)
-        seen["lost_at"] = lost_at
-        seen["b2_max_age"] = max(b2_ages)
-        sim.faults("b1").clear()
-        seen["lease_writes_before_clear"] = len(lease_writes)
-        for tick in range(40):
-            await control.tick()
-            if control.is_fresh("b1", time.time()):
-                seen["back_after"] = tick
-                seen["lease_writes"] = len(lease_writes)
-                break
-            await asyncio.sleep(PERIOD)
+        async with offline_control(site, tmp_path / "log.sqlite") as control:
+            now = time.time()
+            control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 60, 0.05,
+                                   0.05, (("b1", 0.5), ("b2", 0.5))))
+            for _ in range(3):
+                await control.tick()
+                await asyncio.sleep(PERIOD)
+            seen["before"] = dict(control._setpoints)
+            assert control.is_fresh("b1", time.time()) and control.is_fresh("b2", time.time())
+            inject(sim.faults("b1"))
+            b2_ages, lost_at = [], None
+            for tick in range(20):
+                started = time.monotonic()
+                await control.tick()
+                seen.setdefault("tick_s", []).append(time.monotonic() - started)
+                b2_ages.append(time.time() - control.readings["b2"].ts)
+                if lost_at is not None and "b2_after_loss" not in seen:
+                    seen["b2_after_loss"] = control._setpoints["b2"]
+                if lost_at is None and not control.is_fresh("b1", time.time()):
+                    lost_at = tick
+                await asyncio.sleep(PERIOD)
+            seen["lost_at"] = lost_at
+            seen["b2_max_age"] = max(b2_ages)
+            sim.faults("b1").clear()
+            seen["lease_writes_before_clear"] = len(lease_writes)
+            for tick in range(40):
+                await control.tick()
+                if control.is_fresh("b1", time.time()):
+                    seen["back_after"] = tick
+                    seen["lease_writes"] = len(lease_writes)
+                    break
+                await asyncio.sleep(PERIOD)
     finally:
-        for device in devices.values():
-            await device.close()
         await sim.stop()
-        store.close()
     return seen
 
 

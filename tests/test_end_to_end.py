@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from controller.broker import PrivateBroker
-from controller.scripted_market import MarketClient
 from controller.wire import iso
-from tests.site_process import RunningSite, running_site
+from tests.site_process import RunningSite, open_market, running_site, slot_with
 
 SLOT = 10
 
@@ -29,26 +28,9 @@ def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield running
 
 
-async def _market(site: RunningSite) -> MarketClient:
-    market = MarketClient(site.host, site.port, site.prefix, site.site)
-    await market.start()
-    await market.wait_for(lambda m: m.get("type") == "status" and m["state"] == "online", 20)
-    return market
-
-
-async def _wait_for_slot_with(seconds_left: float) -> float:
-    """Sleep until the current slot has at least `seconds_left` to go; return its start."""
-    now = time.time()
-    start = now - now % SLOT
-    if start + SLOT - now < seconds_left:
-        start += SLOT
-        await asyncio.sleep(start + 0.5 - now)
-    return start
-
-
 def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        market = await _market(site)
+        market = await open_market(site)
         try:
             # Offers are not retained: wait for those of the next slot, published after we
             # subscribed.
@@ -86,10 +68,10 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
 
 def test_exercised_order_is_delivered_and_reported(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, object], dict[str, object]]:
-        market = await _market(site)
+        market = await open_market(site)
         try:
             order = await market.wait_for(lambda m: m.get("type") == "balancing_order", 10)
-            start = await _wait_for_slot_with(7)
+            start = await slot_with(SLOT, 7, after_start_s=0.5)
             # Down-regulation is not on offer (ratio 1.5): half of the up bound is.
             hours = (start + SLOT - time.time()) / 3600
             kwh = round(0.5 * (order["exercise_ratio"] - 1) * 5.0 * hours, 5)

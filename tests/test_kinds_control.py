@@ -17,14 +17,10 @@ from typing import Any
 
 from config.loader import load_site
 from controller.broker import PrivateBroker, free_port
-from controller.control import ControlLoop
 from controller.core.model import Commitment, RefType
-from controller.mqtt import MqttLink
-from controller.outbox import Outbox
-from controller.store import Store
-from drivers.factory import build_device
 from simulators.modbus_server import serve_site
 from simulators.mqtt_devices import serve_mqtt_devices
+from tests.control_harness import offline_control
 from tests.pty_pair import NullModem
 
 PERIOD = 0.5
@@ -72,37 +68,30 @@ async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
         sim = await serve_site(site.__class__(site.path, site.config.model_copy(
             update={"devices": modbus}), site.maps))
         plugs = await serve_mqtt_devices(site.config, publish_interval_s=0.25)
-        devices = {d.name: build_device(d, site.maps[d.name], mqtt=site.config.mqtt)
-                   for d in site.config.devices}
-        store = Store(tmp_path / "log.sqlite")
-        link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
-        control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time),
-                              time.time)
         try:
-            for device in devices.values():
-                await device.connect()
-            for _ in range(4):
+            async with offline_control(site, tmp_path / "log.sqlite",
+                                       mqtt=site.config.mqtt) as control:
+                for device in control.devices.values():
+                    await device.connect()
+                for _ in range(4):
+                    await control.tick()
+                    await asyncio.sleep(PERIOD)
+                now = time.time()
+                # 5 kWh/h = 5 kW on average: battery 2, generator 1, load 1 (of 2
+                # curtailable) and the plug 1 (of its 2: relay, so it is shed on and off).
+                shares = (("bat", 0.4), ("gen", 0.2), ("heat", 0.2), ("plug", 0.2))
+                energy = 5.0 * WINDOW_S / 3600
+                control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now,
+                                       now + WINDOW_S, energy, energy, shares))
+                end = now + WINDOW_S
+                while time.time() < end + 2 * PERIOD:
+                    await control.tick()
+                    await asyncio.sleep(max(0.0, min(PERIOD, end - time.time())) or PERIOD)
                 await control.tick()
-                await asyncio.sleep(PERIOD)
-            now = time.time()
-            # 5 kWh/h = 5 kW on average: battery 2, generator 1, load 1 (of 2 curtailable)
-            # and the plug 1 (of its 2: relay, so it is shed on and off).
-            shares = (("bat", 0.4), ("gen", 0.2), ("heat", 0.2), ("plug", 0.2))
-            energy = 5.0 * WINDOW_S / 3600
-            control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + WINDOW_S,
-                                   energy, energy, shares))
-            end = now + WINDOW_S
-            while time.time() < end + 2 * PERIOD:
-                await control.tick()
-                await asyncio.sleep(max(0.0, min(PERIOD, end - time.time())) or PERIOD)
-            await control.tick()
-            fresh = {n: control.is_fresh(n, time.time()) for n in devices}
+                fresh = {n: control.is_fresh(n, time.time()) for n in control.devices}
         finally:
-            for device in devices.values():
-                await device.close()
             await plugs.stop()
             await sim.stop()
-            store.close()
     db = sqlite3.connect(tmp_path / "log.sqlite")
     setpoints = db.execute("SELECT asset, p_kw, allocations FROM setpoints").fetchall()
     report = db.execute("SELECT payload FROM reports").fetchall()

@@ -18,13 +18,9 @@ import pytest
 
 from config.loader import load_site
 from controller.broker import free_port
-from controller.control import ControlLoop
 from controller.core.model import Commitment, RefType
-from controller.mqtt import MqttLink
-from controller.outbox import Outbox
-from controller.store import Store
-from drivers.factory import build_device
 from simulators.modbus_server import serve_site
+from tests.control_harness import offline_control
 
 PERIOD = 0.5
 SITE = """\
@@ -50,34 +46,28 @@ async def scenario(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "site.yaml").write_text(SITE.format(period=PERIOD, port=port))
     sim = await serve_site(load_site(tmp_path / "sim.yaml"))
     site = load_site(tmp_path / "site.yaml")
-    devices = {d.name: build_device(d, site.maps[d.name]) for d in site.config.devices}
-    store = Store(tmp_path / "log.sqlite")
-    link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
-    control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time),
-                          time.time)
     try:
-        for _ in range(12):  # 6 s of telemetry: the window is 5 s
-            await control.tick()
-            await asyncio.sleep(PERIOD)
-        learned = control.assets["heater"].baseline_kw(time.time())
-        now = time.time()
-        energy = 1.0 * 8 / 3600  # curtail 1 kW for 8 s
-        control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 8, energy,
-                               energy, (("heater", 1.0),)))
-        end = now + 8
-        while time.time() < end - PERIOD:
-            await control.tick()
-            await asyncio.sleep(PERIOD)
-        # The daemon ticks exactly at a window's end, so the last interval is metered there.
-        await asyncio.sleep(max(0.0, end - time.time()))
-        for _ in range(3):
-            await control.tick()
-            await asyncio.sleep(PERIOD)
+        async with offline_control(site, tmp_path / "log.sqlite") as control:
+            for _ in range(12):  # 6 s of telemetry: the window is 5 s
+                await control.tick()
+                await asyncio.sleep(PERIOD)
+            learned = control.assets["heater"].baseline_kw(time.time())
+            now = time.time()
+            energy = 1.0 * 8 / 3600  # curtail 1 kW for 8 s
+            control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 8,
+                                   energy, energy, (("heater", 1.0),)))
+            end = now + 8
+            while time.time() < end - PERIOD:
+                await control.tick()
+                await asyncio.sleep(PERIOD)
+            # The daemon ticks exactly at a window's end, so the last interval is metered
+            # there.
+            await asyncio.sleep(max(0.0, end - time.time()))
+            for _ in range(3):
+                await control.tick()
+                await asyncio.sleep(PERIOD)
     finally:
-        for device in devices.values():
-            await device.close()
         await sim.stop()
-        store.close()
     db = sqlite3.connect(tmp_path / "log.sqlite")
     caps = [p for (p,) in db.execute(
         "SELECT p_kw FROM setpoints WHERE cause = 'tick' AND p_kw IS NOT NULL")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -13,70 +14,44 @@ from typing import Any
 import pytest
 
 from config.loader import load_site
-from controller.broker import free_port
-from controller.control import ControlLoop
 from controller.core.model import Commitment, RefType
-from controller.mqtt import MqttLink
-from controller.outbox import Outbox
-from controller.store import Store
-from drivers.factory import build_device
 from simulators.modbus_server import serve_site
+from tests.control_harness import batteries_site, offline_control
 
 PERIOD = 0.2
 WINDOW_S = 12.0
 KWH = 0.01  # 3 kW over 12 s
-SITE = """\
-site: merit-site
-control_period_s: {period}
-devices:
-{devices}
-"""
-DEVICE = """\
-  - name: {name}
-    host: 127.0.0.1
-    port: {port}
-    timeout_s: 0.3
-    capacity_kwh: 10
-    max_charge_kw: 5
-    max_discharge_kw: 5
-"""
 
 
 async def lose_the_traded_battery(tmp_path: Path) -> dict[str, Any]:
     site_file = tmp_path / "site.yaml"
-    site_file.write_text(SITE.format(period=PERIOD, devices="".join(
-        DEVICE.format(name=n, port=free_port()) for n in ("b1", "b2", "b3"))))
+    site_file.write_text(batteries_site("merit-site", PERIOD, ("b1", "b2", "b3")))
     site = load_site(site_file)
     sim = await serve_site(site)
-    devices = {c.name: build_device(c, site.maps[c.name]) for c in site.config.devices}
-    store = Store(tmp_path / "log.sqlite")
-    link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
-    control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time),
-                          time.time)
     seen: dict[str, Any] = {"ticks": []}
     try:
-        await control.tick()  # first readings
-        now = time.time()
-        # As admission builds a D3A trade on b1: b2 then b3 back it up, cheapest first.
-        control.add(Commitment("cm-t1", "t1", RefType.BALANCING_TRADE, now, now + WINDOW_S,
-                               KWH, KWH, (("b1", 1.0),), settlement=0.35, backups=("b2", "b3")))
-        lost = False
-        while time.time() < now + WINDOW_S + 10 * PERIOD:
-            await control.tick()
-            fresh = control.is_fresh("b1", time.time())
-            seen["ticks"].append({"b1_fresh": fresh, "allocations": {
-                n: dict(a) for n, a in control._allocations.items()}})
-            if not lost and time.time() > now + WINDOW_S / 3:
-                sim.faults("b1").drop = True
-                lost = True
-            await asyncio.sleep(PERIOD)
+        async with offline_control(site, tmp_path / "log.sqlite") as control:
+            await control.tick()  # first readings
+            now = time.time()
+            # As admission builds a D3A trade on b1: b2 then b3 back it up, cheapest first.
+            control.add(Commitment("cm-t1", "t1", RefType.BALANCING_TRADE, now,
+                                   now + WINDOW_S, KWH, KWH, (("b1", 1.0),), settlement=0.35,
+                                   backups=("b2", "b3")))
+            lost = False
+            while time.time() < now + WINDOW_S + 10 * PERIOD:
+                await control.tick()
+                fresh = control.is_fresh("b1", time.time())
+                seen["ticks"].append({"b1_fresh": fresh, "allocations": {
+                    n: dict(a) for n, a in control._allocations.items()}})
+                if not lost and time.time() > now + WINDOW_S / 3:
+                    sim.faults("b1").drop = True
+                    lost = True
+                await asyncio.sleep(PERIOD)
     finally:
-        for device in devices.values():
-            await device.close()
         await sim.stop()
-    rows = store._conn.execute("SELECT payload FROM reports").fetchall()
-    store.close()
-    seen["reports"] = [json.loads(r[0]) for r in rows]
+    db = sqlite3.connect(tmp_path / "log.sqlite")
+    seen["reports"] = [json.loads(r[0]) for r in db.execute("SELECT payload FROM reports")]
+    db.close()
     return seen
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.core.model import Commitment, Progress
@@ -53,6 +54,13 @@ def coverage(commitment: Commitment, progress: Progress) -> float:
     return min(1.0, covered / duration)
 
 
+def reported_assets(share_assets: Sequence[str], backups: Sequence[str],
+                    delivered_by: Mapping[str, float]) -> tuple[str, ...]:
+    """The assets a commitment's report lists: its share assets, then the backups that
+    delivered part of it."""
+    return (*share_assets, *(b for b in backups if b in delivered_by))
+
+
 def build_report(
     commitment: Commitment,
     progress: Progress,
@@ -84,6 +92,6 @@ def build_report(
         assets=tuple(
             AssetDelivery(asset, baselines_kw.get(asset, 0.0),
                           round(progress.by_asset.get(asset, 0.0), 6))
-            for asset in commitment.assets
-            + tuple(b for b in commitment.backups if b in progress.by_asset)),
+            for asset in reported_assets(commitment.assets, commitment.backups,
+                                         progress.by_asset)),
     )
