@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.errors import BrokerUnavailable
+from flexedge.errors import BrokerUnavailable
+from flexedge.tools.harness.broker import PrivateBroker
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 A site with a battery, a heat pump (flexible load, continuous limit) and a generator runs as
 processes: Mosquitto (the `broker` fixture), `flexedge sim` (with fault control over MQTT) and
-`flexedge run`. The market side is `controller.scripted_market.MarketClient`. Each step says
+`flexedge run`. The market side is `flexedge.tools.harness.scripted_market.MarketClient`. Each step says
 what it sends and what it expects, from the market's messages and from the SQLite log:
 
 1. partial D3A trades: 40 % of the battery's supply offer, then the rest of it (both
@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.wire import iso
-from simulators.fault_cli import send_fault
-from tests.acceptance_site import (
+from flexedge.contract.wire import iso
+from flexedge.simulators.devices.fault_client import send_fault
+from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.acceptance_site import (
     BATTERY,
     BATTERY_BOUND_KW,
     BATTERY_KW,
@@ -68,7 +68,7 @@ from tests.acceptance_site import (
     setpoints,
     until,
 )
-from tests.site_process import RunningSite, open_market, running_site, slot_with
+from tests.support.site_process import RunningSite, open_market, running_site, slot_with
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from controller.assets import GeneratorAsset, LoadAsset
-from controller.core.dispatch import plan
-from controller.core.kinds import GeneratorLimits, LoadLimits, profile_kw
-from drivers.base import Reading
-from tests.core_fixtures import T0, commitment
+from flexedge.controller.core.dispatch import plan
+from flexedge.controller.core.kinds import GeneratorLimits, LoadLimits, profile_kw
+from flexedge.controller.daemon.assets import GeneratorAsset, LoadAsset
+from flexedge.drivers.base import Reading
+from tests.support.core_fixtures import T0, commitment
 
 MIDNIGHT = T0 - T0 % 86400
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench_poll import PollStats, bench_poll
+from flexedge.tools.bench_poll import PollStats, bench_poll
 
 pytestmark = pytest.mark.integration
 

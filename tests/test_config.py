@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from config.loader import EXAMPLE_SITE, load_site
-from config.schema import BalancingConstants, SiteConfig
-from controller.errors import ConfigError
-from drivers.registermap import BUNDLED_MAPS_DIR
+from flexedge.config.loader import EXAMPLE_SITE, load_site
+from flexedge.config.registermap import BUNDLED_MAPS_DIR
+from flexedge.config.schema import BalancingConstants, SiteConfig
+from flexedge.errors import ConfigError
 
 Raw = dict[str, Any]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from config.loader import load_site
-from controller.core.model import Commitment, RefType
-from simulators.faults import DeviceFaults
-from simulators.modbus_server import serve_site
-from tests.control_harness import batteries_site, offline_control
+from flexedge.config.loader import load_site
+from flexedge.controller.core.model import Commitment, RefType
+from flexedge.simulators.devices.faults import DeviceFaults
+from flexedge.simulators.devices.modbus_server import serve_site
+from tests.support.control_harness import batteries_site, offline_control
 
 PERIOD = 0.2
 FAULTS: dict[str, Callable[[DeviceFaults], None]] = {

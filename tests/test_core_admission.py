@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.admission import (
+from flexedge.controller.core.admission import (
     AssetState,
     ControlRequest,
     Ledger,
@@ -13,10 +13,10 @@ from controller.core.admission import (
     admit_control,
     admit_trade,
 )
-from controller.core.capability import Headroom
-from controller.core.model import AckStatus, Admission, Offer
-from controller.core.offers import OfferRules, battery_offers
-from tests.core_fixtures import T0, battery, commitment
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.model import AckStatus, Admission, Offer
+from flexedge.controller.core.offers import OfferRules, battery_offers
+from tests.support.core_fixtures import T0, battery, commitment
 
 SLOT = 60.0
 OFFER_UP = Offer("o-up", "b1", T0, T0 + SLOT, 0.05, 35.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.dispatch import battery_view, commitment_power, plan, spread_clip
-from controller.core.model import Progress
-from tests.core_fixtures import T0, battery, commitment
+from flexedge.controller.core.dispatch import battery_view, commitment_power, plan, spread_clip
+from flexedge.controller.core.model import Progress
+from tests.support.core_fixtures import T0, battery, commitment
 
 
 def test_one_commitment_spreads_energy_over_the_time_left() -> None:

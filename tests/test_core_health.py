@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.core.health import DeviceHealth, setpoint_confirmed
+from flexedge.controller.core.health import DeviceHealth, setpoint_confirmed
 
 
 def test_backoff_grows_to_its_cap_and_clears_on_success() -> None:

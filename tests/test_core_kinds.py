@@ -6,16 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.dispatch import DeviceView, battery_view, plan
-from controller.core.kinds import (
+from flexedge.controller.core.dispatch import DeviceView, battery_view, plan
+from flexedge.controller.core.kinds import (
     GeneratorLimits,
     LoadLimits,
     MeasuredBaseline,
     generator_feasible,
     load_feasible,
 )
-from controller.core.model import BatteryLimits
-from tests.core_fixtures import T0, commitment
+from flexedge.controller.core.model import BatteryLimits
+from tests.support.core_fixtures import T0, commitment
 
 GEN = GeneratorLimits("g1", min_kw=2.0, max_kw=10.0, ramp_kw_per_s=0.5)
 

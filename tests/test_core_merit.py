@@ -8,19 +8,19 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade
-from controller.core.capability import Headroom
-from controller.core.dispatch import DeviceView, battery_view, plan
-from controller.core.kinds import (
+from flexedge.controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.dispatch import DeviceView, battery_view, plan
+from flexedge.controller.core.kinds import (
     Feasible,
     GeneratorLimits,
     LoadLimits,
     generator_feasible,
     load_feasible,
 )
-from controller.core.merit import merit_order
-from controller.core.model import AckStatus, Offer, Progress
-from tests.core_fixtures import T0, battery, commitment
+from flexedge.controller.core.merit import merit_order
+from flexedge.controller.core.model import AckStatus, Offer, Progress
+from tests.support.core_fixtures import T0, battery, commitment
 
 # {asset: (demand rate, supply rate)} in ct/kWh
 REGISTRY = {"b1": (33.0, 35.0), "b2": (31.0, 38.0), "heat-pump": (30.0, 34.0),

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.metering import Sample, attribute, per_slot, trapezoid_kwh
-from controller.core.model import Progress
-from controller.core.reports import build_report, delivery_status
-from tests.core_fixtures import T0, commitment
+from flexedge.controller.core.metering import Sample, attribute, per_slot, trapezoid_kwh
+from flexedge.controller.core.model import Progress
+from flexedge.controller.core.reports import build_report, delivery_status
+from tests.support.core_fixtures import T0, commitment
 
 
 def test_trapezoid_of_a_ramp() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.admission import (
+from flexedge.controller.core.admission import (
     AssetState,
     ControlRequest,
     EconomicControl,
@@ -16,10 +16,10 @@ from controller.core.admission import (
     admit_spot_trade,
     live_order,
 )
-from controller.core.capability import Headroom
-from controller.core.model import AckStatus
-from controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
-from tests.core_fixtures import T0, battery
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.model import AckStatus
+from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
+from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(demand_ratio=0.1, supply_ratio=0.1, demand_rate_ct_per_kwh=30.0,
                    supply_rate_ct_per_kwh=40.0)

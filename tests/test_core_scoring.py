@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from controller.core.scoring import (
+from flexedge.controller.core.scoring import (
     FLAT_SHARE,
     AssetTrace,
     commitment_series,
@@ -20,7 +20,7 @@ from controller.core.scoring import (
     score_commitment,
     step_at,
 )
-from tests.core_fixtures import T0
+from tests.support.core_fixtures import T0
 
 # Magnitudes a real target has: 0, or at least a watt. Subnormal floats only test underflow.
 power = st.one_of(st.just(0.0), st.floats(0.001, 10.0), st.floats(-10.0, -0.001))

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.wire import iso
-from tests.site_process import RunningSite, open_market, running_site, slot_with
+from flexedge.contract.wire import iso
+from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.site_process import RunningSite, open_market, running_site, slot_with
 
 SLOT = 10
 

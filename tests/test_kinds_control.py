@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.loader import load_site
-from controller.broker import PrivateBroker, free_port
-from controller.core.model import Commitment, RefType
-from simulators.modbus_server import serve_site
-from simulators.mqtt_devices import serve_mqtt_devices
-from tests.control_harness import offline_control
-from tests.pty_pair import NullModem
+from flexedge.config.loader import load_site
+from flexedge.controller.core.model import Commitment, RefType
+from flexedge.simulators.devices.modbus_server import serve_site
+from flexedge.simulators.devices.mqtt_devices import serve_mqtt_devices
+from flexedge.tools.harness.broker import PrivateBroker, free_port
+from tests.support.control_harness import offline_control
+from tests.support.pty_pair import NullModem
 
 PERIOD = 0.5
 WINDOW_S = 12.0

@@ -18,19 +18,23 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from config.loader import Site, load_site
-from config.schema import Battery, FlexibleLoad, Generator
-from controller.errors import DeviceProtocolError
-from drivers.modbus_rtu import ModbusRtuDevice
-from drivers.modbus_tcp import ModbusDevice, ModbusTcpDevice
-from drivers.registermap import DataType, Point, decode, encode
-from simulators.battery import BatteryModel
-from simulators.generator import GeneratorModel
-from simulators.load import LoadModel
-from simulators.modbus_server import SiteSimulator
-from simulators.sim_device import SimulatedBattery, SimulatedDevice, encode_saturating
-from tests.helpers import FakeClock
-from tests.pty_pair import NullModem
+from flexedge.config.loader import Site, load_site
+from flexedge.config.registermap import DataType, Point, decode, encode
+from flexedge.config.schema import Battery, FlexibleLoad, Generator
+from flexedge.drivers.modbus_rtu import ModbusRtuDevice
+from flexedge.drivers.modbus_tcp import ModbusDevice, ModbusTcpDevice
+from flexedge.errors import DeviceProtocolError
+from flexedge.simulators.devices.battery import BatteryModel
+from flexedge.simulators.devices.generator import GeneratorModel
+from flexedge.simulators.devices.load import LoadModel
+from flexedge.simulators.devices.modbus_server import SiteSimulator
+from flexedge.simulators.devices.sim_device import (
+    SimulatedBattery,
+    SimulatedDevice,
+    encode_saturating,
+)
+from tests.support.helpers import FakeClock
+from tests.support.pty_pair import NullModem
 
 T = TypeVar("T")
 BOUND_S = 10.0

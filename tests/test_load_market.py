@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.scripted_market import MarketClient
-from controller.wire import iso
-from tests.site_process import RunningSite, running_site
+from flexedge.contract.wire import iso
+from flexedge.tools.harness.broker import PrivateBroker
+from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
 LOAD = {"name": "heater", "kind": "flexible_load", "host": "127.0.0.1", "port": 1,

@@ -15,22 +15,22 @@ from typing import Any
 import pytest
 import yaml
 
-from config.loader import EXAMPLE_SITE, load_site
-from config.schema import SiteConfig
-from controller.broker import PrivateBroker
-from controller.cli import main as cli_main
-from controller.errors import ConfigError, FlexedgeError
-from simulators.market import SCENARIOS, MarketSim
-from simulators.market_d3a import BalancingAgent, BookOffer, clear_balancing, trade_message
-from simulators.market_ledger import Ledger, Sent, paid, scorecard_table, settlement_table
-from simulators.market_powertac import (
+from flexedge.cli.main import main as cli_main
+from flexedge.config.loader import EXAMPLE_SITE, load_site
+from flexedge.config.schema import SiteConfig
+from flexedge.errors import ConfigError, FlexedgeError
+from flexedge.simulators.market.d3a import BalancingAgent, BookOffer, clear_balancing, trade_message
+from flexedge.simulators.market.ledger import Ledger, Sent, paid, scorecard_table, settlement_table
+from flexedge.simulators.market.powertac import (
     Order,
     cover_imbalance,
     order_capacity_kwh,
     plan_exercise,
 )
-from simulators.market_scenario import Fault, Imbalance, SpotTrade, load_scenario
-from tests.site_process import running_site
+from flexedge.simulators.market.runner import SCENARIOS, MarketSim
+from flexedge.simulators.market.scenario import Fault, Imbalance, SpotTrade, load_scenario
+from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.site_process import running_site
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOT_START = 1_800_000_000.0
@@ -116,7 +116,7 @@ steps:
 @pytest.mark.parametrize(("site", "scenario"), [("example", "example-day"),
                                                 ("full-site", "full-site-day")])
 def test_bundled_scenarios_fit_their_sites(site: str, scenario: str) -> None:
-    config = load_site(ROOT / "config" / "sites" / f"{site}.yaml").config
+    config = load_site(ROOT / "flexedge" / "config" / "sites" / f"{site}.yaml").config
     _, steps = load_scenario(SCENARIOS / f"{scenario}.yaml", config)
     assert steps
 

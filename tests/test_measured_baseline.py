@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from config.loader import load_site
-from controller.broker import free_port
-from controller.core.model import Commitment, RefType
-from simulators.modbus_server import serve_site
-from tests.control_harness import offline_control
+from flexedge.config.loader import load_site
+from flexedge.controller.core.model import Commitment, RefType
+from flexedge.simulators.devices.modbus_server import serve_site
+from flexedge.tools.harness.broker import free_port
+from tests.support.control_harness import offline_control
 
 PERIOD = 0.5
 SITE = """\

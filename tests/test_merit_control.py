@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from config.loader import load_site
-from controller.core.model import Commitment, RefType
-from simulators.modbus_server import serve_site
-from tests.control_harness import batteries_site, offline_control
+from flexedge.config.loader import load_site
+from flexedge.controller.core.model import Commitment, RefType
+from flexedge.simulators.devices.modbus_server import serve_site
+from tests.support.control_harness import batteries_site, offline_control
 
 PERIOD = 0.2
 WINDOW_S = 12.0

@@ -17,15 +17,15 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from config.loader import Site, load_site
-from config.schema import SerialSettings
-from controller.errors import ConfigError, DeviceUnavailable
-from drivers.factory import build_device
-from drivers.modbus_rtu import ModbusRtuDevice
-from simulators.cli import run_sim
-from simulators.modbus_server import SiteSimulator, serve_site
-from tests.helpers import FakeClock
-from tests.pty_pair import NullModem
+from flexedge.cli.sim import run_sim
+from flexedge.config.loader import Site, load_site
+from flexedge.config.schema import SerialSettings
+from flexedge.drivers.factory import build_device
+from flexedge.drivers.modbus_rtu import ModbusRtuDevice
+from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
+from tests.support.helpers import FakeClock
+from tests.support.pty_pair import NullModem
 
 T = TypeVar("T")
 BOUND_S = 10.0
@@ -182,7 +182,7 @@ def test_one_port_one_set_of_line_settings(site: Site) -> None:
 
 def test_factory_and_run_sim_serve_rtu(tmp_path: Path, line: NullModem,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="simulators.cli")
+    caplog.set_level(logging.INFO, logger="flexedge.cli.sim")
     path = write_site(tmp_path, [battery("b1", 1, 0.3, line)])
     site = load_site(path)
 

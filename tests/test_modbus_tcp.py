@@ -20,14 +20,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from config.loader import Site, load_site
-from controller.errors import DeviceProtocolError, DeviceUnavailable
-from drivers.base import Device
-from drivers.modbus_tcp import ModbusTcpDevice, ReadBlock, plan_reads
-from drivers.registermap import WIDTH, DataType, Point, decode, encode
-from simulators.cli import run_sim
-from simulators.modbus_server import SiteSimulator, serve_site
-from tests.helpers import FakeClock, run
+from flexedge.cli.sim import run_sim
+from flexedge.config.loader import Site, load_site
+from flexedge.config.registermap import WIDTH, DataType, Point, decode, encode
+from flexedge.drivers.base import Device
+from flexedge.drivers.modbus_tcp import ModbusTcpDevice, ReadBlock, plan_reads
+from flexedge.errors import DeviceProtocolError, DeviceUnavailable
+from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
+from tests.support.helpers import FakeClock, run
 
 T = TypeVar("T")
 
@@ -292,7 +292,7 @@ def test_scale_factor_points_and_two_word_registers(tmp_path: Path) -> None:
 
 
 def test_run_sim_serves_until_stopped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="simulators.cli")
+    caplog.set_level(logging.INFO, logger="flexedge.cli.sim")
     path = write_site(tmp_path)
     site = load_site(path)
 

@@ -16,16 +16,16 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from config.loader import load_site
-from config.schema import MqttSettings, SiteConfig
-from controller.broker import PrivateBroker, free_port
-from controller.errors import ConfigError, DeviceUnavailable
-from controller.mqtt import MqttLink
-from drivers.base import Reading
-from drivers.factory import build_device
-from drivers.mqtt_device import Broker, MqttJsonDevice
-from simulators.cli import run_sim
-from simulators.mqtt_devices import MqttDeviceSimulator
+from flexedge.cli.sim import run_sim
+from flexedge.config.loader import load_site
+from flexedge.config.schema import MqttSettings, SiteConfig
+from flexedge.drivers.base import Reading
+from flexedge.drivers.factory import build_device
+from flexedge.drivers.mqtt_device import Broker, MqttJsonDevice
+from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
+from flexedge.tools.harness.broker import PrivateBroker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -302,7 +302,7 @@ def test_malformed_state_keeps_the_last_good_one(broker: PrivateBroker,
     topic = raw["mqtt_device"]["state_topic"]
     bad = [b"not json", b"[1, 2]", b'{"ENERGY": {"Power": "1.2"}}', b'{"ENERGY": {"P": 1}}',
            b'{"ENERGY": {"Power": true}}', b'{"ENERGY": {"Power": NaN}}', b"\xff\xfe"]
-    caplog.set_level(logging.DEBUG, logger="drivers.mqtt_device")
+    caplog.set_level(logging.DEBUG, logger="flexedge.drivers.mqtt_device")
 
     async def scenario() -> None:
         fake = MqttLink(host=broker.host, port=broker.port, client_id=f"fake-{uuid.uuid4()}")

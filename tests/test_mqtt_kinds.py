@@ -17,23 +17,23 @@ import pytest
 import yaml
 from pymodbus.constants import ExcCodes
 
-from config.loader import load_site
-from config.schema import SiteConfig
-from controller.broker import PrivateBroker
-from controller.core.health import setpoint_confirmed
-from controller.errors import ConfigError, DeviceUnavailable
-from controller.mqtt import MqttLink
-from drivers.base import Reading
-from drivers.factory import build_device
-from drivers.mqtt_device import MqttJsonDevice
-from simulators.battery import BatteryModel
-from simulators.cli import run_sim
-from simulators.fault_cli import send_fault
-from simulators.fault_mqtt import FaultControl
-from simulators.faults import FaultError, FaultState, command_topic
-from simulators.generator import GeneratorModel
-from simulators.modbus_server import SiteSimulator
-from simulators.mqtt_devices import MqttDeviceSimulator
+from flexedge.cli.sim import run_sim
+from flexedge.config.loader import load_site
+from flexedge.config.schema import SiteConfig
+from flexedge.controller.core.health import setpoint_confirmed
+from flexedge.drivers.base import Reading
+from flexedge.drivers.factory import build_device
+from flexedge.drivers.mqtt_device import MqttJsonDevice
+from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.battery import BatteryModel
+from flexedge.simulators.devices.fault_client import send_fault
+from flexedge.simulators.devices.fault_mqtt import FaultControl
+from flexedge.simulators.devices.faults import FaultError, FaultState, command_topic
+from flexedge.simulators.devices.generator import GeneratorModel
+from flexedge.simulators.devices.modbus_server import SiteSimulator
+from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
+from flexedge.tools.harness.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 

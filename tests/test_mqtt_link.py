@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import pytest
 
-from controller.broker import PrivateBroker, free_port
-from controller.errors import BrokerError
-from controller.mqtt import Inbound, Message, MqttLink, RequestTimeout, request
+from flexedge.errors import BrokerError
+from flexedge.mqtt import Inbound, Message, MqttLink, RequestTimeout, request
+from flexedge.tools.harness.broker import PrivateBroker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -215,7 +215,7 @@ def test_retained_message_reaches_a_late_subscriber(broker: PrivateBroker) -> No
 
 _DYING_CLIENT = """
 import asyncio, sys
-from controller.mqtt import MqttLink
+from flexedge.mqtt import MqttLink
 
 async def main():
     host, port, topic = sys.argv[1], int(sys.argv[2]), sys.argv[3]

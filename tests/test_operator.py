@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.processes import ROOT
-from controller.scripted_market import MarketClient
-from tests.site_process import RunningSite, running_site
+from flexedge.tools.harness.broker import PrivateBroker
+from flexedge.tools.harness.processes import ROOT
+from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
 
@@ -29,7 +29,7 @@ def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def cli(site: RunningSite, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", args[0], "--config", str(site.site_file),
+        [sys.executable, "-m", "flexedge.cli.main", args[0], "--config", str(site.site_file),
          *args[1:]], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 

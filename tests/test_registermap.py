@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.errors import ConfigError
-from drivers.registermap import BUNDLED_MAPS_DIR, DataType, load_map, resolve_map_path
+from flexedge.config.registermap import BUNDLED_MAPS_DIR, DataType, load_map, resolve_map_path
+from flexedge.errors import ConfigError
 
 BASE: dict[str, Any] = {
     "model": "test-battery",

@@ -1,6 +1,6 @@
 """`flexedge report` on a small hand-built log whose scores are known.
 
-The log, written through controller.store.Store as the daemon would:
+The log, written through flexedge.controller.daemon.store.Store as the daemon would:
 - c1 (trade, delivered): b1 (a battery) asked for a flat 2 kW for 20 s and gave exactly that;
 - c2 (control, partial): g1 (a generator, baseline 2 kW) asked for 1, 3, 1, 3 kW above
   baseline, 5 s each, and followed two seconds late (telemetry every 0.5 s);
@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main
-from controller.core.model import Commitment, Progress, RefType
-from controller.report import build_scorecard, open_log
-from controller.store import Store
-from tests.core_fixtures import T0
+from flexedge.cli.main import main
+from flexedge.controller.core.model import Commitment, Progress, RefType
+from flexedge.controller.daemon.store import Store
+from flexedge.tools.scorecard import build_scorecard, open_log
+from tests.support.core_fixtures import T0
 
 G1_BASELINE = 2.0
 
@@ -226,7 +226,7 @@ def test_the_report_reads_a_live_log_and_never_writes(
 
 
 def test_the_flexedge_command_runs_report(log: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "controller.cli", "report", "--db", str(log)],
+    result = subprocess.run([sys.executable, "-m", "flexedge.cli.main", "report", "--db", str(log)],
                             capture_output=True, text=True, timeout=60, check=False,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from controller.broker import PrivateBroker
-from controller.scripted_market import MarketClient
-from tests.site_process import RunningSite, running_site
+from flexedge.tools.harness.broker import PrivateBroker
+from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.site_process import RunningSite, running_site
 
 SLOT = 30
 

@@ -1,4 +1,4 @@
-"""Property tests of the simulator's battery physics (simulators/battery.py)."""
+"""Property tests of the simulator's battery physics (flexedge/simulators/devices/battery.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.schema import Battery
-from simulators.battery import BatteryModel
+from flexedge.config.schema import Battery
+from flexedge.simulators.devices.battery import BatteryModel
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,14 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 
-from config.loader import Site, load_site
-from controller.broker import PrivateBroker, free_port
-from controller.cli import build_parser
-from controller.errors import DeviceProtocolError, DeviceUnavailable
-from controller.mqtt import MqttLink
-from drivers.modbus_tcp import ModbusTcpDevice
-from simulators.cli import run_sim
-from simulators.fault_cli import fault_message, send_fault
-from simulators.faults import (
+from flexedge.cli.main import build_parser
+from flexedge.cli.sim import run_sim
+from flexedge.config.loader import Site, load_site
+from flexedge.drivers.modbus_tcp import ModbusTcpDevice
+from flexedge.errors import DeviceProtocolError, DeviceUnavailable
+from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.fault_client import fault_message, send_fault
+from flexedge.simulators.devices.faults import (
     DeviceFaults,
     FaultError,
     FaultState,
@@ -37,8 +36,9 @@ from simulators.faults import (
     state_topic,
     updated,
 )
-from simulators.modbus_server import SiteSimulator, serve_site
-from tests.helpers import FakeClock, run
+from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
+from flexedge.tools.harness.broker import PrivateBroker, free_port
+from tests.support.helpers import FakeClock, run
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,7 +377,7 @@ def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker
     log = tmp_path / "sim.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "sim", "--config", str(path),
+            [sys.executable, "-m", "flexedge.cli.main", "sim", "--config", str(path),
              "--mqtt", f"{broker.host}:{broker.port}"], cwd=ROOT, stdout=out,
             stderr=subprocess.STDOUT)
 

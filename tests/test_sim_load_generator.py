@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.generator import GeneratorModel
-from simulators.load import LoadModel
+from flexedge.simulators.devices.generator import GeneratorModel
+from flexedge.simulators.devices.load import LoadModel
 
 
 def load(**changes: object) -> LoadModel:

@@ -6,8 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from controller.core.model import Commitment, RefType
-from controller.store import SCHEMA, Store
+from flexedge.controller.core.model import Commitment, RefType
+from flexedge.controller.daemon.store import SCHEMA, Store
 
 
 def test_log_without_the_backups_column_gets_it_and_keeps_its_commitments(

@@ -20,12 +20,12 @@ import yaml
 from sunspec2 import device as sunspec_device
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
-from config.loader import Site, load_site
-from controller.errors import ConfigError, DeviceUnavailable
-from drivers.modbus_tcp import ModbusTcpDevice
-from drivers.registermap import decode, load_map, resolve_map_path
-from simulators.modbus_server import SiteSimulator, serve_site
-from tests.helpers import FakeClock, run
+from flexedge.config.loader import Site, load_site
+from flexedge.config.registermap import decode, load_map, resolve_map_path
+from flexedge.drivers.modbus_tcp import ModbusTcpDevice
+from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
+from tests.support.helpers import FakeClock, run
 
 T = TypeVar("T")
 MAP_PATH = resolve_map_path("sunspec_storage")

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from controller import wire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import wire
-from controller.core.admission import ControlRequest, TradeRequest
-from controller.core.model import AckStatus, Offer
-from controller.core.reports import AssetDelivery, DeliveryReport
-from controller.errors import MessageRejected
+from flexedge.controller.core.admission import ControlRequest, TradeRequest
+from flexedge.controller.core.model import AckStatus, Offer
+from flexedge.controller.core.reports import AssetDelivery, DeliveryReport
+from flexedge.errors import MessageRejected
 
 JAN_1_2024 = 1704067200.0  # 2024-01-01T00:00:00Z
 

@@ -1,0 +1,1 @@
+"""flexedge: an edge controller that bids site flexibility into balancing markets."""

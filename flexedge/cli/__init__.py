@@ -1,0 +1,1 @@
+"""The `flexedge` command line."""

@@ -1,0 +1,1 @@
+"""The wire contract v1 between a site and its market."""

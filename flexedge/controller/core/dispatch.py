@@ -1,0 +1,126 @@
+"""Each control tick: from open commitments to one setpoint per device, inside every limit.
+
+Closed loop: a commitment asks for the energy it still owes spread over the time it has left,
+so a shortfall (slow start, a clipped tick) raises the next ticks' power until it is caught up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from flexedge.controller.core.capability import remaining_kwh
+from flexedge.controller.core.kinds import Feasible
+from flexedge.controller.core.merit import SPILL_MIN_KW, cover_shortfalls
+from flexedge.controller.core.model import BatteryLimits, Commitment, Progress
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the dispatcher may command a device to; None when it cannot be counted on
+    (stale telemetry, not following its setpoint)."""
+
+    feasible: Feasible | None
+
+    @property
+    def available(self) -> bool:
+        return self.feasible is not None
+
+
+def battery_view(limits: BatteryLimits, soc: float | None, available: bool,
+                 horizon_s: float) -> DeviceView:
+    """A battery idles at 0 kW; its range keeps ratings and the SoC window for the horizon."""
+    if not available or soc is None:
+        return DeviceView(None)
+    p_min, p_max = limits.power_range(soc, horizon_s)
+    return DeviceView(Feasible(p_min, p_max, baseline_kw=0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Setpoints per available device and the kW each commitment got on each device."""
+
+    setpoints: dict[str, float]
+    allocations: dict[str, dict[str, float]]
+
+
+def commitment_power(commitment: Commitment, progress: Progress | None, now: float) -> float:
+    """kW the commitment needs from now on to end exactly on its accepted energy."""
+    if not commitment.active_at(now):
+        return 0.0
+    hours_left = (commitment.window_end - now) / 3600.0
+    return remaining_kwh(commitment, progress) / hours_left
+
+
+def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, float]:
+    """Adjust each request so they add up to `net_target`, in proportion to their size.
+
+    With requests of one sign this is plain pro-rata scaling; with mixed signs the
+    difference is shared by absolute size, so the parts always add up to the target.
+    """
+    total_abs = sum(abs(p) for p in requests.values())
+    if total_abs == 0.0:
+        return dict(requests)
+    gap = net_target - sum(requests.values())
+    # Weight first: gap * |p| can underflow to 0 for tiny p where |p| / total cannot.
+    return {cid: p + gap * (abs(p) / total_abs) for cid, p in requests.items()}
+
+
+def plan(
+    commitments: Sequence[Commitment],
+    progress: Mapping[str, Progress],
+    devices: Mapping[str, DeviceView],
+    now: float,
+) -> Plan:
+    """Setpoints for the next control period (the views carry each device's range for it).
+
+    A commitment's share on an unavailable device moves to its other available share assets
+    (pro rata). What its share assets cannot deliver at all (none available, or at a limit
+    they would not leave given time) goes to its backups in merit order, each up to the
+    room its own commitments left.
+    A device without fresh telemetry gets no setpoint at all: the controller cannot count on
+    it and its own lease brings it back to its safe state.
+    """
+    wanted: dict[str, dict[str, float]] = {name: {} for name in devices}
+    uncovered: dict[str, float] = {}
+    for commitment in commitments:
+        power = commitment_power(commitment, progress.get(commitment.id), now)
+        if power == 0.0:
+            continue
+        usable = [(a, s) for a, s in commitment.shares if a in devices and devices[a].available]
+        usable_total = sum(s for _, s in usable)
+        if not usable:
+            uncovered[commitment.id] = power
+        for asset, share in usable:
+            wanted[asset][commitment.id] = power * share / usable_total
+    setpoints: dict[str, float] = {}
+    allocations: dict[str, dict[str, float]] = {}
+    for name, view in devices.items():
+        if view.feasible is None:
+            continue
+        baseline = view.feasible.baseline_kw
+        setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
+        setpoints[name] = setpoint
+        allocations[name] = spread_clip(wanted[name], setpoint - baseline)
+        # Backups cover what the device cannot do now nor given time: what its ramp holds
+        # back for a tick the closed loop catches up, without curtailing a load for a
+        # second; and what it gives beyond the request now leaves nothing to cover.
+        lasting = view.feasible.lasting.clip(baseline + sum(wanted[name].values()))
+        given_time = spread_clip(wanted[name], lasting - baseline)
+        for cid, kw in wanted[name].items():
+            best = max(allocations[name][cid], given_time[cid], key=lambda a: a * kw)
+            uncovered[cid] = uncovered.get(cid, 0.0) + kw - best
+    shortfalls = {
+        c.id: (uncovered[c.id], c.backups) for c in commitments
+        # Only a shortfall in the commitment's own direction: netting against opposite
+        # commitments on a shared device can leave it with more than it asked for.
+        if c.backups and abs(uncovered.get(c.id, 0.0)) > SPILL_MIN_KW
+        and uncovered[c.id] * c.accepted_kwh > 0}
+    if shortfalls:
+        ranges = {n: v.feasible for n, v in devices.items() if v.feasible is not None}
+        moved, granted = cover_shortfalls(shortfalls, ranges, setpoints)
+        setpoints.update(moved)
+        for backup, grants in granted.items():
+            for cid, kw in grants.items():
+                allocations[backup][cid] = allocations[backup].get(cid, 0.0) + kw
+    return Plan(setpoints, allocations)

@@ -1,0 +1,1 @@
+"""The site daemon: the shell around the pure core (devices, market desk, store, outbox)."""

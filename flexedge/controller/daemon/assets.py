@@ -1,0 +1,145 @@
+"""Each device kind as the control loop sees it: its baseline, what it may be commanded to,
+and how a planned setpoint becomes a command for its driver.
+
+This is the shell's translation from site-file settings to the core's plain data; the
+decisions themselves stay in flexedge/controller/core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flexedge.config.schema import Battery, FlexibleLoad, Generator
+from flexedge.config.schema import Device as DeviceConfig
+from flexedge.controller.core.admission import AssetState
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.dispatch import DeviceView, battery_view
+from flexedge.controller.core.kinds import (
+    GeneratorLimits,
+    LoadLimits,
+    MeasuredBaseline,
+    generator_feasible,
+    load_feasible,
+    profile_kw,
+)
+from flexedge.controller.core.model import BatteryLimits
+from flexedge.drivers.base import Reading
+
+# A load setpoint this close to its baseline is no curtailment: release it instead of
+# capping it at today's demand (which would curtail it if demand rose).
+RELEASE_BAND_KW = 1e-3
+
+
+@dataclass(frozen=True)
+class BatteryAsset:
+    limits: BatteryLimits
+
+    def baseline_kw(self, ts: float) -> float:
+        return 0.0  # an idle battery
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        return battery_view(self.limits, reading.soc if reading else None, fresh, horizon_s)
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return 0.0
+
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        soc = reading.soc if reading else None
+        if not fresh or soc is None:
+            return AssetState("battery", None, self.limits, soc)
+        return AssetState("battery", Headroom.of_battery(self.limits, soc), self.limits, soc)
+
+
+@dataclass(frozen=True)
+class LoadAsset:
+    limits: LoadLimits
+    profile: tuple[tuple[float, float], ...]
+    # Set for `baseline: measured`: the control loop feeds it every reading.
+    measured: MeasuredBaseline | None = field(default=None, compare=False)
+
+    def baseline_kw(self, ts: float) -> float:
+        """What the load draws uncurtailed (site sign, < 0): its recent measured average
+        (frozen while dispatched) when so configured and known, else its declared profile."""
+        if self.measured is not None:
+            value = self.measured.value(ts)
+            if value is not None:
+                return value
+        return -profile_kw(self.profile, ts)
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        if not fresh or reading is None:
+            return DeviceView(None)
+        return DeviceView(load_feasible(self.limits, -self.baseline_kw(now)))
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        if setpoint_kw <= self.baseline_kw(now) + RELEASE_BAND_KW:
+            return None
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return None  # released: the load draws what it needs
+
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        """It can shed its curtailable share of today's demand; it cannot draw more."""
+        if not fresh:
+            return AssetState("flexible_load", None)
+        demand = -self.baseline_kw(now)
+        return AssetState("flexible_load", Headroom(self.limits.curtailable_share * demand, 0.0))
+
+
+@dataclass(frozen=True)
+class GeneratorAsset:
+    limits: GeneratorLimits
+
+    def baseline_kw(self, ts: float) -> float:
+        return self.limits.baseline_kw
+
+    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
+             now: float) -> DeviceView:
+        if not fresh or reading is None:
+            return DeviceView(None)
+        return DeviceView(generator_feasible(self.limits, reading.p_kw, horizon_s))
+
+    def command(self, setpoint_kw: float, now: float) -> float | None:
+        return setpoint_kw
+
+    def safe_command(self) -> float | None:
+        return self.limits.baseline_kw  # back to its schedule (0: stop)
+
+    def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
+        """Up to max_kw above its schedule; down to a stop below it."""
+        if not fresh:
+            return AssetState("generator", None)
+        baseline = self.limits.baseline_kw
+        return AssetState("generator", Headroom(self.limits.max_kw - baseline, baseline))
+
+
+Asset = BatteryAsset | LoadAsset | GeneratorAsset
+
+
+def battery_limits(device: Battery) -> BatteryLimits:
+    return BatteryLimits(
+        asset=device.name, capacity_kwh=device.capacity_kwh,
+        soc_floor=device.soc_min + device.reserve_soc, soc_ceiling=device.soc_max,
+        max_charge_kw=device.max_charge_kw, max_discharge_kw=device.max_discharge_kw,
+        charge_efficiency=device.charge_efficiency,
+        discharge_efficiency=device.discharge_efficiency)
+
+
+def asset_for(device: DeviceConfig) -> Asset:
+    if isinstance(device, Battery):
+        return BatteryAsset(battery_limits(device))
+    if isinstance(device, FlexibleLoad):
+        return LoadAsset(
+            LoadLimits(device.name, device.curtailable_share, device.control == "relay"),
+            tuple((float(t), float(kw)) for t, kw in device.baseline_profile),
+            MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured"
+            else None)
+    assert isinstance(device, Generator)
+    return GeneratorAsset(GeneratorLimits(device.name, device.min_kw, device.max_kw,
+                                          device.ramp_kw_per_s, device.baseline_kw))

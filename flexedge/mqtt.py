@@ -1,0 +1,507 @@
+"""The one module that knows paho-mqtt.
+
+paho runs its network loop in its own thread; every event it reports is handed to the asyncio
+loop with call_soon_threadsafe, so the rest of flexedge sees a small typed API that lives on
+one thread and raises only flexedge.errors.BrokerError.
+
+Delivery contract (at-least-once, end to end):
+- Inbound QoS 1 messages are acknowledged to the broker only when the application calls
+  ack(), i.e. after it has persisted the message. With session_expiry > 0 the broker keeps
+  unacknowledged messages for us across reconnects and restarts and sends them again.
+- publish() never queues while disconnected: it returns None and the caller's outbox keeps the
+  message. The caller re-publishes everything not yet confirmed by on_published after each
+  on_connect, so the broker may see a message twice; receivers must tolerate duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from flexedge.errors import BrokerError
+
+log = logging.getLogger(__name__)
+_paho_log = logging.getLogger(f"{__name__}.paho")
+
+
+def _drop_paho_noise(record: logging.LogRecord) -> bool:
+    # paho 2.2 logs this at ERROR on every clean disconnect (its loop runs once more after
+    # the socket is closed); it is not an error and would drown out the real ones.
+    return not str(record.msg).startswith("Client is not connected. Socket: None")
+
+
+_paho_log.addFilter(_drop_paho_noise)
+
+# (topic, payload, qos, retain): a last will, or the final message stop() publishes.
+Message = tuple[str, bytes, int, bool]
+
+
+class RequestTimeout(BrokerError, TimeoutError):
+    """No response arrived in time for request()."""
+
+
+def _properties(packet_type: int) -> Properties:
+    # paho's Properties.__init__ is the one unannotated piece of its API we use.
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message from the broker. Pass it back to MqttLink.ack() once it is persisted."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    # Which connection delivered it: a packet id is only meaningful on that connection, so
+    # ack() drops acks for messages from an earlier one (the broker redelivers those).
+    epoch: int = field(default=0, compare=False, repr=False)
+
+
+class MqttLink:
+    """One MQTT v5 connection with automatic reconnect, manual acks and remembered
+    subscriptions. Use it from a single asyncio loop; callbacks run on that loop."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive: int = 30,
+        will: Message | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+        session_expiry: int = 0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        # Called with the paho mid when the broker acknowledges a publish (PUBACK for QoS 1).
+        # It runs on the loop, after the publish() call that returned that mid has returned.
+        self.on_published = on_published
+        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._started = False
+        self._stopped = False
+        # Loop-side view of the connection: True between our on_connect and on_disconnect.
+        self._up = False
+        self._subscriptions: dict[str, int] = {}
+        self._pending_subacks: dict[int, list[str]] = {}
+        self._granted: set[str] = set()
+        self._refused: dict[str, str] = {}
+        self._subs_changed = asyncio.Event()
+        self._mid_waiters: dict[int, asyncio.Future[None]] = {}
+        # The epoch changes on every connect and disconnect (paho thread); the lock makes
+        # ack()'s "same connection?" check and its PUBACK one step.
+        self._epoch = 0
+        self._epoch_lock = threading.Lock()
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        client.enable_logger(_paho_log)
+        # An exception escaping a callback would kill paho's thread, and with it reconnects.
+        client.suppress_exceptions = True
+        client.max_inflight_messages_set(1000)
+        # paho annotates the delays as int but sleeps for them, so fractions work.
+        client.reconnect_delay_set(min_delay=0.2, max_delay=5)  # type: ignore[arg-type]
+        if username is not None:
+            client.username_pw_set(username, password)
+        if will is not None:
+            topic, payload, qos, retain = will
+            client.will_set(topic, payload, qos, retain)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        self._client = client
+
+    # ---- public API (call on the asyncio loop) -------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    async def start(
+        self, loop: asyncio.AbstractEventLoop | None = None, wait: float = 10.0
+    ) -> None:
+        """Connect; return after the first CONNACK, or raise BrokerError after `wait` s.
+        Reconnects on its own afterwards."""
+        if self._started:
+            raise BrokerError(f"mqtt link {self.client_id} already started")
+        self._started = True
+        self._loop = loop or asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
+        props: Properties | None = None
+        if self.session_expiry > 0:
+            props = _properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry
+        try:
+            self._client.connect_async(
+                self.host,
+                self.port,
+                keepalive=self.keepalive,
+                # A persistent session is only useful if we resume it, also after a restart.
+                clean_start=self.session_expiry == 0,
+                properties=props,
+            )
+        except ValueError as exc:
+            raise BrokerError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), wait)
+        except TimeoutError:
+            await self._shutdown()
+            raise BrokerError(
+                f"no CONNACK from {self.host}:{self.port} within {wait:g} s "
+                "(broker down or unreachable?)"
+            ) from None
+        except BrokerError:
+            await self._shutdown()
+            raise
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribe now if connected, and again after every reconnect."""
+        self._subscriptions[topic_filter] = qos
+        self._refused.pop(topic_filter, None)
+        self._granted.discard(topic_filter)
+        if self._up:
+            self._send_subscribe(topic_filter, qos)
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Wait until the broker has granted every subscription on the current connection.
+        Publish requests only after this, or their responses may be missed."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    refused = {f: r for f, r in self._refused.items() if f in self._subscriptions}
+                    if refused:
+                        raise BrokerError(f"broker refused subscriptions: {refused}")
+                    if self._up and self._granted >= self._subscriptions.keys():
+                        return
+                    self._subs_changed.clear()
+                    await self._subs_changed.wait()
+        except TimeoutError:
+            missing = sorted(self._subscriptions.keys() - self._granted)
+            raise BrokerError(f"no SUBACK within {timeout:g} s for {missing}") from None
+
+    def ack(self, msg: Inbound) -> None:
+        """Tell the broker `msg` is safely stored (PUBACK for QoS 1, PUBCOMP for QoS 2)."""
+        if msg.qos == 0:
+            return
+        with self._epoch_lock:
+            if msg.epoch != self._epoch:
+                # The connection it came on is gone; the same mid may now name another
+                # message. The broker redelivers this one if our session survived.
+                log.debug("not acking mid %s from an earlier connection", msg.mid)
+                return
+            rc = self._client.ack(msg.mid, msg.qos)
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise BrokerError(f"ack of mid {msg.mid} failed: {paho.error_string(rc)}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> int | None:
+        """Send a message; return paho's mid, or None when not connected (nothing queued)."""
+        if not self._client.is_connected():
+            return None
+        props: Properties | None = None
+        if response_topic is not None or correlation_data is not None:
+            props = _properties(PacketTypes.PUBLISH)
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+        try:
+            info = self._client.publish(topic, payload, qos, retain, properties=props)
+        except ValueError as exc:
+            raise BrokerError(f"cannot publish to {topic!r}: {exc}") from exc
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return info.mid
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # Lost between the check and the send. paho keeps a QoS 1 message and may still
+            # deliver it after reconnecting; the caller re-publishes anyway (at-least-once).
+            return None
+        raise BrokerError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+
+    async def stop(self, final: Message | None = None, timeout: float = 2.0) -> None:
+        """Optionally publish `final` (e.g. retained "offline") and wait up to `timeout` s
+        for its PUBACK, then disconnect cleanly (so the broker does not send our will)."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        if final is not None:
+            topic, payload, qos, retain = final
+            mid = self.publish(topic, payload, qos, retain)
+            if mid is not None and qos > 0:
+                await self.wait_published(mid, timeout)
+        await self._shutdown()
+
+    async def wait_published(self, mid: int, timeout: float) -> bool:
+        """Wait until the broker acknowledged `mid`; False on timeout. Call it right after
+        publish(), before yielding to the loop, or the acknowledgement may be missed."""
+        assert self._loop is not None, "start() first"
+        waiter = self._mid_waiters.setdefault(mid, self._loop.create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except TimeoutError:
+            log.warning("mid %s not acknowledged within %s s", mid, timeout)
+            return False
+        finally:
+            self._mid_waiters.pop(mid, None)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._client.disconnect()
+        # loop_stop joins paho's thread, which may be sleeping up to 1 s between reconnects.
+        await asyncio.to_thread(self._client.loop_stop)
+        self._up = False
+
+    def _send_subscribe(self, topic_filter: str, qos: int) -> None:
+        # RETAIN_SEND_IF_NEW_SUB: re-subscribing a filter the resumed session already holds
+        # must not replay retained messages we have already seen.
+        options = SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        try:
+            rc, mid = self._client.subscribe(topic_filter, options=options)
+        except ValueError as exc:
+            raise BrokerError(f"cannot subscribe to {topic_filter!r}: {exc}") from exc
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending_subacks[mid] = [topic_filter]
+        else:
+            # Not connected after all: the next on_connect subscribes again.
+            log.debug("subscribe %s deferred: %s", topic_filter, paho.error_string(rc))
+
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        """Run fn(*args) on the asyncio loop (we are on paho's thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # RuntimeError: the loop closed under us, and nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _run_user(self, callback: Callable[[], None] | None, name: str) -> None:
+        if callback is None:
+            return
+        try:
+            callback()
+        except Exception:
+            log.exception("mqtt %s callback of %s failed", name, self.client_id)
+
+    def _connected(self, session_present: bool) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        self._up = True
+        self._granted.clear()
+        self._pending_subacks.clear()
+        log.info(
+            "mqtt %s connected to %s:%s (session present: %s)",
+            self.client_id,
+            self.host,
+            self.port,
+            session_present,
+        )
+        for topic_filter, qos in self._subscriptions.items():
+            self._send_subscribe(topic_filter, qos)
+        self._subs_changed.set()
+        self._run_user(self.on_connect, "on_connect")
+
+    def _refused_connect(self, reason: str) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                BrokerError(f"{self.host}:{self.port} refused the connection: {reason}")
+            )
+
+    def _disconnected(self, reason: str) -> None:
+        was_up = self._up
+        self._up = False
+        self._granted.clear()
+        self._pending_subacks.clear()
+        self._subs_changed.set()
+        if was_up:
+            level = logging.INFO if self._stopped else logging.WARNING
+            log.log(level, "mqtt %s disconnected: %s", self.client_id, reason)
+            self._run_user(self.on_disconnect, "on_disconnect")
+
+    def _subacked(self, mid: int, reasons: list[str | None]) -> None:
+        filters = self._pending_subacks.pop(mid, [])
+        for topic_filter, refusal in zip(filters, reasons, strict=False):
+            if refusal is None:
+                self._granted.add(topic_filter)
+            else:
+                log.error("broker refused subscription %s: %s", topic_filter, refusal)
+                self._refused[topic_filter] = refusal
+        self._subs_changed.set()
+
+    def _published(self, mid: int) -> None:
+        waiter = self._mid_waiters.get(mid)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.on_published is not None:
+            try:
+                self.on_published(mid)
+            except Exception:
+                log.exception("mqtt on_published callback of %s failed", self.client_id)
+
+    # ---- paho callbacks (paho's network thread) ------------------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("mqtt %s: CONNACK refused: %s", self.client_id, reason_code)
+            self._call(self._refused_connect, str(reason_code))
+            return
+        with self._epoch_lock:
+            self._epoch += 1
+        self._call(self._connected, flags.session_present)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        log.debug("mqtt %s: cannot reach %s:%s, retrying", self.client_id, self.host, self.port)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._epoch_lock:
+            self._epoch += 1
+        self._call(self._disconnected, str(reason_code))
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            # Nobody can route it; ack so the broker does not redeliver it forever.
+            log.warning("mqtt %s: dropping message with a non-UTF-8 topic", self.client_id)
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation_data = getattr(props, "CorrelationData", None)
+        inbound = Inbound(
+            topic=topic,
+            payload=bytes(message.payload),
+            qos=message.qos,
+            retain=bool(message.retain),
+            mid=message.mid,
+            response_topic=response_topic if isinstance(response_topic, str) else None,
+            correlation_data=bytes(correlation_data) if correlation_data is not None else None,
+            epoch=self._epoch,
+        )
+        # Unbounded on purpose: the broker sends at most its in-flight window of unacked
+        # QoS 1 messages, so back-pressure comes from ack(), not from this queue.
+        self._call(self.inbound.put_nowait, inbound)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            # Retrying would be refused again (e.g. not authorised): report and move on.
+            log.error(
+                "mqtt %s: broker refused publish mid %s: %s", self.client_id, mid, reason_code
+            )
+        self._call(self._published, mid)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        reasons = [str(rc) if rc.is_failure else None for rc in reason_codes]
+        self._call(self._subacked, mid, reasons)
+
+
+async def request(
+    host: str,
+    port: int,
+    topic: str,
+    payload: bytes,
+    response_topic: str,
+    timeout: float,
+) -> bytes:
+    """Publish one request (MQTT v5 ResponseTopic + CorrelationData) and return the payload of
+    the response carrying the same correlation data. Raises BrokerError if the broker cannot
+    be reached and RequestTimeout if no response comes within `timeout` seconds overall."""
+    correlation = uuid.uuid4().bytes
+    link = MqttLink(host=host, port=port, client_id=f"flexedge-req-{correlation.hex()[:12]}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    await link.start(wait=timeout)
+    try:
+        async with asyncio.timeout_at(deadline):
+            link.subscribe(response_topic, qos=1)
+            # The overall deadline above fires first and becomes RequestTimeout.
+            await link.wait_subscribed(timeout)
+            mid = link.publish(
+                topic, payload, qos=1, response_topic=response_topic, correlation_data=correlation
+            )
+            if mid is None:
+                raise BrokerError(f"lost the connection to {host}:{port} before the request")
+            while True:
+                msg = await link.inbound.get()
+                link.ack(msg)
+                if msg.correlation_data == correlation:
+                    return msg.payload
+                log.debug("ignoring response on %s for another request", msg.topic)
+    except TimeoutError:
+        raise RequestTimeout(f"no response on {response_topic} within {timeout:g} s") from None
+    finally:
+        await link.stop()

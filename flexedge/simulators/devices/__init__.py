@@ -1,0 +1,1 @@
+"""Device simulators: physics models served over Modbus TCP/RTU and MQTT, with fault injection."""

@@ -1,0 +1,217 @@
+"""What each device kind shows in its registers and does with writes, in site units.
+
+The Modbus simulator (flexedge.simulators.devices.modbus_server) serves any device kind the same way: it
+encodes the values of a map's points and decodes writes. What those values are, and what a
+write does to the physics, depends on the kind; a small adapter per kind says it:
+
+    battery:  power, soc, max_charge_power, max_discharge_power, power_setpoint,
+              setpoint_timeout                                   (flexedge.simulators.devices.battery)
+    load:     power, power_limit (kW; "no limit" shows as the rating max_kw),
+              relay (1 on, 0 shed), setpoint_timeout            (flexedge.simulators.devices.load)
+    generator: power, running (1/0), power_setpoint, setpoint_timeout
+                                                                 (flexedge.simulators.devices.generator)
+
+Points an adapter does not name (heartbeat, SunSpec control words) keep what was written.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from flexedge.config.schema import Battery, DeviceBase, FlexibleLoad, Generator
+from flexedge.simulators.devices.battery import BatteryModel
+from flexedge.simulators.devices.generator import GeneratorModel
+from flexedge.simulators.devices.load import LoadModel
+
+SimModel = BatteryModel | LoadModel | GeneratorModel
+M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
+Reader = Callable[[], float]
+
+
+class ModelAdapter(ABC, Generic[M]):
+    """One physics model seen as named points. Callers advance() to the request's instant
+    before reading or applying, so every value describes that instant."""
+
+    def __init__(self, model: M) -> None:
+        self.model: M = model
+
+    def advance(self, now: float) -> None:
+        self.model.advance(now)
+
+    @abstractmethod
+    def readers(self) -> dict[str, Reader]:
+        """The current value of every point the model owns, by point name."""
+
+    @abstractmethod
+    def limits(self, name: str) -> list[float]:
+        """Values the device may put in point `name`: the simulator checks at startup that
+        the map's registers hold them (an empty list: nothing to check)."""
+
+    def accepts(self, name: str, value: float) -> bool:
+        """Whether a decoded write is one the device takes (else ILLEGAL_VALUE)."""
+        return math.isfinite(value) and (name != "setpoint_timeout" or value > 0)
+
+    @abstractmethod
+    def apply(self, name: str, value: float, now: float) -> None:
+        """Act on an accepted write of `value` to `name` at `now`; other names do nothing."""
+
+
+class BatteryAdapter(ModelAdapter[BatteryModel]):
+    def readers(self) -> dict[str, Reader]:
+        m = self.model
+        return {
+            "power": lambda: m.p_kw,
+            "soc": lambda: m.soc,
+            "max_charge_power": lambda: m.max_charge_kw,
+            "max_discharge_power": lambda: m.max_discharge_kw,
+            "power_setpoint": lambda: m.setpoint_kw,
+            "setpoint_timeout": lambda: m.timeout_s,
+        }
+
+    def limits(self, name: str) -> list[float]:
+        m = self.model
+        return {
+            "power": [m.max_discharge_kw, -m.max_charge_kw],
+            "power_setpoint": [m.max_discharge_kw, -m.max_charge_kw],
+            "soc": [1.0],
+            "max_charge_power": [m.max_charge_kw],
+            "max_discharge_power": [m.max_discharge_kw],
+            "setpoint_timeout": [m.timeout_s],
+        }.get(name, [])
+
+    def apply(self, name: str, value: float, now: float) -> None:
+        if name == "power_setpoint":
+            self.model.command(value, now)
+        elif name == "setpoint_timeout":
+            self.model.set_timeout(value, now)
+
+
+class LoadAdapter(ModelAdapter[LoadModel]):
+    """A flexible load. `max_kw` is its rating: the model has none, but the registers need
+    one to show "no limit" and to tell a release (a limit at or above it) from a cap."""
+
+    def __init__(self, model: LoadModel, *, max_kw: float) -> None:
+        super().__init__(model)
+        if not max_kw > 0:
+            raise ValueError(f"max_kw must be > 0, got {max_kw}")
+        self.max_kw = max_kw
+
+    def readers(self) -> dict[str, Reader]:
+        m = self.model
+        return {
+            "power": lambda: m.p_kw,
+            "power_limit": lambda: self.max_kw if m.limit_kw is None else m.limit_kw,
+            "relay": lambda: 1.0 if m.limit_kw is None else 0.0,
+            "setpoint_timeout": lambda: m.timeout_s,
+        }
+
+    def limits(self, name: str) -> list[float]:
+        # Consumption above the rating (noise, rebound) is shown saturated, not checked here.
+        return {
+            "power": [0.0, -self.max_kw],
+            "power_limit": [0.0, self.max_kw],
+            "relay": [0.0, 1.0],
+            "setpoint_timeout": [self.model.timeout_s],
+        }.get(name, [])
+
+    def accepts(self, name: str, value: float) -> bool:
+        if name == "relay":
+            return value in (0.0, 1.0)
+        if name == "power_limit" and value < 0:
+            return False
+        return super().accepts(name, value)
+
+    def apply(self, name: str, value: float, now: float) -> None:
+        if name == "power_limit":
+            # A limit at the rating caps nothing: treat it as the release it means, so the
+            # lease and rebound logic see "no cap" rather than a cap that never binds.
+            self.model.command_limit(None if value >= self.max_kw else value, now)
+        elif name == "relay":
+            self.model.command_limit(None if value == 1.0 else 0.0, now)
+        elif name == "setpoint_timeout":
+            self.model.advance(now)  # the old lease governs the time up to the change
+            self.model.timeout_s = value
+
+
+class GeneratorAdapter(ModelAdapter[GeneratorModel]):
+    """A generator. The model keeps its setpoint private, so the adapter remembers the last
+    one written (to show it as written, like a battery) and when, to apply the same lease."""
+
+    def __init__(self, model: GeneratorModel, *, now: float) -> None:
+        super().__init__(model)
+        self._written_kw = model.fallback_kw
+        self._written_at = now
+        self._now = now
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        self._now = now
+
+    @property
+    def setpoint_kw(self) -> float:
+        """The setpoint as written; the fallback once the lease has run out."""
+        if self._now - self._written_at >= self.model.timeout_s:
+            return self.model.fallback_kw
+        return self._written_kw
+
+    def readers(self) -> dict[str, Reader]:
+        m = self.model
+        return {
+            "power": lambda: m.p_kw,
+            "running": lambda: 1.0 if m.running else 0.0,
+            "power_setpoint": lambda: self.setpoint_kw,
+            "setpoint_timeout": lambda: m.timeout_s,
+        }
+
+    def limits(self, name: str) -> list[float]:
+        m = self.model
+        return {
+            "power": [0.0, m.max_kw],
+            "running": [0.0, 1.0],
+            "power_setpoint": [0.0, m.max_kw],
+            "setpoint_timeout": [m.timeout_s],
+        }.get(name, [])
+
+    def apply(self, name: str, value: float, now: float) -> None:
+        if name == "power_setpoint":
+            self.model.command(value, now)
+            self._written_kw, self._written_at = value, now
+        elif name == "setpoint_timeout":
+            self.advance(now)  # ramp under the old lease up to the change
+            self.model.timeout_s = value
+
+
+AnyAdapter = BatteryAdapter | LoadAdapter | GeneratorAdapter
+
+
+def adapter_for(device: DeviceBase, now: float) -> AnyAdapter:
+    """A fresh model for a site-file device, at `now`, behind its kind's adapter.
+    ValueError when the device's settings are outside what the model accepts."""
+    timeout = float(device.setpoint_timeout_s)
+    sim = device.simulator
+    if isinstance(device, Battery):
+        return BatteryAdapter(BatteryModel.from_config(device, now=now))
+    if isinstance(device, FlexibleLoad):
+        load = LoadModel(profile=device.baseline_profile,
+                         curtailable_share=device.curtailable_share, control=device.control,
+                         noise_kw=sim.noise_kw, rebound_share=sim.rebound_share,
+                         rebound_s=sim.rebound_s, setpoint_timeout_s=timeout, seed=sim.seed,
+                         now=now)
+        return LoadAdapter(load, max_kw=device.max_kw)
+    if isinstance(device, Generator):
+        # Fallback 0: a generator whose controller went quiet stops (its safe state).
+        generator = GeneratorModel(min_kw=device.min_kw, max_kw=device.max_kw,
+                                   ramp_kw_per_s=device.ramp_kw_per_s,
+                                   setpoint_timeout_s=timeout, fallback_kw=0.0, now=now)
+        return GeneratorAdapter(generator, now=now)
+    raise ValueError(f"the simulator has no model for device kind {device.kind_name!r}")
+
+
+def wrap(model: BatteryModel | AnyAdapter) -> AnyAdapter:
+    """A bare BatteryModel behind its adapter (what SimulatedBattery used to take); an
+    adapter is returned as is. Loads and generators come with their adapters, which hold
+    what their models lack (a load's rating, a generator's written setpoint)."""
+    return BatteryAdapter(model) if isinstance(model, BatteryModel) else model

@@ -1,0 +1,99 @@
+"""A simulated MQTT smart plug (command "relay") or power-limited load ("limit").
+
+It plays one transport mqtt flexible load of a site file with a LoadModel (its profile,
+noise, curtailable share and rebound from the file) and talks the way its mqtt_device section
+says: state as a JSON object, e.g. {"power": 1840.0, "relay": "on"} for a plug or
+{"power": 5200.0, "limit_w": 3000} for a limited load; commands the relay payloads or
+{limit_field: watts or null}. Its lease is setpoint_timeout_s: a plug switched off turns
+itself on again after it without a new command (a plug's auto-on timer), a limit lapses.
+Malformed commands are logged and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import Literal
+
+from flexedge.config.schema import FlexibleLoad, MqttDeviceSettings
+from flexedge.simulators.devices.load import LoadModel
+from flexedge.simulators.devices.mqtt_sim_base import Clock, SimulatedMqttDevice, put
+
+logger = logging.getLogger(__name__)
+
+
+class SimulatedMqttLoad(SimulatedMqttDevice):
+    """One smart plug or power-limited load, without I/O."""
+
+    def __init__(self, name: str, settings: MqttDeviceSettings,
+                 command: Literal["relay", "limit"], model: LoadModel,
+                 clock: Clock = time.time) -> None:
+        # Wall clock: the load profile is by second of day, like the controller's baseline.
+        super().__init__(name, settings, clock)
+        self.command = command
+        self._model = model
+
+    @classmethod
+    def from_config(cls, device: FlexibleLoad, clock: Clock = time.time) -> SimulatedMqttLoad:
+        md = device.mqtt_device
+        if md is None:
+            raise ValueError(f"{device.name}: not an mqtt device")
+        if md.command == "setpoint":
+            raise ValueError(f"{device.name}: a flexible load takes relay or limit commands")
+        sim = device.simulator
+        model = LoadModel(profile=device.baseline_profile,
+                          curtailable_share=device.curtailable_share, control=device.control,
+                          noise_kw=sim.noise_kw, rebound_share=sim.rebound_share,
+                          rebound_s=sim.rebound_s, setpoint_timeout_s=device.setpoint_timeout_s,
+                          seed=sim.seed, now=clock())
+        return cls(device.name, md, md.command or device.control, model, clock)
+
+    @property
+    def model(self) -> LoadModel:
+        return self._model
+
+    def state(self) -> dict[str, object]:
+        self._model.advance(self._now())
+        s = self.settings
+        state: dict[str, object] = {}
+        put(state, s.power_field, self._device_power(self._model.p_kw))
+        limit_kw = self._model.limit_kw
+        if self.command == "relay":
+            state["relay"] = s.relay_on_payload if limit_kw is None else s.relay_off_payload
+        else:
+            state[s.limit_field] = None if limit_kw is None else round(limit_kw * 1000.0, 1)
+        return state
+
+    def handle_command(self, payload: bytes) -> bool:
+        try:
+            limit_kw = self._parse(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            logger.warning("%s: ignoring command on %s (%s): %r", self.name,
+                           self.settings.command_topic, exc, payload[:200])
+            return False
+        self._model.command_limit(limit_kw, self._now())
+        logger.debug("%s: limit %s kW", self.name, limit_kw)
+        return True
+
+    def _parse(self, payload: bytes) -> float | None:
+        s = self.settings
+        if self.command == "relay":
+            # Plugs accept their payloads in any case ("ON", "on").
+            text = payload.decode().strip().lower()
+            if text == s.relay_on_payload.strip().lower():
+                return None
+            if text == s.relay_off_payload.strip().lower():
+                return 0.0  # any cap below demand opens the relay
+            raise ValueError(f"expected {s.relay_on_payload!r} or {s.relay_off_payload!r}")
+        message = json.loads(payload)
+        if not isinstance(message, dict) or s.limit_field not in message:
+            raise ValueError(f"expected a JSON object with {s.limit_field!r}")
+        limit_w = message[s.limit_field]
+        if limit_w is None:
+            return None
+        if isinstance(limit_w, bool) or not isinstance(limit_w, int | float) \
+                or not math.isfinite(limit_w) or limit_w < 0:
+            raise ValueError(f"{s.limit_field} must be null or a number >= 0, got {limit_w!r}")
+        return float(limit_w) / 1000.0

@@ -1,0 +1,1 @@
+"""The market simulator: a D3A balancing agent, a Power TAC utility, YAML scenarios."""

@@ -1,0 +1,177 @@
+"""The Power TAC distribution utility: exercise standing balancing orders, send economic controls.
+
+A BalancingOrder(tariff, exerciseRatio, price) stays in force until replaced; flexedge publishes
+each tariff's order retained on market/balancing-order/{tariff}. To cover an imbalance the
+utility exercises the orders whose direction matches it (ratio > 0 up-regulation for a
+shortage, ratio < 0 down-regulation for a surplus), cheapest price first, each up to what its
+tariff can deliver in the rest of the timeslot, with a balancing control event.
+
+Payment: Power TAC's price is "the per-kWh value, positive if the broker is paid", so an event
+pays `price x |kwh|`. With price x kwh, a down-regulation order priced negative (the broker
+pays, as Power TAC expects) would turn into a payment to the site.
+
+How much a tariff can deliver is estimated from the site file (the utility sees no SoC), an
+upper bound; when the site clips an event the rest goes to the next order in a new round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flexedge.config.schema import Battery, FlexibleLoad, SiteConfig
+from flexedge.contract.wire import iso
+from flexedge.controller.core.kinds import profile_kw
+
+log = logging.getLogger(__name__)
+
+STEP_KWH = 1e-4  # the site refuses smaller events (0.1 Wh)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    tariff_id: str
+    exercise_ratio: float
+    price_per_kwh: float
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.exercise_ratio > 0 else -1
+
+
+@dataclass(frozen=True, slots=True)
+class Exercise:
+    tariff_id: str
+    kwh: float  # signed: > 0 up-regulation
+    price_per_kwh: float
+
+    @property
+    def payment(self) -> float:
+        return round(self.price_per_kwh * abs(self.kwh), 6)
+
+
+def parse_order(body: Mapping[str, Any]) -> Order | None:
+    try:
+        return Order(str(body["tariff_id"]), float(body["exercise_ratio"]),
+                     float(body["price_per_kwh"]))
+    except (KeyError, TypeError, ValueError):
+        log.warning("ignoring malformed balancing order %s", body.get("id"))
+        return None
+
+
+def _floor(kwh: float) -> float:
+    return math.floor(kwh / STEP_KWH + 1e-6) * STEP_KWH
+
+
+def plan_exercise(
+    orders: Iterable[Order],
+    imbalance_kwh: float,
+    capacity_kwh: Mapping[str, float] | None = None,
+    *,
+    tariff: str | None = None,
+    payment_per_kwh: float | None = None,
+) -> tuple[list[Exercise], float]:
+    """Cover `imbalance_kwh` (> 0 shortage) with the matching orders, cheapest first.
+
+    `capacity_kwh` bounds each tariff (magnitude; a missing tariff is unbounded). Returns the
+    exercises and the signed part nobody can cover.
+    """
+    direction = 1 if imbalance_kwh > 0 else -1
+    need = abs(imbalance_kwh)
+    caps = capacity_kwh or {}
+    plan: list[Exercise] = []
+    candidates = [o for o in orders if o.direction == direction
+                  and (tariff is None or o.tariff_id == tariff)]
+    for order in sorted(candidates, key=lambda o: (o.price_per_kwh, o.tariff_id)):
+        take = _floor(min(need, caps.get(order.tariff_id, math.inf)))
+        if take < STEP_KWH:
+            continue
+        price = order.price_per_kwh if payment_per_kwh is None else payment_per_kwh
+        plan.append(Exercise(order.tariff_id, round(direction * take, 6), price))
+        need -= take
+    return plan, round(direction * max(0.0, need), 6)
+
+
+def order_capacity_kwh(site: SiteConfig, order: Order, now: float, window_end: float) -> float:
+    """Upper bound of what the order lets the utility take until `window_end`.
+
+    The shares mirror flexedge's reading of Power TAC: curtailable load counts up to
+    min(r, 1) for up-regulation, storage discharge (r - 1) above 1, storage charge |r| below 0;
+    generators are no Power TAC customers.
+    """
+    hours = max(0.0, window_end - now) / 3600
+    tariff = next((t for t in site.tariffs if t.id == order.tariff_id), None)
+    if tariff is None:
+        return math.inf  # an order for a tariff the file does not know: let the site decide
+    r = order.exercise_ratio
+    total = 0.0
+    for name in tariff.assets:
+        device = site.device(name)
+        if isinstance(device, Battery):
+            total += (max(0.0, r - 1.0) * device.max_discharge_kw if r > 0
+                      else -r * device.max_charge_kw) * hours
+        elif isinstance(device, FlexibleLoad) and r > 0:
+            profile = tuple((float(t), float(kw)) for t, kw in device.baseline_profile)
+            curtailable = device.curtailable_share * profile_kw(profile, now)
+            total += min(r, 1.0) * curtailable * hours
+    return total
+
+
+def control_message(exercise: Exercise, timeslot_start: float) -> dict[str, Any]:
+    return {"v": 1, "type": "balancing_control", "id": f"bce-{uuid.uuid4().hex[:16]}",
+            "tariff_id": exercise.tariff_id, "timeslot_start": iso(timeslot_start),
+            "kwh": exercise.kwh, "payment": exercise.payment}
+
+
+def economic_message(tariff_id: str, timeslot_start: float, ratio: float) -> dict[str, Any]:
+    return {"v": 1, "type": "economic_control", "id": f"ece-{uuid.uuid4().hex[:16]}",
+            "tariff_id": tariff_id, "timeslot_start": iso(timeslot_start),
+            "curtailment_ratio": ratio}
+
+
+# Sends one balancing_control payload, returns the site's ack (None: no ack in time).
+SendControl = Callable[[dict[str, Any]], Awaitable[Mapping[str, Any] | None]]
+
+
+async def cover_imbalance(
+    orders: Mapping[str, Order],
+    imbalance_kwh: float,
+    capacity_kwh: Mapping[str, float],
+    send: SendControl,
+    timeslot_start: float,
+    *,
+    tariff: str | None = None,
+    payment_per_kwh: float | None = None,
+) -> float:
+    """Exercise orders in rounds until the imbalance is covered or no order has room left.
+
+    An order whose event came back clipped or rejected is full; what it did not take goes to
+    the next cheapest in the next round. Returns the signed energy left uncovered.
+    """
+    remaining = imbalance_kwh
+    left = dict(capacity_kwh)
+    full: set[str] = set()
+    for _ in range(len(orders) + 1):
+        caps = {t: 0.0 if t in full else left.get(t, math.inf) for t in orders}
+        plan, _unmet = plan_exercise(orders.values(), remaining, caps, tariff=tariff,
+                                     payment_per_kwh=payment_per_kwh)
+        if not plan:
+            break
+        for exercise in plan:
+            ack = await send(control_message(exercise, timeslot_start))
+            status = ack.get("status") if ack else None
+            accepted = float((ack or {}).get("accepted_kwh") or 0.0) \
+                if status in ("accepted", "clipped") else 0.0
+            if status == "accepted" and not (ack or {}).get("accepted_kwh"):
+                accepted = exercise.kwh  # an older site that does not echo accepted_kwh
+            remaining -= accepted
+            left[exercise.tariff_id] = left.get(exercise.tariff_id, math.inf) - abs(accepted)
+            if status != "accepted":
+                full.add(exercise.tariff_id)
+        if abs(remaining) < STEP_KWH or remaining * imbalance_kwh < 0:
+            return 0.0
+    return round(remaining, 6)

@@ -1,0 +1,1 @@
+"""Test support: shared harnesses. Only tests import it."""
