@@ -34,62 +34,97 @@ def live_offer(site: RunningSite, sign: int = 1) -> dict[str, Any]:
         rows = site.query(
             "SELECT id, asset, slot_start, energy_kwh, rate_ct_per_kwh FROM offers "
             "WHERE slot_end > ? AND energy_kwh * ? > 0 ORDER BY slot_start DESC LIMIT 1",
-            time.time() + 4, sign)
+            time.time() + 4,
+            sign,
+        )
         if rows:
             oid, asset, start, energy, rate = rows[0]
-            return {"id": oid, "asset": asset, "slot_start": iso(start), "energy_kwh": energy,
-                    "rate_ct_per_kwh": rate}
+            return {
+                "id": oid,
+                "asset": asset,
+                "slot_start": iso(start),
+                "energy_kwh": energy,
+                "rate_ct_per_kwh": rate,
+            }
         time.sleep(0.3)
     raise AssertionError("the daemon published no usable offer")
 
 
 def trade(offer: dict[str, Any], **changes: Any) -> dict[str, Any]:
     energy = changes.pop("energy_kwh", round(offer["energy_kwh"] / 4, 4))
-    body = {"v": 1, "type": "balancing_trade", "id": f"t-{time.time_ns()}",
-            "offer_id": offer["id"], "asset": offer["asset"], "slot_start": offer["slot_start"],
-            "energy_kwh": energy, "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy), 6)}
+    body = {
+        "v": 1,
+        "type": "balancing_trade",
+        "id": f"t-{time.time_ns()}",
+        "offer_id": offer["id"],
+        "asset": offer["asset"],
+        "slot_start": offer["slot_start"],
+        "energy_kwh": energy,
+        "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy), 6),
+    }
     body.update(changes)
     return body
 
 
 def control(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {"v": 1, "type": "balancing_control", "id": f"e-{time.time_ns()}",
-            "tariff_id": "tariff-1", "timeslot_start": iso(now - now % SLOT), "kwh": 0.001,
-            "payment": 0.01}
+    body = {
+        "v": 1,
+        "type": "balancing_control",
+        "id": f"e-{time.time_ns()}",
+        "tariff_id": "tariff-1",
+        "timeslot_start": iso(now - now % SLOT),
+        "kwh": 0.001,
+        "payment": 0.01,
+    }
     body.update(changes)
     return body
 
 
 def spot(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {"v": 1, "type": "spot_trade", "id": f"s-{time.time_ns()}", "asset": "battery-1",
-            "slot_start": iso(now - now % SLOT), "energy_kwh": 1.0, "side": "buy",
-            "rate_ct_per_kwh": 25.0}
+    body = {
+        "v": 1,
+        "type": "spot_trade",
+        "id": f"s-{time.time_ns()}",
+        "asset": "battery-1",
+        "slot_start": iso(now - now % SLOT),
+        "energy_kwh": 1.0,
+        "side": "buy",
+        "rate_ct_per_kwh": 25.0,
+    }
     body.update(changes)
     return body
 
 
 def economic(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {"v": 1, "type": "economic_control", "id": f"ec-{time.time_ns()}",
-            "tariff_id": "tariff-1", "timeslot_start": iso(now - now % SLOT),
-            "curtailment_ratio": 0.5}
+    body = {
+        "v": 1,
+        "type": "economic_control",
+        "id": f"ec-{time.time_ns()}",
+        "tariff_id": "tariff-1",
+        "timeslot_start": iso(now - now % SLOT),
+        "curtailment_ratio": 0.5,
+    }
     body.update(changes)
     return body
 
 
 def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:
     """Send one message and return its ack (matched by ref, or the next ack without one)."""
+
     async def run() -> dict[str, Any]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
             market.send(topic, payload)
             return await market.wait_for(
-                lambda m: m.get("type") == "ack" and m.get("ref") == ref, 10)
+                lambda m: m.get("type") == "ack" and m.get("ref") == ref, 10
+            )
         finally:
             await market.stop()
+
     return asyncio.run(run())
 
 
@@ -106,50 +141,76 @@ CONTROL = "market/balancing-control"
 Case = Callable[[RunningSite], tuple[str, dict[str, Any] | bytes]]
 
 CASES: dict[str, tuple[Case, str]] = {
-    "malformed JSON": (lambda s: (CONTROL, b'{"v":1,"type":"balancing_control",'),
-                       "not valid JSON"),
+    "malformed JSON": (
+        lambda s: (CONTROL, b'{"v":1,"type":"balancing_control",'),
+        "not valid JSON",
+    ),
     "not an object": (lambda s: (CONTROL, b"[1, 2]"), "must be a JSON object"),
-    "missing field": (lambda s: (TRADE, {k: v for k, v in trade(live_offer(s)).items()
-                                         if k != "energy_kwh"}),
-                      "field 'energy_kwh' is missing"),
+    "missing field": (
+        lambda s: (TRADE, {k: v for k, v in trade(live_offer(s)).items() if k != "energy_kwh"}),
+        "field 'energy_kwh' is missing",
+    ),
     "wrongly typed field": (lambda s: (CONTROL, control(kwh="lots")), "field 'kwh'"),
     "wrong type for topic": (lambda s: (TRADE, control()), "must be 'balancing_trade'"),
-    "unknown asset": (lambda s: (TRADE, trade(live_offer(s), asset="ghost")),
-                      "'ghost' is not in the asset registry"),
+    "unknown asset": (
+        lambda s: (TRADE, trade(live_offer(s), asset="ghost")),
+        "'ghost' is not in the asset registry",
+    ),
     "unknown tariff": (lambda s: (CONTROL, control(tariff_id="nope")), "unknown tariff 'nope'"),
-    "unknown offer": (lambda s: (TRADE, trade(live_offer(s), offer_id="no-such-offer")),
-                      "unknown offer 'no-such-offer'"),
+    "unknown offer": (
+        lambda s: (TRADE, trade(live_offer(s), offer_id="no-such-offer")),
+        "unknown offer 'no-such-offer'",
+    ),
     "trade larger than its offer": (
         lambda s: (TRADE, trade(o := live_offer(s), energy_kwh=round(o["energy_kwh"] * 2, 4))),
-        "exceeds what is left of offer"),
+        "exceeds what is left of offer",
+    ),
     "trade of the other sign": (
         lambda s: (TRADE, trade(o := live_offer(s), energy_kwh=-o["energy_kwh"] / 4)),
-        "must have the sign of offer"),
-    "price not pay-as-offer": (lambda s: (TRADE, trade(live_offer(s), price_ct=999.0)),
-                               "is not the offer rate"),
+        "must have the sign of offer",
+    ),
+    "price not pay-as-offer": (
+        lambda s: (TRADE, trade(live_offer(s), price_ct=999.0)),
+        "is not the offer rate",
+    ),
     "window already over": (
-        lambda s: (CONTROL, control(timeslot_start=iso(time.time() - 3600))), "already over"),
-    "down-regulation on an up order": (lambda s: (CONTROL, control(kwh=-0.001)),
-                                       "offers only up-regulation"),
+        lambda s: (CONTROL, control(timeslot_start=iso(time.time() - 3600))),
+        "already over",
+    ),
+    "down-regulation on an up order": (
+        lambda s: (CONTROL, control(kwh=-0.001)),
+        "offers only up-regulation",
+    ),
     "unsupported version": (lambda s: (CONTROL, control(v=2)), "field 'v'"),
-    "spot trade of an unknown asset": (lambda s: (SPOT, spot(asset="ghost")),
-                                       "'ghost' is not in the asset registry"),
+    "spot trade of an unknown asset": (
+        lambda s: (SPOT, spot(asset="ghost")),
+        "'ghost' is not in the asset registry",
+    ),
     "spot trade of no energy": (lambda s: (SPOT, spot(energy_kwh=0.0)), "field 'energy_kwh'"),
     "spot trade with a bad side": (lambda s: (SPOT, spot(side="hold")), "field 'side'"),
-    "curtailment ratio out of range": (lambda s: (ECONOMIC, economic(curtailment_ratio=1.5)),
-                                       "field 'curtailment_ratio'"),
-    "economic control of a tariff without loads": (lambda s: (ECONOMIC, economic()),
-                                                   "has no curtailable loads"),
-    "economic control of an unknown tariff": (lambda s: (ECONOMIC, economic(tariff_id="x")),
-                                              "unknown tariff 'x'"),
+    "curtailment ratio out of range": (
+        lambda s: (ECONOMIC, economic(curtailment_ratio=1.5)),
+        "field 'curtailment_ratio'",
+    ),
+    "economic control of a tariff without loads": (
+        lambda s: (ECONOMIC, economic()),
+        "has no curtailable loads",
+    ),
+    "economic control of an unknown tariff": (
+        lambda s: (ECONOMIC, economic(tariff_id="x")),
+        "unknown tariff 'x'",
+    ),
     "spot trade of a slot already over": (
-        lambda s: (SPOT, spot(slot_start=iso(time.time() - 3600))), "already over"),
+        lambda s: (SPOT, spot(slot_start=iso(time.time() - 3600))),
+        "already over",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_message_is_rejected_with_a_reason_and_changes_nothing(
-    site: RunningSite, case: str,
+    site: RunningSite,
+    case: str,
 ) -> None:
     build, needle = CASES[case]
     topic, body = build(site)
@@ -161,8 +222,9 @@ def test_bad_message_is_rejected_with_a_reason_and_changes_nothing(
     assert needle in ack["reason"], ack["reason"]
     assert ack["commitment_id"] is None
     assert counts(site) == before
-    logged = site.query("SELECT status, reason FROM inbound WHERE msg_id IS ? "
-                        "ORDER BY seq DESC LIMIT 1", ref)
+    logged = site.query(
+        "SELECT status, reason FROM inbound WHERE msg_id IS ? ORDER BY seq DESC LIMIT 1", ref
+    )
     assert logged == [("rejected", ack["reason"])]
 
 

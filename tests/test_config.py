@@ -60,7 +60,11 @@ def test_example_site_loads_with_its_values() -> None:
 
     [tariff] = cfg.tariffs
     assert (tariff.id, tariff.assets, tariff.exercise_ratio, tariff.price_per_kwh) == (
-        "tariff-1", ["battery-1"], 1.5, 0.12)
+        "tariff-1",
+        ["battery-1"],
+        1.5,
+        0.12,
+    )
 
     [battery] = cfg.devices
     assert cfg.device("battery-1") is battery
@@ -109,8 +113,10 @@ def test_d3a_constants_default_when_balancing_section_is_omitted(tmp_path: Path)
 
 
 def test_minimal_site_takes_documented_defaults(tmp_path: Path) -> None:
-    raw: Raw = {"site": "tiny", "devices": [
-        {"name": "b1", "capacity_kwh": 5, "max_charge_kw": 2, "max_discharge_kw": 2}]}
+    raw: Raw = {
+        "site": "tiny",
+        "devices": [{"name": "b1", "capacity_kwh": 5, "max_charge_kw": 2, "max_discharge_kw": 2}],
+    }
     cfg = load_site(write_site(tmp_path, raw)).config
     assert cfg.slot_seconds == 900
     assert cfg.mqtt.port == 1883
@@ -128,6 +134,7 @@ def _set(*keys: str | int, value: Any) -> Callable[[Raw, Path], None]:
         for key in keys[:-1]:
             node = node[key]
         node[keys[-1]] = value
+
     return mutate
 
 
@@ -153,7 +160,9 @@ def _soc_window_above(raw: Raw, _: Path) -> None:
 
 def _registry_ghost(raw: Raw, _: Path) -> None:
     raw["asset_registry"]["ghost-asset"] = {
-        "demand_rate_ct_per_kwh": 1, "supply_rate_ct_per_kwh": 2}
+        "demand_rate_ct_per_kwh": 1,
+        "supply_rate_ct_per_kwh": 2,
+    }
 
 
 def _tariff_ghost(raw: Raw, _: Path) -> None:
@@ -179,28 +188,46 @@ BAD_SITES: list[tuple[str, Callable[[Raw, Path], None], tuple[str, ...]]] = [
     ("slot-seconds-not-int", _set("slot_seconds", value="abc"), ("slot_seconds", "'abc'")),
     ("top-level-typo", _top_level_typo, ("slot_secnds", "not permitted")),
     ("device-typo", _device_typo, (f"{DEVICE}.soc_maxx", "not permitted")),
-    ("exercise-ratio-2.5", _set("tariffs", 0, "exercise_ratio", value=2.5),
-     ("tariffs[0].exercise_ratio", "2.5")),
-    ("exercise-ratio-minus-1.5", _set("tariffs", 0, "exercise_ratio", value=-1.5),
-     ("tariffs[0].exercise_ratio", "-1.5")),
-    ("exercise-ratio-zero", _set("tariffs", 0, "exercise_ratio", value=0),
-     ("tariffs[0]", "exercise_ratio")),
+    (
+        "exercise-ratio-2.5",
+        _set("tariffs", 0, "exercise_ratio", value=2.5),
+        ("tariffs[0].exercise_ratio", "2.5"),
+    ),
+    (
+        "exercise-ratio-minus-1.5",
+        _set("tariffs", 0, "exercise_ratio", value=-1.5),
+        ("tariffs[0].exercise_ratio", "-1.5"),
+    ),
+    (
+        "exercise-ratio-zero",
+        _set("tariffs", 0, "exercise_ratio", value=0),
+        ("tariffs[0]", "exercise_ratio"),
+    ),
     ("soc-window-equal", _soc_window_equal, (DEVICE, "soc_min", "reserve_soc", "soc_max")),
     ("soc-window-above", _soc_window_above, (DEVICE, "soc_min", "reserve_soc", "soc_max")),
     ("registry-unknown-device", _registry_ghost, ("asset_registry", "ghost-asset")),
     ("tariff-unknown-asset", _tariff_ghost, ("tariffs", "ghost-asset")),
     ("duplicate-device-names", _duplicate_device, ("devices", "battery-1")),
-    ("unknown-register-map", _set("devices", 0, "register_map", value="no_such_map"),
-     (f"{DEVICE}.register_map", "no_such_map", "not found")),
-    ("register-map-wrong-kind", _wrong_kind_map,
-     (f"{DEVICE}.register_map", "heatpump_map.yaml", "kind")),
+    (
+        "unknown-register-map",
+        _set("devices", 0, "register_map", value="no_such_map"),
+        (f"{DEVICE}.register_map", "no_such_map", "not found"),
+    ),
+    (
+        "register-map-wrong-kind",
+        _wrong_kind_map,
+        (f"{DEVICE}.register_map", "heatpump_map.yaml", "kind"),
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("mutate", "expected"), [case[1:] for case in BAD_SITES], ids=[case[0] for case in BAD_SITES])
+    ("mutate", "expected"), [case[1:] for case in BAD_SITES], ids=[case[0] for case in BAD_SITES]
+)
 def test_bad_site_file_names_file_and_field(
-    tmp_path: Path, mutate: Callable[[Raw, Path], None], expected: tuple[str, ...],
+    tmp_path: Path,
+    mutate: Callable[[Raw, Path], None],
+    expected: tuple[str, ...],
 ) -> None:
     raw = example_raw()
     mutate(raw, tmp_path)
@@ -214,7 +241,7 @@ def test_bad_site_file_names_file_and_field(
     # The tmp path holds the test id, so look for the field only after the "FILE: " prefix.
     prefix = f"{path}: "
     assert message.startswith(prefix), message
-    rest = message[len(prefix):]
+    rest = message[len(prefix) :]
     for needle in expected:
         assert needle in rest, f"{needle!r} not in {message!r}"
 

@@ -34,18 +34,33 @@ FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
 
 async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> dict[str, Any]:
     site_file = tmp_path / "site.yaml"
-    site_file.write_text(batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1,
-                                        setpoint_timeout_s=30))
+    site_file.write_text(
+        batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1, setpoint_timeout_s=30)
+    )
     site = load_site(site_file)
     lease_writes: list[float] = []
-    sim = await serve_site(site, on_write=lambda device, point, value, t: lease_writes.append(
-        t) if (device, point) == ("b1", "setpoint_timeout") else None)
+    sim = await serve_site(
+        site,
+        on_write=lambda device, point, value, t: (
+            lease_writes.append(t) if (device, point) == ("b1", "setpoint_timeout") else None
+        ),
+    )
     seen: dict[str, Any] = {}
     try:
         async with offline_control(site, tmp_path / "log.sqlite") as control:
             now = time.time()
-            control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 60, 0.05,
-                                   0.05, (("b1", 0.5), ("b2", 0.5))))
+            control.add(
+                Commitment(
+                    "c1",
+                    "c1",
+                    RefType.BALANCING_CONTROL,
+                    now,
+                    now + 60,
+                    0.05,
+                    0.05,
+                    (("b1", 0.5), ("b2", 0.5)),
+                )
+            )
             for _ in range(3):
                 await control.tick()
                 await asyncio.sleep(PERIOD)

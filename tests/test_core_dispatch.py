@@ -20,8 +20,12 @@ def test_one_commitment_spreads_energy_over_the_time_left() -> None:
 def test_shortfall_is_caught_up_over_the_rest_of_the_window() -> None:
     c = commitment(kwh=0.02, end=T0 + 36)
     # Half the window gone, a quarter of the energy delivered: 0.015 kWh in 18 s = 3 kW.
-    result = plan([c], {"c1": Progress(delivered_kwh=0.005)},
-                  {"b1": battery_view(battery(), 0.5, True, 1.0)}, T0 + 18)
+    result = plan(
+        [c],
+        {"c1": Progress(delivered_kwh=0.005)},
+        {"b1": battery_view(battery(), 0.5, True, 1.0)},
+        T0 + 18,
+    )
     assert abs(result.setpoints["b1"] - 3.0) < 1e-9
 
 
@@ -48,8 +52,10 @@ def test_empty_battery_is_not_discharged() -> None:
 
 def test_unavailable_device_gets_no_setpoint_and_its_share_moves() -> None:
     c = commitment(kwh=0.02, end=T0 + 36, shares=(("b1", 0.5), ("b2", 0.5)))
-    views = {"b1": battery_view(battery("b1"), 0.5, False, 1.0),
-             "b2": battery_view(battery("b2"), 0.5, True, 1.0)}
+    views = {
+        "b1": battery_view(battery("b1"), 0.5, False, 1.0),
+        "b2": battery_view(battery("b2"), 0.5, True, 1.0),
+    }
     result = plan([c], {}, views, T0)
     assert "b1" not in result.setpoints
     assert abs(result.setpoints["b2"] - 2.0) < 1e-9
@@ -61,11 +67,13 @@ def test_commitment_outside_its_window_asks_nothing() -> None:
     assert commitment_power(c, None, T0 + 20) == 0.0
 
 
-@given(st.dictionaries(st.text(min_size=1, max_size=3),
-                       st.floats(-50, 50, allow_nan=False), min_size=1, max_size=6),
-       st.floats(-50, 50, allow_nan=False))
-def test_spread_clip_parts_add_up_to_the_target(requests: dict[str, float],
-                                                target: float) -> None:
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=3), st.floats(-50, 50, allow_nan=False), min_size=1, max_size=6
+    ),
+    st.floats(-50, 50, allow_nan=False),
+)
+def test_spread_clip_parts_add_up_to_the_target(requests: dict[str, float], target: float) -> None:
     result = spread_clip(requests, target)
     if any(requests.values()):
         assert abs(sum(result.values()) - target) < 1e-6
@@ -86,8 +94,13 @@ energies = st.floats(-0.5, 0.5, allow_nan=False).filter(lambda e: abs(e) > 1e-6)
     max_discharge=st.floats(0.5, 50),
 )
 def test_setpoint_never_leaves_the_battery_limits(
-    soc: float, kwhs: list[float], delivered: list[float], offset: float, horizon: float,
-    max_charge: float, max_discharge: float,
+    soc: float,
+    kwhs: list[float],
+    delivered: list[float],
+    offset: float,
+    horizon: float,
+    max_charge: float,
+    max_discharge: float,
 ) -> None:
     limits = battery(max_charge_kw=max_charge, max_discharge_kw=max_discharge)
     commitments = [commitment(f"c{i}", kwh=k, end=T0 + 60) for i, k in enumerate(kwhs)]

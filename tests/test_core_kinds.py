@@ -50,8 +50,7 @@ def test_stopped_generator_may_only_start_at_minimum() -> None:
 
 
 @given(p_now=st.floats(0, 12), horizon=st.floats(0.1, 10), wanted=st.floats(-20, 20))
-def test_clipped_generator_setpoint_is_allowed(p_now: float, horizon: float,
-                                               wanted: float) -> None:
+def test_clipped_generator_setpoint_is_allowed(p_now: float, horizon: float, wanted: float) -> None:
     f = generator_feasible(GEN, p_now, horizon)
     p = f.clip(wanted)
     assert f.allows(p)
@@ -60,10 +59,12 @@ def test_clipped_generator_setpoint_is_allowed(p_now: float, horizon: float,
         assert abs(p - p_now) <= GEN.ramp_kw_per_s * horizon + 1e-9
 
 
-@given(share=st.floats(0, 1), demand=st.floats(0, 50), relay=st.booleans(),
-       wanted=st.floats(-100, 100))
-def test_clipped_load_setpoint_is_allowed(share: float, demand: float, relay: bool,
-                                          wanted: float) -> None:
+@given(
+    share=st.floats(0, 1), demand=st.floats(0, 50), relay=st.booleans(), wanted=st.floats(-100, 100)
+)
+def test_clipped_load_setpoint_is_allowed(
+    share: float, demand: float, relay: bool, wanted: float
+) -> None:
     f = load_feasible(LoadLimits("l1", share, relay), demand)
     p = f.clip(wanted)
     assert f.allows(p)
@@ -74,38 +75,54 @@ def test_clipped_load_setpoint_is_allowed(share: float, demand: float, relay: bo
 def device_views(draw: st.DrawFn) -> tuple[str, DeviceView]:
     kind = draw(st.sampled_from(["battery", "load", "relay", "generator", "down"]))
     if kind == "battery":
-        limits = BatteryLimits("b", draw(st.floats(1, 100)), 0.1, 0.9, draw(st.floats(0.5, 50)),
-                               draw(st.floats(0.5, 50)), 0.95, 0.95)
+        limits = BatteryLimits(
+            "b",
+            draw(st.floats(1, 100)),
+            0.1,
+            0.9,
+            draw(st.floats(0.5, 50)),
+            draw(st.floats(0.5, 50)),
+            0.95,
+            0.95,
+        )
         return kind, battery_view(limits, draw(st.floats(0, 1)), True, draw(st.floats(0.1, 5)))
     if kind in {"load", "relay"}:
-        return kind, DeviceView(load_feasible(LoadLimits("l", draw(st.floats(0, 1)),
-                                                         kind == "relay"),
-                                              draw(st.floats(0, 30))))
+        return kind, DeviceView(
+            load_feasible(
+                LoadLimits("l", draw(st.floats(0, 1)), kind == "relay"), draw(st.floats(0, 30))
+            )
+        )
     if kind == "generator":
         low = draw(st.floats(0, 5))
-        limits = GeneratorLimits("g", low, low + draw(st.floats(0.5, 20)), draw(st.floats(0.1, 5)),
-                                 baseline_kw=0.0)
-        return kind, DeviceView(generator_feasible(limits, draw(st.floats(0, 30)),
-                                                   draw(st.floats(0.1, 5))))
+        limits = GeneratorLimits(
+            "g", low, low + draw(st.floats(0.5, 20)), draw(st.floats(0.1, 5)), baseline_kw=0.0
+        )
+        return kind, DeviceView(
+            generator_feasible(limits, draw(st.floats(0, 30)), draw(st.floats(0.1, 5)))
+        )
     return kind, DeviceView(None)
 
 
 @settings(max_examples=300)
-@given(sites=st.lists(device_views(), min_size=1, max_size=6),
-       energies=st.lists(st.floats(-1, 1).filter(lambda e: abs(e) > 1e-6), min_size=1,
-                         max_size=5),
-       share_seed=st.lists(st.floats(0.01, 1), min_size=6, max_size=6),
-       offset=st.floats(0, 59))
+@given(
+    sites=st.lists(device_views(), min_size=1, max_size=6),
+    energies=st.lists(st.floats(-1, 1).filter(lambda e: abs(e) > 1e-6), min_size=1, max_size=5),
+    share_seed=st.lists(st.floats(0.01, 1), min_size=6, max_size=6),
+    offset=st.floats(0, 59),
+)
 def test_plan_keeps_every_device_of_a_random_site_within_its_limits(
-    sites: list[tuple[str, DeviceView]], energies: list[float], share_seed: list[float],
+    sites: list[tuple[str, DeviceView]],
+    energies: list[float],
+    share_seed: list[float],
     offset: float,
 ) -> None:
     views = {f"d{i}": view for i, (_, view) in enumerate(sites)}
     names = list(views)
     total = sum(share_seed[: len(names)])
     shares = tuple((n, share_seed[i] / total) for i, n in enumerate(names))
-    commitments = [commitment(f"c{i}", kwh=e, end=T0 + 60, shares=shares)
-                   for i, e in enumerate(energies)]
+    commitments = [
+        commitment(f"c{i}", kwh=e, end=T0 + 60, shares=shares) for i, e in enumerate(energies)
+    ]
     result = plan(commitments, {}, views, T0 + offset)
     for name, view in views.items():
         if view.feasible is None:
@@ -113,8 +130,7 @@ def test_plan_keeps_every_device_of_a_random_site_within_its_limits(
             continue
         p = result.setpoints[name]
         assert view.feasible.allows(p), (name, p, view.feasible)
-        assert abs(sum(result.allocations[name].values())
-                   - (p - view.feasible.baseline_kw)) < 1e-6
+        assert abs(sum(result.allocations[name].values()) - (p - view.feasible.baseline_kw)) < 1e-6
 
 
 def test_measured_baseline_averages_recent_draw_and_freezes_while_dispatched() -> None:

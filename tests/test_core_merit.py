@@ -23,10 +23,13 @@ from flexedge.controller.core.model import AckStatus, Offer, Progress
 from tests.support.core_fixtures import T0, battery, commitment
 
 # {asset: (demand rate, supply rate)} in ct/kWh
-REGISTRY = {"b1": (33.0, 35.0), "b2": (31.0, 38.0), "heat-pump": (30.0, 34.0),
-            "genset": (20.0, 40.0)}
-KINDS = {"b1": "battery", "b2": "battery", "heat-pump": "flexible_load",
-         "genset": "generator"}
+REGISTRY = {
+    "b1": (33.0, 35.0),
+    "b2": (31.0, 38.0),
+    "heat-pump": (30.0, 34.0),
+    "genset": (20.0, 40.0),
+}
+KINDS = {"b1": "battery", "b2": "battery", "heat-pump": "flexible_load", "genset": "generator"}
 
 
 def test_upward_backups_are_ordered_by_supply_rate() -> None:
@@ -39,14 +42,19 @@ def test_downward_backups_are_ordered_by_demand_rate_and_leave_out_loads() -> No
 
 
 def test_unregistered_and_unknown_assets_are_never_backups() -> None:
-    assert merit_order({"b1": (1.0, 1.0), "ghost": (0.0, 0.0)}, {"b1": "battery"}, +1,
-                       exclude="b1") == ()
+    assert (
+        merit_order({"b1": (1.0, 1.0), "ghost": (0.0, 0.0)}, {"b1": "battery"}, +1, exclude="b1")
+        == ()
+    )
 
 
 def test_equal_rates_fall_back_to_the_name() -> None:
-    assert merit_order({"z": (1.0, 5.0), "a": (1.0, 5.0), "me": (1.0, 1.0)},
-                       {"z": "battery", "a": "battery", "me": "battery"}, +1,
-                       exclude="me") == ("a", "z")
+    assert merit_order(
+        {"z": (1.0, 5.0), "a": (1.0, 5.0), "me": (1.0, 1.0)},
+        {"z": "battery", "a": "battery", "me": "battery"},
+        +1,
+        exclude="me",
+    ) == ("a", "z")
 
 
 def _trade_admission(cover: bool) -> tuple[str, ...]:
@@ -55,9 +63,17 @@ def _trade_admission(cover: bool) -> tuple[str, ...]:
     states = {name: AssetState(kind, Headroom(5.0, 5.0)) for name, kind in KINDS.items()}  # type: ignore[arg-type]
     states["b1"] = AssetState("battery", Headroom.of_battery(limits, 0.5), limits, 0.5)
     admission = admit_trade(
-        TradeRequest("t1", "o1", "b1", T0, 0.03, 35.0 * 0.03), market_enabled=True,
-        registry=REGISTRY, offers={"o1": offer}, traded_kwh={}, assets=states,
-        ledger=Ledger([], {}), slot_seconds=60, now=T0 + 1, cover_with_other_assets=cover)
+        TradeRequest("t1", "o1", "b1", T0, 0.03, 35.0 * 0.03),
+        market_enabled=True,
+        registry=REGISTRY,
+        offers={"o1": offer},
+        traded_kwh={},
+        assets=states,
+        ledger=Ledger([], {}),
+        slot_seconds=60,
+        now=T0 + 1,
+        cover_with_other_assets=cover,
+    )
     assert admission.status is AckStatus.ACCEPTED
     assert admission.commitment is not None
     # The offer's asset carries the trade in full; backups hold none of it in admission.
@@ -155,8 +171,10 @@ def test_only_the_side_that_hits_the_limit_is_cut() -> None:
     # The same, but the generator can only reach 6 kW this tick: the upward trade is cut by
     # 1 kW (and goes on to the next backup), the downward one keeps all it asked.
     genset = GeneratorLimits("g", 1.0, 10.0, ramp_kw_per_s=1.0)
-    views = {"g": DeviceView(generator_feasible(genset, 5.0, 1.0)),
-             **battery_views(b1=False, b2=True)}
+    views = {
+        "g": DeviceView(generator_feasible(genset, 5.0, 1.0)),
+        **battery_views(b1=False, b2=True),
+    }
     up = commitment("up", kwh=0.08, end=T0 + 36, backups=("g", "b2"))
     down = commitment("down", kwh=-0.06, end=T0 + 36, backups=("g",))
     own = commitment("own", kwh=0.05, end=T0 + 36, shares=(("g", 1.0),))
@@ -181,8 +199,9 @@ def test_a_backup_never_overshoots_on_a_step_it_cannot_split() -> None:
 def test_delivered_energy_counts_whoever_delivered_it() -> None:
     # Half the energy is in (from the backup, say): the rest over the time left.
     c = commitment(kwh=0.02, end=T0 + 36, backups=("b2",))
-    result = plan([c], {"c1": Progress(delivered_kwh=0.01)}, battery_views(b1=False, b2=True),
-                  T0 + 18)
+    result = plan(
+        [c], {"c1": Progress(delivered_kwh=0.01)}, battery_views(b1=False, b2=True), T0 + 18
+    )
     assert math.isclose(result.setpoints["b2"], 2.0)
 
 
@@ -190,12 +209,16 @@ def test_delivered_energy_counts_whoever_delivered_it() -> None:
 def backup_view(draw: st.DrawFn) -> DeviceView:
     kind = draw(st.sampled_from(["battery", "load", "relay", "generator", "lost"]))
     if kind == "battery":
-        limits = battery("x", max_charge_kw=draw(st.floats(0.5, 10)),
-                         max_discharge_kw=draw(st.floats(0.5, 10)))
+        limits = battery(
+            "x", max_charge_kw=draw(st.floats(0.5, 10)), max_discharge_kw=draw(st.floats(0.5, 10))
+        )
         return battery_view(limits, draw(st.floats(0, 1)), True, 1.0)
     if kind in {"load", "relay"}:
-        return DeviceView(load_feasible(LoadLimits("l", draw(st.floats(0, 1)), kind == "relay"),
-                                        draw(st.floats(0, 10))))
+        return DeviceView(
+            load_feasible(
+                LoadLimits("l", draw(st.floats(0, 1)), kind == "relay"), draw(st.floats(0, 10))
+            )
+        )
     if kind == "generator":
         low = draw(st.floats(0, 3))
         limits = GeneratorLimits("g", low, low + draw(st.floats(0.5, 10)), draw(st.floats(0.1, 5)))
@@ -209,18 +232,27 @@ def _room(feasible: Feasible, p: float, direction: float) -> bool:
 
 
 @settings(max_examples=300)
-@given(primary=backup_view(), backups=st.lists(backup_view(), min_size=1, max_size=4),
-       kwh=st.floats(-0.2, 0.2).filter(lambda e: abs(e) > 1e-4),
-       own=st.lists(st.floats(-0.1, 0.1), min_size=5, max_size=5))
+@given(
+    primary=backup_view(),
+    backups=st.lists(backup_view(), min_size=1, max_size=4),
+    kwh=st.floats(-0.2, 0.2).filter(lambda e: abs(e) > 1e-4),
+    own=st.lists(st.floats(-0.1, 0.1), min_size=5, max_size=5),
+)
 def test_merit_order_fills_backups_in_order_and_inside_their_limits(
-    primary: DeviceView, backups: list[DeviceView], kwh: float, own: list[float],
+    primary: DeviceView,
+    backups: list[DeviceView],
+    kwh: float,
+    own: list[float],
 ) -> None:
     views = {"p": primary, **{f"k{i}": v for i, v in enumerate(backups)}}
     names = tuple(f"k{i}" for i in range(len(backups)))
     traded = commitment("t", kwh=kwh, end=T0 + 36, shares=(("p", 1.0),), backups=names)
     # Each backup may have a commitment of its own, which it serves first.
-    others = [commitment(f"own-{n}", kwh=e, end=T0 + 36, shares=((n, 1.0),))
-              for n, e in zip(names, own, strict=False) if abs(e) > 1e-6]
+    others = [
+        commitment(f"own-{n}", kwh=e, end=T0 + 36, shares=((n, 1.0),))
+        for n, e in zip(names, own, strict=False)
+        if abs(e) > 1e-6
+    ]
     result = plan([traded, *others], {}, views, T0)
     direction = math.copysign(1.0, kwh)
     earlier_full = True
@@ -232,13 +264,15 @@ def test_merit_order_fills_backups_in_order_and_inside_their_limits(
         assert view.feasible.allows(p), (name, p, view.feasible)
         took = result.allocations[name].get("t", 0.0)
         if name == "p" or any(c.id != "t" and name in c.assets for c in others):
-            assert math.isclose(sum(result.allocations[name].values()),
-                                p - view.feasible.baseline_kw, abs_tol=1e-6)
+            assert math.isclose(
+                sum(result.allocations[name].values()), p - view.feasible.baseline_kw, abs_tol=1e-6
+            )
         else:
             # Only the backup's move counts: where it stood for nobody (a generator that
             # cannot reach its baseline this tick) is not the commitment's doing.
-            assert math.isclose(took, p - view.feasible.clip(view.feasible.baseline_kw),
-                                abs_tol=1e-6)
+            assert math.isclose(
+                took, p - view.feasible.clip(view.feasible.baseline_kw), abs_tol=1e-6
+            )
         if name == "p":
             continue
         # A backup never works against the commitment, and is only used once every
@@ -258,7 +292,9 @@ def test_merit_order_fills_backups_in_order_and_inside_their_limits(
 @settings(max_examples=500)
 @given(view=backup_view(), p_from_seed=st.floats(0, 1), target=st.floats(-30, 30))
 def test_toward_stays_allowed_and_never_passes_the_target(
-    view: DeviceView, p_from_seed: float, target: float,
+    view: DeviceView,
+    p_from_seed: float,
+    target: float,
 ) -> None:
     if view.feasible is None:
         return
@@ -270,19 +306,28 @@ def test_toward_stays_allowed_and_never_passes_the_target(
 
 
 @settings(max_examples=300)
-@given(views=st.lists(backup_view(), min_size=2, max_size=5),
-       trades=st.lists(st.tuples(st.floats(-0.1, 0.1).filter(lambda e: abs(e) > 1e-4),
-                                 st.permutations(range(5))), min_size=1, max_size=4))
+@given(
+    views=st.lists(backup_view(), min_size=2, max_size=5),
+    trades=st.lists(
+        st.tuples(st.floats(-0.1, 0.1).filter(lambda e: abs(e) > 1e-4), st.permutations(range(5))),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_many_lost_and_clipped_trades_stay_inside_every_limit(
-    views: list[DeviceView], trades: list[tuple[float, list[int]]],
+    views: list[DeviceView],
+    trades: list[tuple[float, list[int]]],
 ) -> None:
     names = [f"d{i}" for i in range(len(views))]
     devices = dict(zip(names, views, strict=True))
     commitments = []
     for k, (kwh, order) in enumerate(trades):
         ranked = [names[i] for i in order if i < len(names)]
-        commitments.append(commitment(f"t{k}", kwh=kwh, end=T0 + 36,
-                                      shares=((ranked[0], 1.0),), backups=tuple(ranked[1:])))
+        commitments.append(
+            commitment(
+                f"t{k}", kwh=kwh, end=T0 + 36, shares=((ranked[0], 1.0),), backups=tuple(ranked[1:])
+            )
+        )
     result = plan(commitments, {}, devices, T0)
     for name, view in devices.items():
         if view.feasible is None:

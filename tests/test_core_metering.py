@@ -21,22 +21,29 @@ def test_trapezoid_of_a_ramp() -> None:
 
 def test_interval_is_cut_at_the_window_end() -> None:
     # Constant 3.6 kW from T0+8 to T0+12, window ends at T0+10: 2 s count, 0.002 kWh.
-    result = attribute(Sample(T0 + 8, 3.6), Sample(T0 + 12, 3.6), {"c1": (T0, T0 + 10)},
-                       {"c1": 3.6}, max_gap_s=5)
+    result = attribute(
+        Sample(T0 + 8, 3.6), Sample(T0 + 12, 3.6), {"c1": (T0, T0 + 10)}, {"c1": 3.6}, max_gap_s=5
+    )
     assert abs(result.energy_kwh["c1"] - 0.002) < 1e-12
     assert abs(result.covered_s["c1"] - 2.0) < 1e-9
     assert abs(result.measured_kwh - 0.004) < 1e-12
 
 
 def test_a_gap_counts_nothing() -> None:
-    result = attribute(Sample(T0, 3.6), Sample(T0 + 10, 3.6), {"c1": (T0, T0 + 30)},
-                       {"c1": 3.6}, max_gap_s=3)
+    result = attribute(
+        Sample(T0, 3.6), Sample(T0 + 10, 3.6), {"c1": (T0, T0 + 30)}, {"c1": 3.6}, max_gap_s=3
+    )
     assert result.energy_kwh == {} and result.covered_s == {}
 
 
 def test_overlapping_commitments_share_by_allocation() -> None:
-    result = attribute(Sample(T0, 2.0), Sample(T0 + 1, 2.0),
-                       {"a": (T0, T0 + 30), "b": (T0, T0 + 30)}, {"a": 3.0, "b": 1.0}, 3)
+    result = attribute(
+        Sample(T0, 2.0),
+        Sample(T0 + 1, 2.0),
+        {"a": (T0, T0 + 30), "b": (T0, T0 + 30)},
+        {"a": 3.0, "b": 1.0},
+        3,
+    )
     total = 2.0 / 3600
     assert abs(result.energy_kwh["a"] - 0.75 * total) < 1e-12
     assert abs(result.energy_kwh["b"] - 0.25 * total) < 1e-12
@@ -50,7 +57,9 @@ def test_overlapping_commitments_share_by_allocation() -> None:
     allocations=st.lists(st.floats(-10, 10, allow_nan=False), min_size=4, max_size=4),
 )
 def test_attributed_energy_adds_up_to_what_was_measured_inside_the_windows(
-    powers: list[float], steps: list[float], windows: list[tuple[float, float]],
+    powers: list[float],
+    steps: list[float],
+    windows: list[tuple[float, float]],
     allocations: list[float],
 ) -> None:
     times = [T0]
@@ -66,8 +75,9 @@ def test_attributed_energy_adds_up_to_what_was_measured_inside_the_windows(
         for cid, kwh in result.energy_kwh.items():
             progress[cid].add("b1", kwh, result.covered_s[cid])
         # Independently: energy of the parts of this interval inside at least one window.
-        edges = sorted({prev.ts, cur.ts, *(t for w in spans.values() for t in w
-                                           if prev.ts < t < cur.ts)})
+        edges = sorted(
+            {prev.ts, cur.ts, *(t for w in spans.values() for t in w if prev.ts < t < cur.ts)}
+        )
         for a, b in itertools.pairwise(edges):
             if any(ws <= a and b <= we for ws, we in spans.values()):
                 in_any_window += trapezoid_kwh(prev, cur, a, b)
@@ -100,11 +110,14 @@ def test_per_slot_splits_an_interval_at_the_slot_boundary() -> None:
     assert per_slot(Sample(T0, 1), Sample(T0 + 20, 1), 60, max_gap_s=15) == {}
 
 
-@given(powers=st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
-       steps=st.lists(st.floats(0.05, 3.0), min_size=30, max_size=30),
-       slot=st.sampled_from([1.0, 5.0, 30.0]))
-def test_slot_energies_add_up_to_the_whole(powers: list[float], steps: list[float],
-                                           slot: float) -> None:
+@given(
+    powers=st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
+    steps=st.lists(st.floats(0.05, 3.0), min_size=30, max_size=30),
+    slot=st.sampled_from([1.0, 5.0, 30.0]),
+)
+def test_slot_energies_add_up_to_the_whole(
+    powers: list[float], steps: list[float], slot: float
+) -> None:
     times = [T0 + 0.3]
     for step in steps[: len(powers) - 1]:
         times.append(times[-1] + step)

@@ -21,62 +21,102 @@ from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
 from tests.support.core_fixtures import T0, battery
 
-RULES = OfferRules(demand_ratio=0.1, supply_ratio=0.1, demand_rate_ct_per_kwh=30.0,
-                   supply_rate_ct_per_kwh=40.0)
+RULES = OfferRules(
+    demand_ratio=0.1, supply_ratio=0.1, demand_rate_ct_per_kwh=30.0, supply_rate_ct_per_kwh=40.0
+)
 LOAD = Headroom(up_kw=2.0, down_kw=0.0)  # 2 kW curtailable, cannot draw more
 
 
 def test_load_offers_to_curtail_part_of_what_it_bought() -> None:
     offers = load_supply_after_spot_trade(
-        site="s", asset="l1", trade_id="sp-1", bought_kwh=3.0, headroom=LOAD, rules=RULES,
-        slot_start=T0, slot_end=T0 + 900, now=T0 + 60)
+        site="s",
+        asset="l1",
+        trade_id="sp-1",
+        bought_kwh=3.0,
+        headroom=LOAD,
+        rules=RULES,
+        slot_start=T0,
+        slot_end=T0 + 900,
+        now=T0 + 60,
+    )
     assert [(o.energy_kwh, o.rate_ct_per_kwh) for o in offers] == [(0.3, 40.0)]
     assert offers[0].id.endswith(".supply.after-sp-1")
 
 
 def test_load_offer_after_spot_trade_is_clipped_to_what_it_can_shed() -> None:
     offers = load_supply_after_spot_trade(
-        site="s", asset="l1", trade_id="sp-2", bought_kwh=30.0, headroom=LOAD, rules=RULES,
-        slot_start=T0, slot_end=T0 + 900, now=T0 + 810)  # 90 s left at 2 kW = 0.05 kWh
+        site="s",
+        asset="l1",
+        trade_id="sp-2",
+        bought_kwh=30.0,
+        headroom=LOAD,
+        rules=RULES,
+        slot_start=T0,
+        slot_end=T0 + 900,
+        now=T0 + 810,
+    )  # 90 s left at 2 kW = 0.05 kWh
     assert offers[0].energy_kwh == pytest.approx(0.05, abs=1e-4)
 
 
 def test_load_that_cannot_draw_more_makes_no_demand_offer() -> None:
-    offers = clipped_offers(site="s", asset="l1", headroom=LOAD, wanted_demand_kwh=0.4,
-                            wanted_supply_kwh=0.0, rules=RULES, slot_start=T0,
-                            slot_end=T0 + 900, now=T0)
+    offers = clipped_offers(
+        site="s",
+        asset="l1",
+        headroom=LOAD,
+        wanted_demand_kwh=0.4,
+        wanted_supply_kwh=0.0,
+        rules=RULES,
+        slot_start=T0,
+        slot_end=T0 + 900,
+        now=T0,
+    )
     assert offers == []
 
 
 def test_generator_offers_its_energy_per_slot_above_its_schedule() -> None:
-    offers = clipped_offers(site="s", asset="g1", headroom=Headroom(8.0, 2.0),
-                            wanted_demand_kwh=0.0, wanted_supply_kwh=8.0 * 0.25, rules=RULES,
-                            slot_start=T0, slot_end=T0 + 900, now=T0 + 450)
+    offers = clipped_offers(
+        site="s",
+        asset="g1",
+        headroom=Headroom(8.0, 2.0),
+        wanted_demand_kwh=0.0,
+        wanted_supply_kwh=8.0 * 0.25,
+        rules=RULES,
+        slot_start=T0,
+        slot_end=T0 + 900,
+        now=T0 + 450,
+    )
     assert [o.energy_kwh for o in offers] == [pytest.approx(1.0)]  # half the slot is left
 
 
 def spot(**changes: object) -> SpotTrade:
-    values: dict[str, object] = dict(id="sp", asset="l1", slot_start=T0, energy_kwh=1.0,
-                                     side="buy", rate_ct_per_kwh=25.0)
+    values: dict[str, object] = dict(
+        id="sp", asset="l1", slot_start=T0, energy_kwh=1.0, side="buy", rate_ct_per_kwh=25.0
+    )
     values.update(changes)
     return SpotTrade(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("trade", "enabled", "now", "needle"), [
-    (spot(), False, T0, "balancing market is disabled"),
-    (spot(asset="ghost"), True, T0, "'ghost' is not in the asset registry"),
-    (spot(), True, T0 + 900, "already over"),
-])
-def test_bad_spot_trades_are_rejected(trade: SpotTrade, enabled: bool, now: float,
-                                      needle: str) -> None:
-    result = admit_spot_trade(trade, market_enabled=enabled, registry={"l1": ()},
-                              slot_seconds=900, now=now)
+@pytest.mark.parametrize(
+    ("trade", "enabled", "now", "needle"),
+    [
+        (spot(), False, T0, "balancing market is disabled"),
+        (spot(asset="ghost"), True, T0, "'ghost' is not in the asset registry"),
+        (spot(), True, T0 + 900, "already over"),
+    ],
+)
+def test_bad_spot_trades_are_rejected(
+    trade: SpotTrade, enabled: bool, now: float, needle: str
+) -> None:
+    result = admit_spot_trade(
+        trade, market_enabled=enabled, registry={"l1": ()}, slot_seconds=900, now=now
+    )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
 
 def test_spot_trade_is_recorded_not_committed() -> None:
-    result = admit_spot_trade(spot(), market_enabled=True, registry={"l1": ()},
-                              slot_seconds=900, now=T0 + 1)
+    result = admit_spot_trade(
+        spot(), market_enabled=True, registry={"l1": ()}, slot_seconds=900, now=T0 + 1
+    )
     assert result.status is AckStatus.ACCEPTED and result.commitment is None
 
 
@@ -94,8 +134,14 @@ ASSETS = {
 def test_curtailment_order_offers_a_share_of_curtailable_load_only() -> None:
     order = StandingOrder("t", ("l1", "b1", "g1"), 0.5, 0.1)
     # 2 kW curtailable x 0.1 h x 0.5; the battery counts only above 1, the generator never.
-    result = admit_control(control(1.0), orders={"t": order}, assets=ASSETS,
-                           ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    result = admit_control(
+        control(1.0),
+        orders={"t": order},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    )
     assert result.status is AckStatus.CLIPPED
     assert result.commitment is not None
     assert result.commitment.accepted_kwh == pytest.approx(0.1)
@@ -104,8 +150,14 @@ def test_curtailment_order_offers_a_share_of_curtailable_load_only() -> None:
 
 def test_order_above_one_adds_storage_discharge_to_all_curtailable_load() -> None:
     order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
-    result = admit_control(control(0.3), orders={"t": order}, assets=ASSETS,
-                           ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    result = admit_control(
+        control(0.3),
+        orders={"t": order},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    )
     # Load: all of 2 kW x 0.1 h = 0.2; battery: half of 5 kW x 0.1 h = 0.25.
     assert result.status is AckStatus.ACCEPTED
     assert result.commitment is not None
@@ -114,14 +166,19 @@ def test_order_above_one_adds_storage_discharge_to_all_curtailable_load() -> Non
 
 
 def economic(ratio: float, tariff: str = "t", start: float = T0) -> EconomicControl:
-    return EconomicControl(id="ec", tariff_id=tariff, timeslot_start=start,
-                           curtailment_ratio=ratio)
+    return EconomicControl(id="ec", tariff_id=tariff, timeslot_start=start, curtailment_ratio=ratio)
 
 
 def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> None:
     order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
-    result = admit_economic_control(economic(0.25), orders={"t": order}, assets=ASSETS,
-                                    ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    result = admit_economic_control(
+        economic(0.25),
+        orders={"t": order},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    )
     assert result.status is AckStatus.ACCEPTED and result.commitment is not None
     # A quarter of 2 kW curtailable for 0.1 h; the battery is not a curtailable load.
     assert result.commitment.accepted_kwh == pytest.approx(0.05)
@@ -129,37 +186,53 @@ def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> No
     assert result.commitment.settlement == 0.0
 
 
-@pytest.mark.parametrize(("request_", "needle"), [
-    (economic(0.5, tariff="nope"), "unknown tariff 'nope'"),
-    (economic(0.5, start=T0 - 400), "already over"),
-    (economic(0.5, tariff="batteries"), "has no curtailable loads"),
-])
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        (economic(0.5, tariff="nope"), "unknown tariff 'nope'"),
+        (economic(0.5, start=T0 - 400), "already over"),
+        (economic(0.5, tariff="batteries"), "has no curtailable loads"),
+    ],
+)
 def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: str) -> None:
-    orders = {"t": StandingOrder("t", ("l1",), 0.5, 0.1),
-              "batteries": StandingOrder("batteries", ("b1",), 1.5, 0.1)}
-    result = admit_economic_control(request_, orders=orders, assets=ASSETS,
-                                    ledger=Ledger([], {}), slot_seconds=360, now=T0)
+    orders = {
+        "t": StandingOrder("t", ("l1",), 0.5, 0.1),
+        "batteries": StandingOrder("batteries", ("b1",), 1.5, 0.1),
+    }
+    result = admit_economic_control(
+        request_, orders=orders, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360, now=T0
+    )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
 
 def test_economic_control_of_ratio_zero_changes_nothing() -> None:
-    result = admit_economic_control(economic(0.0), orders={"t": StandingOrder(
-        "t", ("l1",), 0.5, 0.1)}, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360,
-        now=T0)
+    result = admit_economic_control(
+        economic(0.0),
+        orders={"t": StandingOrder("t", ("l1",), 0.5, 0.1)},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    )
     assert result.status is AckStatus.ACCEPTED and result.commitment is None
 
 
-@pytest.mark.parametrize(("ratio", "available", "published"), [
-    (1.5, {"l1", "b1"}, 1.5),
-    (1.5, {"l1"}, 1.0),      # no storage: all curtailable load, nothing beyond
-    (1.5, {"b1"}, 1.5),      # storage alone still backs the part above 1
-    (0.5, {"b1"}, None),     # curtailment only, and no load: nothing to offer
-    (0.5, {"l1"}, 0.5),
-    (-0.5, {"l1"}, None),    # down-regulation needs storage
-    (-0.5, {"b1"}, -0.5),
-])
+@pytest.mark.parametrize(
+    ("ratio", "available", "published"),
+    [
+        (1.5, {"l1", "b1"}, 1.5),
+        (1.5, {"l1"}, 1.0),  # no storage: all curtailable load, nothing beyond
+        (1.5, {"b1"}, 1.5),  # storage alone still backs the part above 1
+        (0.5, {"b1"}, None),  # curtailment only, and no load: nothing to offer
+        (0.5, {"l1"}, 0.5),
+        (-0.5, {"l1"}, None),  # down-regulation needs storage
+        (-0.5, {"b1"}, -0.5),
+    ],
+)
 def test_live_order_follows_what_the_tariffs_assets_can_do(
-    ratio: float, available: set[str], published: float | None,
+    ratio: float,
+    available: set[str],
+    published: float | None,
 ) -> None:
     states = {a: s if a in available else AssetState(s.kind, None) for a, s in ASSETS.items()}
     order = live_order(StandingOrder("t", ("l1", "b1"), ratio, 0.1), states)

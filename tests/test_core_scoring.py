@@ -58,15 +58,25 @@ def test_a_step_holds_until_the_next_row_and_is_none_before_the_first() -> None:
 def test_measured_power_is_linear_between_samples_and_none_across_a_gap() -> None:
     points = [(0.0, 0.0), (2.0, 4.0), (10.0, 4.0)]
     assert linear_at(points, [-1.0, 0.0, 0.5, 2.0, 6.0, 10.0, 11.0], max_gap_s=3.0) == [
-        None, 0.0, 1.0, 4.0, None, 4.0, None]
+        None,
+        0.0,
+        1.0,
+        4.0,
+        None,
+        4.0,
+        None,
+    ]
 
 
 # -- the split among commitments on one asset --------------------------------------------------
 @settings(max_examples=300)
-@given(allocations=st.dictionaries(st.sampled_from("abcd"), power, min_size=1),
-       measured=st.floats(-10, 10))
+@given(
+    allocations=st.dictionaries(st.sampled_from("abcd"), power, min_size=1),
+    measured=st.floats(-10, 10),
+)
 def test_the_commitments_on_an_asset_share_exactly_what_was_measured(
-    allocations: dict[str, float], measured: float,
+    allocations: dict[str, float],
+    measured: float,
 ) -> None:
     shares = [commitment_share(allocations, cid, measured) for cid in allocations]
     assert sum(shares) == pytest.approx(measured, abs=1e-9)
@@ -79,12 +89,16 @@ def test_an_asset_without_allocations_counts_wholly_against_the_commitment() -> 
 
 def test_series_sum_assets_and_drop_seconds_without_telemetry() -> None:
     # b1 carries c1 alone; b2 shares with c2 by allocation (3:1) and has a gap from T0+4.
-    b1 = AssetTrace([(T0 - 1, {}), (T0 + 0.1, {"c1": 2.0})],
-                    [(T0 - 1, 0.0), (T0 + 1, 2.0), (T0 + 3, 2.0), (T0 + 6, 2.0)])
-    b2 = AssetTrace([(T0, {"c1": 3.0, "c2": 1.0})],
-                    [(T0, 4.0), (T0 + 2, 4.0), (T0 + 4, 4.0), (T0 + 20, 4.0)])
-    times, target, response = commitment_series("c1", (T0, T0 + 6), {"b1": b1, "b2": b2},
-                                                 max_gap_s=3.0)
+    b1 = AssetTrace(
+        [(T0 - 1, {}), (T0 + 0.1, {"c1": 2.0})],
+        [(T0 - 1, 0.0), (T0 + 1, 2.0), (T0 + 3, 2.0), (T0 + 6, 2.0)],
+    )
+    b2 = AssetTrace(
+        [(T0, {"c1": 3.0, "c2": 1.0})], [(T0, 4.0), (T0 + 2, 4.0), (T0 + 4, 4.0), (T0 + 20, 4.0)]
+    )
+    times, target, response = commitment_series(
+        "c1", (T0, T0 + 6), {"b1": b1, "b2": b2}, max_gap_s=3.0
+    )
     assert times[0] == T0 + 0.5
     assert target == [5.0] * 6
     assert response[0] == pytest.approx(1.5 + 3.0)  # b1 on its way up, b2's 3/4 of 4 kW
@@ -107,21 +121,23 @@ def test_a_response_identical_to_the_target_scores_one_everywhere(target: list[f
 
 @settings(max_examples=500)
 @given(data=st.data(), target=targets, delay_max=st.sampled_from([1.0, 5.0, 10.0]))
-def test_every_score_stays_in_zero_one(data: st.DataObject, target: list[float],
-                                       delay_max: float) -> None:
-    response = data.draw(st.lists(st.one_of(st.none(), power), min_size=len(target),
-                                  max_size=len(target)))
+def test_every_score_stays_in_zero_one(
+    data: st.DataObject, target: list[float], delay_max: float
+) -> None:
+    response = data.draw(
+        st.lists(st.one_of(st.none(), power), min_size=len(target), max_size=len(target))
+    )
     result = score(target, response, delay_max_s=delay_max)
-    for part in (result.tracking, result.correlation, result.delay, result.precision,
-                 result.total):
+    for part in (result.tracking, result.correlation, result.delay, result.precision, result.total):
         assert part is None or 0.0 <= part <= 1.0
     assert result.scored == sum(r is not None for r in response)
 
 
 @settings(max_examples=300)
 @given(target=st.lists(power, min_size=12, max_size=60), lag=st.integers(1, 10))
-def test_a_delayed_copy_correlates_fully_and_loses_delay_score(target: list[float],
-                                                               lag: int) -> None:
+def test_a_delayed_copy_correlates_fully_and_loses_delay_score(
+    target: list[float], lag: int
+) -> None:
     delayed = [target[max(0, k - lag)] for k in range(len(target))]
     assume(_moves(target) and len(set(target[: len(target) - lag])) > 1)
     assume(len(target) - lag >= (len(target) + 1) // 2)  # a lag that leaves half the pairs
@@ -143,15 +159,18 @@ def test_a_delayed_copy_of_a_noisy_target_is_found_at_its_delay(lag: int) -> Non
 
 
 @settings(max_examples=200)
-@given(target=targets, noise=st.lists(st.floats(-1, 1), min_size=60, max_size=60),
-       factor=st.floats(0.01, 100))
-def test_scaling_both_signals_changes_no_score(target: list[float], noise: list[float],
-                                               factor: float) -> None:
+@given(
+    target=targets,
+    noise=st.lists(st.floats(-1, 1), min_size=60, max_size=60),
+    factor=st.floats(0.01, 100),
+)
+def test_scaling_both_signals_changes_no_score(
+    target: list[float], noise: list[float], factor: float
+) -> None:
     response = [t + n for t, n in zip(target, noise, strict=False)]
     a = score(target, response)
     b = score([t * factor for t in target], [r * factor for r in response])
-    for x, y in ((a.precision, b.precision), (a.correlation, b.correlation),
-                 (a.total, b.total)):
+    for x, y in ((a.precision, b.precision), (a.correlation, b.correlation), (a.total, b.total)):
         assert (x is None) == (y is None)
         if x is not None and y is not None:
             assert x == pytest.approx(y, abs=1e-6)
@@ -161,8 +180,21 @@ def test_a_lag_that_leaves_few_pairs_is_not_taken_for_the_delay() -> None:
     # 13 samples with a gap in the response: shifted by 10, three pairs are left, which
     # happen to line up perfectly. The response follows at once; that is its delay.
     target = [5.0, 5.0, 5.2, 5.4, 5.4, 5.4, 5.6, 5.4, 5.4, 5.2, 5.0, 5.2, 5.4]
-    response: list[float | None] = [5.0, 5.1, 5.1, None, None, None, None, None, 5.3,
-                                    5.25, 5.05, 5.1, 5.5]
+    response: list[float | None] = [
+        5.0,
+        5.1,
+        5.1,
+        None,
+        None,
+        None,
+        None,
+        None,
+        5.3,
+        5.25,
+        5.05,
+        5.1,
+        5.5,
+    ]
     result = score(target, response)
     assert result.delay_s is not None and result.delay_s <= 3
     assert result.delay is not None and result.delay >= 0.7
@@ -209,8 +241,9 @@ def test_score_commitment_finds_a_two_second_late_step() -> None:
     # Target 0 for 10 s then 3 kW; telemetry every 0.5 s shows the step two seconds late.
     allocations = [(T0, {"c1": 0.0}), (T0 + 10, {"c1": 3.0})]
     measured = [(T0 + k / 2, 3.0 if k >= 24 else 0.0) for k in range(-2, 64)]
-    result = score_commitment("c1", (T0, T0 + 30), {"b1": AssetTrace(allocations, measured)},
-                              max_gap_s=3.0)
+    result = score_commitment(
+        "c1", (T0, T0 + 30), {"b1": AssetTrace(allocations, measured)}, max_gap_s=3.0
+    )
     assert result.samples == result.scored == 30
     assert result.delay_s == 2.0 and result.delay == pytest.approx(0.8)
     assert result.correlation == pytest.approx(1.0)

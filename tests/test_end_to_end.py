@@ -37,14 +37,24 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
             now = time.time()
             start = now - now % SLOT + SLOT
             offer = await market.wait_for(
-                lambda m: m.get("type") == "balancing_offer" and m["energy_kwh"] > 0
-                and m["slot_start"] == iso(start), SLOT + 5)
+                lambda m: (
+                    m.get("type") == "balancing_offer"
+                    and m["energy_kwh"] > 0
+                    and m["slot_start"] == iso(start)
+                ),
+                SLOT + 5,
+            )
             trade_id = market.trade(offer, round(offer["energy_kwh"] * 0.5, 4))
             ack = await market.ack_for(trade_id)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
             measured = await market.wait_for(
-                lambda m: m.get("type") == "measurement" and m["asset"] == "battery-1"
-                and m["slot_start"] == iso(start), 10)
+                lambda m: (
+                    m.get("type") == "measurement"
+                    and m["asset"] == "battery-1"
+                    and m["slot_start"] == iso(start)
+                ),
+                10,
+            )
             return ack, report, measured
         finally:
             await market.stop()
@@ -61,8 +71,9 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
     assert report["coverage"] == 1.0
     assets = report["assets"]
     assert isinstance(assets, list) and assets[0]["asset"] == "battery-1"
-    rows = site.query("SELECT state, delivered_kwh FROM commitments WHERE id = ?",
-                      ack["commitment_id"])
+    rows = site.query(
+        "SELECT state, delivered_kwh FROM commitments WHERE id = ?", ack["commitment_id"]
+    )
     assert rows and rows[0][0] == "reported"
 
 
@@ -87,6 +98,5 @@ def test_exercised_order_is_delivered_and_reported(site: RunningSite) -> None:
     accepted = float(report["accepted_kwh"])  # type: ignore[arg-type]
     assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted  # type: ignore[arg-type]
     assert report["status"] == "delivered"
-    setpoints = site.query("SELECT COUNT(*) FROM setpoints WHERE cause = ?",
-                           ack["commitment_id"])
+    setpoints = site.query("SELECT COUNT(*) FROM setpoints WHERE cause = ?", ack["commitment_id"])
     assert setpoints[0][0] == 1  # the event-driven write, before any tick

@@ -60,17 +60,26 @@ devices:
 async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
     with NullModem() as line:
         site_file = tmp_path / "site.yaml"
-        site_file.write_text(SITE.format(
-            period=PERIOD, mqtt_port=broker.port, bat_port=free_port(), gen_port=free_port(),
-            load_tty=line.a, sim_tty=line.b))
+        site_file.write_text(
+            SITE.format(
+                period=PERIOD,
+                mqtt_port=broker.port,
+                bat_port=free_port(),
+                gen_port=free_port(),
+                load_tty=line.a,
+                sim_tty=line.b,
+            )
+        )
         site = load_site(site_file)
         modbus = [d for d in site.config.devices if d.transport != "mqtt"]
-        sim = await serve_site(site.__class__(site.path, site.config.model_copy(
-            update={"devices": modbus}), site.maps))
+        sim = await serve_site(
+            site.__class__(site.path, site.config.model_copy(update={"devices": modbus}), site.maps)
+        )
         plugs = await serve_mqtt_devices(site.config, publish_interval_s=0.25)
         try:
-            async with offline_control(site, tmp_path / "log.sqlite",
-                                       mqtt=site.config.mqtt) as control:
+            async with offline_control(
+                site, tmp_path / "log.sqlite", mqtt=site.config.mqtt
+            ) as control:
                 for device in control.devices.values():
                     await device.connect()
                 for _ in range(4):
@@ -81,8 +90,18 @@ async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
                 # curtailable) and the plug 1 (of its 2: relay, so it is shed on and off).
                 shares = (("bat", 0.4), ("gen", 0.2), ("heat", 0.2), ("plug", 0.2))
                 energy = 5.0 * WINDOW_S / 3600
-                control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now,
-                                       now + WINDOW_S, energy, energy, shares))
+                control.add(
+                    Commitment(
+                        "c1",
+                        "c1",
+                        RefType.BALANCING_CONTROL,
+                        now,
+                        now + WINDOW_S,
+                        energy,
+                        energy,
+                        shares,
+                    )
+                )
                 end = now + WINDOW_S
                 while time.time() < end + 2 * PERIOD:
                     await control.tick()
@@ -95,8 +114,12 @@ async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
     db = sqlite3.connect(tmp_path / "log.sqlite")
     setpoints = db.execute("SELECT asset, p_kw, allocations FROM setpoints").fetchall()
     report = db.execute("SELECT payload FROM reports").fetchall()
-    return {"setpoints": setpoints, "report": json.loads(report[0][0]) if report else None,
-            "fresh": fresh, "energy": energy}
+    return {
+        "setpoints": setpoints,
+        "report": json.loads(report[0][0]) if report else None,
+        "fresh": fresh,
+        "energy": energy,
+    }
 
 
 def test_every_kind_is_driven_within_its_limits(tmp_path: Path, broker: PrivateBroker) -> None:

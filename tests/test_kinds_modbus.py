@@ -45,22 +45,48 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, BOUND_S))
 
 
-
 def device_specs() -> list[dict[str, Any]]:
     """One device of each kind (and both load controls), transport-neutral."""
     return [
-        {"name": "bat", "unit_id": 1, "capacity_kwh": 10, "max_charge_kw": 4,
-         "max_discharge_kw": 5, "charge_efficiency": 1.0, "discharge_efficiency": 1.0,
-         "simulator": {"initial_soc": 0.5}},
+        {
+            "name": "bat",
+            "unit_id": 1,
+            "capacity_kwh": 10,
+            "max_charge_kw": 4,
+            "max_discharge_kw": 5,
+            "charge_efficiency": 1.0,
+            "discharge_efficiency": 1.0,
+            "simulator": {"initial_soc": 0.5},
+        },
         # 4 kW flat, half of it curtailable: the firm part is 2 kW.
-        {"name": "load", "kind": "flexible_load", "unit_id": 2,
-         "baseline_profile": [[0, 4.0]], "curtailable_share": 0.5, "max_kw": 6},
+        {
+            "name": "load",
+            "kind": "flexible_load",
+            "unit_id": 2,
+            "baseline_profile": [[0, 4.0]],
+            "curtailable_share": 0.5,
+            "max_kw": 6,
+        },
         # 3 kW flat behind a relay; 1.2 kW of it (40 %) stays on when shed.
-        {"name": "relay", "kind": "flexible_load", "unit_id": 3, "control": "relay",
-         "register_map": "flexible_load_relay", "baseline_profile": [[0, 3.0]],
-         "curtailable_share": 0.6, "max_kw": 4},
-        {"name": "gen", "kind": "generator", "unit_id": 4, "min_kw": 2, "max_kw": 10,
-         "ramp_kw_per_s": 0.5, "setpoint_timeout_s": 60},
+        {
+            "name": "relay",
+            "kind": "flexible_load",
+            "unit_id": 3,
+            "control": "relay",
+            "register_map": "flexible_load_relay",
+            "baseline_profile": [[0, 3.0]],
+            "curtailable_share": 0.6,
+            "max_kw": 4,
+        },
+        {
+            "name": "gen",
+            "kind": "generator",
+            "unit_id": 4,
+            "min_kw": 2,
+            "max_kw": 10,
+            "ramp_kw_per_s": 0.5,
+            "setpoint_timeout_s": 60,
+        },
     ]
 
 
@@ -71,15 +97,17 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         if request.param == "modbus-rtu":
             line = stack.enter_context(NullModem())
             for device in devices:
-                device.update(transport="modbus-rtu", timeout_s=0.5,
-                              serial={"port": line.b, "baudrate": 38400})
+                device.update(
+                    transport="modbus-rtu",
+                    timeout_s=0.5,
+                    serial={"port": line.b, "baudrate": 38400},
+                )
                 device.setdefault("simulator", {})["serial_port"] = line.a
         else:
             for device in devices:
                 device["timeout_s"] = 0.5
         path = tmp_path / "site.yaml"
-        path.write_text(yaml.safe_dump({"site": "kinds", "devices": devices}),
-                        encoding="utf-8")
+        path.write_text(yaml.safe_dump({"site": "kinds", "devices": devices}), encoding="utf-8")
         yield load_site(path)
 
 
@@ -92,8 +120,10 @@ def driver(site: Site, sim: SiteSimulator, name: str) -> ModbusDevice:
 
 
 @contextlib.asynccontextmanager
-async def served(site: Site, clock: FakeClock,
-                 ) -> AsyncIterator[tuple[SiteSimulator, dict[str, ModbusDevice]]]:
+async def served(
+    site: Site,
+    clock: FakeClock,
+) -> AsyncIterator[tuple[SiteSimulator, dict[str, ModbusDevice]]]:
     # port=0 gives each TCP device a free port; RTU devices are on their serial line.
     sim = SiteSimulator.from_site(site, port=0, clock=clock)
     await sim.start()
@@ -109,15 +139,17 @@ async def served(site: Site, clock: FakeClock,
 
 def test_site_with_every_kind_loads_and_is_served(site: Site) -> None:
     kinds = {d.name: type(d) for d in site.config.devices}
-    assert kinds == {"bat": Battery, "load": FlexibleLoad, "relay": FlexibleLoad,
-                     "gen": Generator}
+    assert kinds == {"bat": Battery, "load": FlexibleLoad, "relay": FlexibleLoad, "gen": Generator}
     assert site.maps["load"].has("power_limit") and site.maps["relay"].has("relay")
 
     async def body() -> None:
         async with served(site, FakeClock()) as (sim, drivers):
             assert {n: type(m) for n, m in sim.models.items()} == {
-                "bat": BatteryModel, "load": LoadModel, "relay": LoadModel,
-                "gen": GeneratorModel}
+                "bat": BatteryModel,
+                "load": LoadModel,
+                "relay": LoadModel,
+                "gen": GeneratorModel,
+            }
             with pytest.raises(TypeError, match="gen is simulated by a GeneratorModel"):
                 sim.model("gen", LoadModel)
             readings = {n: await d.read() for n, d in drivers.items()}
@@ -133,6 +165,7 @@ def test_site_with_every_kind_loads_and_is_served(site: Site) -> None:
             assert (await drivers["load"].read_points())["power_limit"] == 6.0  # no limit
             assert (await drivers["relay"].read_points())["relay"] == 1.0
             assert (await drivers["gen"].read_points())["running"] == 0.0
+
     run(body())
 
 
@@ -151,6 +184,7 @@ def test_battery_follows_setpoint(site: Site) -> None:
             with pytest.raises(ValueError, match="needs a setpoint"):
                 await bat.write_setpoint(None)
             assert model.setpoint_kw == -3.6  # nothing was written
+
     run(body())
 
 
@@ -178,6 +212,7 @@ def test_continuous_load_cap_firm_part_and_release(site: Site) -> None:
             # The controller confirms a load's writes by the heartbeat.
             assert await load.write_heartbeat(70000) is True
             assert (await load.read()).heartbeat == 70000 % 65536
+
     run(body())
 
 
@@ -197,6 +232,7 @@ def test_relay_load_sheds_and_switches_back_on(site: Site) -> None:
             with pytest.raises(DeviceProtocolError, match="exception code 3"):
                 await relay.write_point("relay", 2)
             assert model.limit_kw is None
+
     run(body())
 
 
@@ -227,6 +263,7 @@ def test_generator_ramps_to_setpoint_and_stops_below_min(site: Site) -> None:
             await gen.write_setpoint(25.0)  # beyond max_kw: accepted, clipped by the machine
             clock.now += 30.0
             assert (await gen.read()).p_kw == pytest.approx(10.0)
+
     run(body())
 
 
@@ -243,8 +280,12 @@ def test_lease_brings_every_kind_back_to_its_safe_state(site: Site) -> None:
                 await drivers[name].write_setpoint(p_kw)
             clock.now += 4.8  # within the lease every command holds
             held = {n: (await d.read()).p_kw for n, d in drivers.items()}
-            assert held == {"bat": 3.0, "load": pytest.approx(-2.0),
-                            "relay": pytest.approx(-1.2), "gen": pytest.approx(2.4)}
+            assert held == {
+                "bat": 3.0,
+                "load": pytest.approx(-2.0),
+                "relay": pytest.approx(-1.2),
+                "gen": pytest.approx(2.4),
+            }
             clock.now += 0.3  # lease over: battery 0, loads released, generator heads to 0
             readings = {n: await d.read() for n, d in drivers.items()}
             assert (readings["bat"].p_kw, readings["bat"].setpoint_kw) == (0.0, 0.0)
@@ -256,13 +297,17 @@ def test_lease_brings_every_kind_back_to_its_safe_state(site: Site) -> None:
             clock.now += 5.0  # the generator ramps down from 2.5 kW at 0.5 kW/s and stops
             points = await drivers["gen"].read_points()
             assert (points["power"], points["running"]) == (0.0, 0.0)
-            assert (sim.model("load", LoadModel).limit_kw,
-                    sim.model("relay", LoadModel).limit_kw) == (None, None)
+            assert (
+                sim.model("load", LoadModel).limit_kw,
+                sim.model("relay", LoadModel).limit_kw,
+            ) == (None, None)
+
     run(body())
 
 
 def test_driver_refuses_commands_it_cannot_express(site: Site) -> None:
     """Checked before any I/O: nothing is listening here."""
+
     async def body() -> None:
         load = ModbusTcpDevice("load", "127.0.0.1", 1, 2, 0.5, site.maps["load"])
         try:
@@ -276,6 +321,7 @@ def test_driver_refuses_commands_it_cannot_express(site: Site) -> None:
         relay = ModbusTcpDevice("relay", "127.0.0.1", 1, 3, 0.5, site.maps["relay"])
         assert relay.control == "relay"
         await relay.close()
+
     run(body())
 
 
@@ -288,13 +334,16 @@ def test_simulated_battery_still_takes_a_bare_battery_model(site: Site) -> None:
     assert SimulatedBattery is SimulatedDevice
 
 
-@pytest.mark.parametrize(("point", "value", "shown"), [
-    # A load drawing 70 kW on a u16 W register with sign -1 (consumption negative).
-    (Point(address=0, type=DataType.U16, unit="W", sign=-1), -70.0, -65.535),
-    (Point(address=0, type=DataType.S16, unit="kW", scale=0.01), 400.0, 327.67),
-    (Point(address=0, type=DataType.S16, unit="kW", scale=0.01), -400.0, -327.68),
-    (Point(address=0, type=DataType.S32, unit="W", word_order="little"), -3e6, -2147483.648),
-])
+@pytest.mark.parametrize(
+    ("point", "value", "shown"),
+    [
+        # A load drawing 70 kW on a u16 W register with sign -1 (consumption negative).
+        (Point(address=0, type=DataType.U16, unit="W", sign=-1), -70.0, -65.535),
+        (Point(address=0, type=DataType.S16, unit="kW", scale=0.01), 400.0, 327.67),
+        (Point(address=0, type=DataType.S16, unit="kW", scale=0.01), -400.0, -327.68),
+        (Point(address=0, type=DataType.S32, unit="W", word_order="little"), -3e6, -2147483.648),
+    ],
+)
 def test_out_of_range_values_saturate(point: Point, value: float, shown: float) -> None:
     """Physics beyond the register's range (a noisy load above its rating) shows the nearest
     end of the range instead of failing every read."""

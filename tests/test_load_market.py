@@ -18,19 +18,31 @@ from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
-LOAD = {"name": "heater", "kind": "flexible_load", "host": "127.0.0.1", "port": 1,
-        "baseline_profile": [[0, 4.0]], "curtailable_share": 0.5, "max_kw": 6,
-        "control": "limit"}
+LOAD = {
+    "name": "heater",
+    "kind": "flexible_load",
+    "host": "127.0.0.1",
+    "port": 1,
+    "baseline_profile": [[0, 4.0]],
+    "curtailable_share": 0.5,
+    "max_kw": 6,
+    "control": "limit",
+}
 
 
 @pytest.fixture(scope="module")
 def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
     workdir: Path = tmp_path_factory.mktemp("load-market")
-    with running_site(workdir, broker, slot_seconds=SLOT, devices=[LOAD],
-                      asset_registry={"heater": {"demand_rate_ct_per_kwh": 20,
-                                                 "supply_rate_ct_per_kwh": 45}},
-                      tariffs=[{"id": "heat-tariff", "assets": ["heater"],
-                                "exercise_ratio": 0.5, "price_per_kwh": 0.1}]) as running:
+    with running_site(
+        workdir,
+        broker,
+        slot_seconds=SLOT,
+        devices=[LOAD],
+        asset_registry={"heater": {"demand_rate_ct_per_kwh": 20, "supply_rate_ct_per_kwh": 45}},
+        tariffs=[
+            {"id": "heat-tariff", "assets": ["heater"], "exercise_ratio": 0.5, "price_per_kwh": 0.1}
+        ],
+    ) as running:
         yield running
 
 
@@ -44,13 +56,27 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
             if start + SLOT - now < 14:
                 start += SLOT
                 await asyncio.sleep(start + 0.3 - now)
-            market.send("market/spot-trade", {
-                "v": 1, "type": "spot_trade", "id": f"sp-{time.time_ns()}", "asset": "heater",
-                "slot_start": iso(start), "energy_kwh": 1.0, "side": "buy",
-                "rate_ct_per_kwh": 25.0})
+            market.send(
+                "market/spot-trade",
+                {
+                    "v": 1,
+                    "type": "spot_trade",
+                    "id": f"sp-{time.time_ns()}",
+                    "asset": "heater",
+                    "slot_start": iso(start),
+                    "energy_kwh": 1.0,
+                    "side": "buy",
+                    "rate_ct_per_kwh": 25.0,
+                },
+            )
             offer = await market.wait_for(
-                lambda m: m.get("type") == "balancing_offer" and m["asset"] == "heater"
-                and m["energy_kwh"] > 0, 5)
+                lambda m: (
+                    m.get("type") == "balancing_offer"
+                    and m["asset"] == "heater"
+                    and m["energy_kwh"] > 0
+                ),
+                5,
+            )
             trade_id = market.trade(offer, offer["energy_kwh"])
             ack = await market.ack_for(trade_id)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
@@ -66,8 +92,9 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
     assert report["assets"][0]["baseline_kw"] == -4.0
     accepted = report["accepted_kwh"]
     assert abs(report["delivered_kwh"] - accepted) <= 0.02 * accepted, report
-    capped = site.query("SELECT MIN(p_kw) FROM setpoints WHERE asset = 'heater' "
-                        "AND p_kw IS NOT NULL")[0][0]
+    capped = site.query(
+        "SELECT MIN(p_kw) FROM setpoints WHERE asset = 'heater' AND p_kw IS NOT NULL"
+    )[0][0]
     assert capped >= -4.0  # a cap, never more than its demand, never below its firm part
 
 
@@ -80,9 +107,17 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
             start = now - now % SLOT + SLOT  # a whole timeslot, after the other test's
             await asyncio.sleep(start + 0.3 - now)
             ref = f"ec-{time.time_ns()}"
-            market.send("market/economic-control", {
-                "v": 1, "type": "economic_control", "id": ref, "tariff_id": "heat-tariff",
-                "timeslot_start": iso(start), "curtailment_ratio": 0.5})
+            market.send(
+                "market/economic-control",
+                {
+                    "v": 1,
+                    "type": "economic_control",
+                    "id": ref,
+                    "tariff_id": "heat-tariff",
+                    "timeslot_start": iso(start),
+                    "curtailment_ratio": 0.5,
+                },
+            )
             ack = await market.ack_for(ref)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
             return ack, report

@@ -49,35 +49,67 @@ def _scenario(tmp_path: Path, text: str) -> Path:
 
 # -- scenario files ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "field", "words"), [
-    ("steps:\n  - spot_trade: {asset: battery-1, side: buy, energy_kwh: -1, rate: 30}",
-     "steps[0].spot_trade.energy_kwh", "greater than 0"),
-    ("steps:\n  - spot_trade: {asset: battery-1, side: lend, energy_kwh: 1, rate: 30}",
-     "steps[0].spot_trade.side", "'buy' or 'sell'"),
-    ("steps:\n  - wait_slots: 1\n  - imbalance: {kwh: 0}", "steps[1].imbalance", "not be 0"),
-    ("steps:\n  - economic_control: {tariff: tariff-1, curtailment_ratio: 1.5}",
-     "steps[0].economic_control.curtailment_ratio", "less than or equal to 1"),
-    ("steps:\n  - imbalance: {kwh: 1}\n    wait_slots: 1", "steps[0]", "exactly one"),
-    ("steps:\n  - spot_trad: {asset: battery-1}", "steps[0].spot_trad", "not permitted"),
-    ("steps: []", "steps", "at least 1"),
-    ("steps:\n  - spot_trade: {asset: pv-9, side: buy, energy_kwh: 1, rate: 30}",
-     "steps[0].spot_trade.asset", "not a device"),
-    ("steps:\n  - {second: 1, imbalance: {kwh: 1}}\n  - imbalance: {tariff: t-9, kwh: 1}",
-     "steps[1].imbalance.tariff", "not a tariff"),
-    ("steps:\n  - {second: 30, imbalance: {kwh: 1}}", "steps[0].second", "inside a slot"),
-    ("steps:\n  - {slot: 2, imbalance: {kwh: 1}}\n  - {slot: 1, imbalance: {kwh: 1}}",
-     "steps[1].slot", "before slot 2"),
-    ("steps:\n  - {second: 9, imbalance: {kwh: 1}}\n  - {second: 3, imbalance: {kwh: 1}}",
-     "steps[1].second", "before the step before it"),
-    ("steps:\n  - fault: {device: battery-1}", "steps[0].fault", "clear: true or at least"),
-    ("steps:\n  - fault: {device: battery-1, exception: NOT_A_CODE}", "steps[0].fault",
-     "NOT_A_CODE"),
-    ("steps:\n  - fault: {device: pv-9, drop: true}", "steps[0].fault.device", "not a device"),
-    ("steps:\n  - fault: {device: battery-1, latency_s: -1}", "steps[0].fault.latency_s",
-     "greater than or equal to 0"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (
+            "steps:\n  - spot_trade: {asset: battery-1, side: buy, energy_kwh: -1, rate: 30}",
+            "steps[0].spot_trade.energy_kwh",
+            "greater than 0",
+        ),
+        (
+            "steps:\n  - spot_trade: {asset: battery-1, side: lend, energy_kwh: 1, rate: 30}",
+            "steps[0].spot_trade.side",
+            "'buy' or 'sell'",
+        ),
+        ("steps:\n  - wait_slots: 1\n  - imbalance: {kwh: 0}", "steps[1].imbalance", "not be 0"),
+        (
+            "steps:\n  - economic_control: {tariff: tariff-1, curtailment_ratio: 1.5}",
+            "steps[0].economic_control.curtailment_ratio",
+            "less than or equal to 1",
+        ),
+        ("steps:\n  - imbalance: {kwh: 1}\n    wait_slots: 1", "steps[0]", "exactly one"),
+        ("steps:\n  - spot_trad: {asset: battery-1}", "steps[0].spot_trad", "not permitted"),
+        ("steps: []", "steps", "at least 1"),
+        (
+            "steps:\n  - spot_trade: {asset: pv-9, side: buy, energy_kwh: 1, rate: 30}",
+            "steps[0].spot_trade.asset",
+            "not a device",
+        ),
+        (
+            "steps:\n  - {second: 1, imbalance: {kwh: 1}}\n  - imbalance: {tariff: t-9, kwh: 1}",
+            "steps[1].imbalance.tariff",
+            "not a tariff",
+        ),
+        ("steps:\n  - {second: 30, imbalance: {kwh: 1}}", "steps[0].second", "inside a slot"),
+        (
+            "steps:\n  - {slot: 2, imbalance: {kwh: 1}}\n  - {slot: 1, imbalance: {kwh: 1}}",
+            "steps[1].slot",
+            "before slot 2",
+        ),
+        (
+            "steps:\n  - {second: 9, imbalance: {kwh: 1}}\n  - {second: 3, imbalance: {kwh: 1}}",
+            "steps[1].second",
+            "before the step before it",
+        ),
+        ("steps:\n  - fault: {device: battery-1}", "steps[0].fault", "clear: true or at least"),
+        (
+            "steps:\n  - fault: {device: battery-1, exception: NOT_A_CODE}",
+            "steps[0].fault",
+            "NOT_A_CODE",
+        ),
+        ("steps:\n  - fault: {device: pv-9, drop: true}", "steps[0].fault.device", "not a device"),
+        (
+            "steps:\n  - fault: {device: battery-1, latency_s: -1}",
+            "steps[0].fault.latency_s",
+            "greater than or equal to 0",
+        ),
+    ],
+)
 def test_scenario_errors_name_file_and_field(
-        tmp_path: Path, example: SiteConfig, body: str, field: str, words: str) -> None:
+    tmp_path: Path, example: SiteConfig, body: str, field: str, words: str
+) -> None:
     path = _scenario(tmp_path, f"name: bad\n{body}\n")
     with pytest.raises(ConfigError) as caught:
         load_scenario(path, example)
@@ -95,7 +127,9 @@ def test_scenario_that_is_not_a_mapping_or_missing(tmp_path: Path, example: Site
 
 
 def test_steps_are_placed_in_slots_and_seconds(tmp_path: Path, example: SiteConfig) -> None:
-    path = _scenario(tmp_path, """
+    path = _scenario(
+        tmp_path,
+        """
 name: timing
 steps:
   - {slot: 0, second: 3, spot_trade: {asset: battery-1, side: buy, energy_kwh: 1, rate: 30}}
@@ -104,17 +138,23 @@ steps:
   - wait_slots: 2
   - {second: 4, economic_control: {tariff: tariff-1, curtailment_ratio: 0.5}}
   - {slot: 4, imbalance: {kwh: -0.1}}
-""")
+""",
+    )
     _, steps = load_scenario(path, example)
     assert [(s.index, s.slot, s.second, s.offset_s) for s in steps] == [
-        (0, 0, 3.0, 3.0), (1, 0, 5.0, 5.0), (2, 0, 5.0, 5.0), (4, 2, 4.0, 64.0),
-        (5, 4, 0.0, 120.0)]
+        (0, 0, 3.0, 3.0),
+        (1, 0, 5.0, 5.0),
+        (2, 0, 5.0, 5.0),
+        (4, 2, 4.0, 64.0),
+        (5, 4, 0.0, 120.0),
+    ]
     assert isinstance(steps[0].action, SpotTrade)
     assert isinstance(steps[1].action, Imbalance)
 
 
-@pytest.mark.parametrize(("site", "scenario"), [("example", "example-day"),
-                                                ("full-site", "full-site-day")])
+@pytest.mark.parametrize(
+    ("site", "scenario"), [("example", "example-day"), ("full-site", "full-site-day")]
+)
 def test_bundled_scenarios_fit_their_sites(site: str, scenario: str) -> None:
     config = load_site(ROOT / "flexedge" / "config" / "sites" / f"{site}.yaml").config
     _, steps = load_scenario(SCENARIOS / f"{scenario}.yaml", config)
@@ -122,16 +162,18 @@ def test_bundled_scenarios_fit_their_sites(site: str, scenario: str) -> None:
 
 
 def test_cli_reports_a_bad_scenario_before_connecting(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _scenario(tmp_path, "name: x\nsteps:\n  - imbalance: {kwh: 1, tariff: nope}\n")
-    code = cli_main(["market", "--config", str(EXAMPLE_SITE), "--scenario", str(path),
-                     "--mqtt", "127.0.0.1:9"])
+    code = cli_main(
+        ["market", "--config", str(EXAMPLE_SITE), "--scenario", str(path), "--mqtt", "127.0.0.1:9"]
+    )
     assert code == 2
-    assert f"{path}: steps[0].imbalance.tariff: 'nope' is not a tariff" \
-        in capsys.readouterr().err
+    assert f"{path}: steps[0].imbalance.tariff: 'nope' is not a tariff" in capsys.readouterr().err
 
 
 # -- D3A balancing agent ----------------------------------------------------------------------
+
 
 def _offer(oid: str, energy: float, rate: float, slot: float = SLOT_START) -> BookOffer:
     return BookOffer(oid, f"asset-{oid}", slot, energy, rate)
@@ -157,8 +199,9 @@ def test_clearing_buys_up_from_supply_and_down_from_demand_offers() -> None:
 
 def test_clearing_ignores_other_slots_and_what_was_already_bought() -> None:
     offers = [_offer("old", 1.0, 1, slot=SLOT_START - 900), _offer("x", 0.5, 30)]
-    clearing = clear_balancing(offers, slot_start=SLOT_START, up_kwh=0.5, down_kwh=0,
-                               bought_kwh={"x": 0.45})
+    clearing = clear_balancing(
+        offers, slot_start=SLOT_START, up_kwh=0.5, down_kwh=0, bought_kwh={"x": 0.45}
+    )
     assert [(f.offer.id, f.energy_kwh) for f in clearing.fills] == [("x", 0.05)]
 
 
@@ -186,15 +229,21 @@ def test_fills_never_exceed_an_offer_by_rounding() -> None:
 
 # -- Power TAC utility ------------------------------------------------------------------------
 
-ORDERS = [Order("pricey-up", 1.5, 0.20), Order("cheap-up", 0.5, 0.05),
-          Order("down", -0.5, -0.02), Order("mid-up", 2.0, 0.10)]
+ORDERS = [
+    Order("pricey-up", 1.5, 0.20),
+    Order("cheap-up", 0.5, 0.05),
+    Order("down", -0.5, -0.02),
+    Order("mid-up", 2.0, 0.10),
+]
 
 
 def test_exercise_cheapest_first_matching_the_imbalance_direction() -> None:
-    plan, unmet = plan_exercise(ORDERS, 1.0, {"cheap-up": 0.3, "mid-up": 0.5,
-                                              "pricey-up": 1.0})
+    plan, unmet = plan_exercise(ORDERS, 1.0, {"cheap-up": 0.3, "mid-up": 0.5, "pricey-up": 1.0})
     assert [(e.tariff_id, e.kwh) for e in plan] == [
-        ("cheap-up", 0.3), ("mid-up", 0.5), ("pricey-up", 0.2)]
+        ("cheap-up", 0.3),
+        ("mid-up", 0.5),
+        ("pricey-up", 0.2),
+    ]
     assert plan[1].payment == pytest.approx(0.10 * 0.5)
     assert unmet == 0
 
@@ -228,18 +277,20 @@ def test_clipped_exercise_goes_on_to_the_next_order() -> None:
         sent.append(payload)
         cap = acks.get(payload["tariff_id"], 10.0)
         taken = min(cap, payload["kwh"])
-        return {"status": "clipped" if taken < payload["kwh"] else "accepted",
-                "accepted_kwh": taken}
+        return {
+            "status": "clipped" if taken < payload["kwh"] else "accepted",
+            "accepted_kwh": taken,
+        }
 
     orders = {o.tariff_id: o for o in ORDERS}
     left = asyncio.run(cover_imbalance(orders, 0.5, {}, send, SLOT_START))
-    assert [(p["tariff_id"], p["kwh"]) for p in sent] == [("cheap-up", 0.5),
-                                                           ("mid-up", 0.4)]
+    assert [(p["tariff_id"], p["kwh"]) for p in sent] == [("cheap-up", 0.5), ("mid-up", 0.4)]
     assert sent[0]["timeslot_start"] == "2027-01-15T08:00:00.000Z"
     assert left == 0
 
 
 # -- settlement -------------------------------------------------------------------------------
+
 
 def test_paid_is_pay_as_offer_capped_at_the_accepted_energy() -> None:
     assert paid(7.0, 0.2, 0.2, 0.1) == pytest.approx(3.5)
@@ -251,15 +302,22 @@ def test_paid_is_pay_as_offer_capped_at_the_accepted_energy() -> None:
 def test_a_commitment_without_its_report_fails_the_run() -> None:
     ledger = Ledger()
     ledger.record(Sent("st-1", "spot_trade", "d3a", 0, "battery-1", -0.1, 2.8, 0))
-    ledger.record(Sent("bt-1", "balancing_trade", "d3a", 0, "battery-1 up offer", 0.02,
-                       0.7, 0))
+    ledger.record(Sent("bt-1", "balancing_trade", "d3a", 0, "battery-1 up offer", 0.02, 0.7, 0))
     assert ledger.sent["bt-1"].problem == "no ack"
-    ledger.on_ack({"ref": "bt-1", "status": "accepted", "commitment_id": "cm-bt-1",
-                   "accepted_kwh": 0.02})
+    ledger.on_ack(
+        {"ref": "bt-1", "status": "accepted", "commitment_id": "cm-bt-1", "accepted_kwh": 0.02}
+    )
     assert not ledger.complete()  # every message needs its ack, a commitment its report
     assert "MISSING: st-1 (no ack), bt-1 (no delivery report)" in scorecard_table(ledger)
-    ledger.on_report({"commitment_id": "cm-bt-1", "ref": "bt-1", "accepted_kwh": 0.02,
-                      "delivered_kwh": 0.019, "status": "partial"})
+    ledger.on_report(
+        {
+            "commitment_id": "cm-bt-1",
+            "ref": "bt-1",
+            "accepted_kwh": 0.02,
+            "delivered_kwh": 0.019,
+            "status": "partial",
+        }
+    )
     assert not ledger.complete()
     assert "0.6650 ct" in settlement_table(ledger)
     ledger.on_ack({"ref": "st-1", "status": "rejected", "reason": "asset 'x' is unknown"})
@@ -282,7 +340,8 @@ steps:
 
 @pytest.mark.integration
 def test_market_sim_plays_both_markets_against_the_example_site(
-        broker: PrivateBroker, tmp_path: Path) -> None:
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
     started = time.monotonic()
     with running_site(tmp_path, broker, slot_seconds=10) as running:
         site = load_site(running.site_file)
@@ -322,7 +381,8 @@ steps:
 
 @pytest.mark.integration
 def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
-        broker: PrivateBroker, tmp_path: Path) -> None:
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
     with running_site(tmp_path, broker, slot_seconds=10, fault_control=True) as running:
         site = load_site(running.site_file)
         _, steps = load_scenario(_scenario(tmp_path, FAULTS), site.config)
@@ -336,7 +396,8 @@ def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
 
 
 def test_a_fault_step_without_a_simulator_listening_fails_the_run(
-        broker: PrivateBroker, tmp_path: Path) -> None:
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
     raw = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
     raw["mqtt"] = {"host": broker.host, "port": broker.port}
     raw["site"] = "nobody-listens"

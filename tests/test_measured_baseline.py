@@ -54,8 +54,18 @@ async def scenario(tmp_path: Path) -> dict[str, Any]:
             learned = control.assets["heater"].baseline_kw(time.time())
             now = time.time()
             energy = 1.0 * 8 / 3600  # curtail 1 kW for 8 s
-            control.add(Commitment("c1", "c1", RefType.BALANCING_CONTROL, now, now + 8,
-                                   energy, energy, (("heater", 1.0),)))
+            control.add(
+                Commitment(
+                    "c1",
+                    "c1",
+                    RefType.BALANCING_CONTROL,
+                    now,
+                    now + 8,
+                    energy,
+                    energy,
+                    (("heater", 1.0),),
+                )
+            )
             end = now + 8
             while time.time() < end - PERIOD:
                 await control.tick()
@@ -69,8 +79,12 @@ async def scenario(tmp_path: Path) -> dict[str, Any]:
     finally:
         await sim.stop()
     db = sqlite3.connect(tmp_path / "log.sqlite")
-    caps = [p for (p,) in db.execute(
-        "SELECT p_kw FROM setpoints WHERE cause = 'tick' AND p_kw IS NOT NULL")]
+    caps = [
+        p
+        for (p,) in db.execute(
+            "SELECT p_kw FROM setpoints WHERE cause = 'tick' AND p_kw IS NOT NULL"
+        )
+    ]
     report = json.loads(db.execute("SELECT payload FROM reports").fetchone()[0])
     return {"learned": learned, "caps": caps, "report": report, "energy": energy}
 

@@ -34,15 +34,30 @@ async def lose_the_traded_battery(tmp_path: Path) -> dict[str, Any]:
             await control.tick()  # first readings
             now = time.time()
             # As admission builds a D3A trade on b1: b2 then b3 back it up, cheapest first.
-            control.add(Commitment("cm-t1", "t1", RefType.BALANCING_TRADE, now,
-                                   now + WINDOW_S, KWH, KWH, (("b1", 1.0),), settlement=0.35,
-                                   backups=("b2", "b3")))
+            control.add(
+                Commitment(
+                    "cm-t1",
+                    "t1",
+                    RefType.BALANCING_TRADE,
+                    now,
+                    now + WINDOW_S,
+                    KWH,
+                    KWH,
+                    (("b1", 1.0),),
+                    settlement=0.35,
+                    backups=("b2", "b3"),
+                )
+            )
             lost = False
             while time.time() < now + WINDOW_S + 10 * PERIOD:
                 await control.tick()
                 fresh = control.is_fresh("b1", time.time())
-                seen["ticks"].append({"b1_fresh": fresh, "allocations": {
-                    n: dict(a) for n, a in control._allocations.items()}})
+                seen["ticks"].append(
+                    {
+                        "b1_fresh": fresh,
+                        "allocations": {n: dict(a) for n, a in control._allocations.items()},
+                    }
+                )
                 if not lost and time.time() > now + WINDOW_S / 3:
                     sim.faults("b1").drop = True
                     lost = True

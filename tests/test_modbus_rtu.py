@@ -36,13 +36,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, BOUND_S))
 
 
-
 def battery(name: str, unit_id: int, soc: float, line: NullModem) -> dict[str, Any]:
-    return {"name": name, "transport": "modbus-rtu", "unit_id": unit_id,
-            "serial": {"port": line.b, "baudrate": 19200}, "timeout_s": TIMEOUT_S,
-            "capacity_kwh": 10, "max_charge_kw": 4, "max_discharge_kw": 5,
-            "charge_efficiency": 0.9,
-            "simulator": {"initial_soc": soc, "serial_port": line.a}}
+    return {
+        "name": name,
+        "transport": "modbus-rtu",
+        "unit_id": unit_id,
+        "serial": {"port": line.b, "baudrate": 19200},
+        "timeout_s": TIMEOUT_S,
+        "capacity_kwh": 10,
+        "max_charge_kw": 4,
+        "max_discharge_kw": 5,
+        "charge_efficiency": 0.9,
+        "simulator": {"initial_soc": soc, "serial_port": line.a},
+    }
 
 
 def write_site(tmp_path: Path, devices: list[dict[str, Any]]) -> Path:
@@ -59,8 +65,9 @@ def line() -> Iterator[NullModem]:
 
 @pytest.fixture
 def site(tmp_path: Path, line: NullModem) -> Site:
-    return load_site(write_site(tmp_path, [battery("b1", 1, 0.3, line),
-                                           battery("b2", 2, 0.7, line)]))
+    return load_site(
+        write_site(tmp_path, [battery("b1", 1, 0.3, line), battery("b2", 2, 0.7, line)])
+    )
 
 
 def driver(site: Site, name: str) -> ModbusRtuDevice:
@@ -97,11 +104,13 @@ def test_read_and_setpoint_follow_the_model(site: Site) -> None:
                 assert model.timeout_s == 5.0
             finally:
                 await device.close()
+
     run(body())
 
 
 def test_two_units_on_one_bus_concurrently(site: Site) -> None:
     """Interleaved calls from two devices on one port: every answer is the asker's."""
+
     async def body() -> None:
         async with served(site, FakeClock()) as sim:
             d1, d2 = driver(site, "b1"), driver(site, "b2")
@@ -109,8 +118,12 @@ def test_two_units_on_one_bus_concurrently(site: Site) -> None:
             try:
                 calls = []
                 for step in range(10):
-                    calls += [d1.read(), d2.read(), d1.write_setpoint(-0.5 - step / 10),
-                              d2.write_setpoint(1.0 + step / 10)]
+                    calls += [
+                        d1.read(),
+                        d2.read(),
+                        d1.write_setpoint(-0.5 - step / 10),
+                        d2.write_setpoint(1.0 + step / 10),
+                    ]
                 results = await asyncio.gather(*calls)
                 readings = [r for r in results if r is not None]
                 assert len(readings) == 20
@@ -126,6 +139,7 @@ def test_two_units_on_one_bus_concurrently(site: Site) -> None:
                 await d1.close()
                 await d2.close()
             assert not d1.bus.client.connected  # the last device out closes the port
+
     run(body())
 
 
@@ -144,14 +158,16 @@ def test_missing_unit_is_unavailable_within_timeout(site: Site) -> None:
                 assert TIMEOUT_S * 0.9 <= time.monotonic() - started < TIMEOUT_S + 0.5
                 # Nobody answering one unit does not take the bus down for the others, even
                 # for a request queued behind the silent one.
-                lost, reading = await asyncio.gather(missing.read(), present.read(),
-                                                     return_exceptions=True)
+                lost, reading = await asyncio.gather(
+                    missing.read(), present.read(), return_exceptions=True
+                )
                 assert isinstance(lost, DeviceUnavailable)
                 assert not isinstance(reading, BaseException)
                 assert reading.soc == pytest.approx(0.3, abs=1e-4)
             finally:
                 await missing.close()
                 await present.close()
+
     run(body())
 
 
@@ -163,6 +179,7 @@ def test_port_that_does_not_exist_is_unavailable(tmp_path: Path, site: Site) -> 
             await device.read()
         await device.close()
         await device.close()  # twice is fine
+
     run(body())
 
 
@@ -173,15 +190,22 @@ def test_one_port_one_set_of_line_settings(site: Site) -> None:
         first = ModbusRtuDevice("b1", serial, 1, TIMEOUT_S, site.maps["b1"])
         try:
             with pytest.raises(ConfigError, match="line settings 9600 8N1 differ"):
-                ModbusRtuDevice("b2", serial.model_copy(update={"baudrate": 9600}), 2,
-                                TIMEOUT_S, site.maps["b1"])
+                ModbusRtuDevice(
+                    "b2",
+                    serial.model_copy(update={"baudrate": 9600}),
+                    2,
+                    TIMEOUT_S,
+                    site.maps["b1"],
+                )
         finally:
             await first.close()
+
     run(body())
 
 
-def test_factory_and_run_sim_serve_rtu(tmp_path: Path, line: NullModem,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_factory_and_run_sim_serve_rtu(
+    tmp_path: Path, line: NullModem, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="flexedge.cli.sim")
     path = write_site(tmp_path, [battery("b1", 1, 0.3, line)])
     site = load_site(path)
@@ -199,45 +223,72 @@ def test_factory_and_run_sim_serve_rtu(tmp_path: Path, line: NullModem,
         await device.close()
         stop.set()
         await task
+
     run(body())
 
 
 # -- config --------------------------------------------------------------------------------
 
-RTU = {"name": "b1", "transport": "modbus-rtu", "serial": {"port": "/dev/ttyUSB0"},
-       "capacity_kwh": 10, "max_charge_kw": 4, "max_discharge_kw": 5}
+RTU = {
+    "name": "b1",
+    "transport": "modbus-rtu",
+    "serial": {"port": "/dev/ttyUSB0"},
+    "capacity_kwh": 10,
+    "max_charge_kw": 4,
+    "max_discharge_kw": 5,
+}
 
 
 def test_serial_section_defaults(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text("""\
+    path.write_text(
+        """\
 site: s
 devices:
   - {name: b1, transport: modbus-rtu, serial: {port: /dev/ttyUSB0, parity: E},
      capacity_kwh: 10, max_charge_kw: 4, max_discharge_kw: 5}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     serial = load_site(path).config.device("b1").serial
-    assert serial == SerialSettings(port="/dev/ttyUSB0", baudrate=9600, bytesize=8,
-                                    parity="E", stopbits=1)  # unquoted E is a string
+    assert serial == SerialSettings(
+        port="/dev/ttyUSB0", baudrate=9600, bytesize=8, parity="E", stopbits=1
+    )  # unquoted E is a string
 
 
-@pytest.mark.parametrize(("change", "field", "problem"), [
-    ({"serial": None}, "devices[0] (b1)", "modbus-rtu needs a serial section"),
-    ({"transport": "modbus-tcp"}, "devices[0] (b1)", "serial is only for transport modbus-rtu"),
-    ({"serial": {"port": "/dev/ttyUSB0", "parity": "X"}}, "devices[0] (b1).serial.parity",
-     "'N', 'E' or 'O'"),
-    ({"serial": {"port": "/dev/ttyUSB0", "stopbits": 3}}, "devices[0] (b1).serial.stopbits",
-     "1 or 2"),
-    ({"serial": {"port": "/dev/ttyUSB0", "bytesize": 7}}, "devices[0] (b1).serial.bytesize",
-     "8"),
-    ({"serial": {"port": "/dev/ttyUSB0", "flow": "rts"}}, "devices[0] (b1).serial.flow",
-     "Extra inputs"),
-    ({"serial": {"baudrate": 9600}}, "devices[0] (b1).serial.port", "Field required"),
-    ({"host": "10.0.0.5"}, "devices[0] (b1)", "host and port are for modbus-tcp"),
-    ({"unit_id": 0}, "devices[0] (b1)", "unit_id 0 is the broadcast address"),
-])
-def test_serial_config_errors(tmp_path: Path, change: dict[str, Any], field: str,
-                              problem: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"serial": None}, "devices[0] (b1)", "modbus-rtu needs a serial section"),
+        ({"transport": "modbus-tcp"}, "devices[0] (b1)", "serial is only for transport modbus-rtu"),
+        (
+            {"serial": {"port": "/dev/ttyUSB0", "parity": "X"}},
+            "devices[0] (b1).serial.parity",
+            "'N', 'E' or 'O'",
+        ),
+        (
+            {"serial": {"port": "/dev/ttyUSB0", "stopbits": 3}},
+            "devices[0] (b1).serial.stopbits",
+            "1 or 2",
+        ),
+        (
+            {"serial": {"port": "/dev/ttyUSB0", "bytesize": 7}},
+            "devices[0] (b1).serial.bytesize",
+            "8",
+        ),
+        (
+            {"serial": {"port": "/dev/ttyUSB0", "flow": "rts"}},
+            "devices[0] (b1).serial.flow",
+            "Extra inputs",
+        ),
+        ({"serial": {"baudrate": 9600}}, "devices[0] (b1).serial.port", "Field required"),
+        ({"host": "10.0.0.5"}, "devices[0] (b1)", "host and port are for modbus-tcp"),
+        ({"unit_id": 0}, "devices[0] (b1)", "unit_id 0 is the broadcast address"),
+    ],
+)
+def test_serial_config_errors(
+    tmp_path: Path, change: dict[str, Any], field: str, problem: str
+) -> None:
     device = {**RTU, **change}
     if device["serial"] is None:
         del device["serial"]
@@ -254,15 +305,25 @@ def test_simulator_serial_port_is_rtu_only(tmp_path: Path) -> None:
         load_site(write_site(tmp_path, [tcp]))
 
 
-@pytest.mark.parametrize(("second", "field", "problem"), [
-    ({"unit_id": 1}, "devices[1] (b2).unit_id", "unit 1 is used twice on /dev/ttyUSB0"),
-    ({"serial": {"port": "/dev/ttyUSB0", "baudrate": 19200}}, "devices[1] (b2).serial",
-     "line settings differ from 'b1'"),
-    ({"simulator": {"serial_port": "/dev/pts/7"}}, "devices[1] (b2).simulator.serial_port",
-     "differs from 'b1'"),
-])
-def test_devices_sharing_a_port(tmp_path: Path, second: dict[str, Any], field: str,
-                                problem: str) -> None:
+@pytest.mark.parametrize(
+    ("second", "field", "problem"),
+    [
+        ({"unit_id": 1}, "devices[1] (b2).unit_id", "unit 1 is used twice on /dev/ttyUSB0"),
+        (
+            {"serial": {"port": "/dev/ttyUSB0", "baudrate": 19200}},
+            "devices[1] (b2).serial",
+            "line settings differ from 'b1'",
+        ),
+        (
+            {"simulator": {"serial_port": "/dev/pts/7"}},
+            "devices[1] (b2).simulator.serial_port",
+            "differs from 'b1'",
+        ),
+    ],
+)
+def test_devices_sharing_a_port(
+    tmp_path: Path, second: dict[str, Any], field: str, problem: str
+) -> None:
     devices = [{**RTU, "unit_id": 1}, {**RTU, "name": "b2", "unit_id": 2, **second}]
     with pytest.raises(ConfigError) as caught:
         load_site(write_site(tmp_path, devices))

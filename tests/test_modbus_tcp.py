@@ -67,8 +67,6 @@ points:
 """
 
 
-
-
 def write_site(tmp_path: Path, map_text: str | None = None) -> Path:
     register_map = "battery_generic"
     if map_text is not None:
@@ -86,13 +84,15 @@ def site(tmp_path: Path) -> Site:
 
 def driver_for(site: Site, sim: SiteSimulator) -> ModbusTcpDevice:
     host, port = sim.address("b1")
-    return ModbusTcpDevice.from_config(site.config.device("b1"), site.maps["b1"],
-                                       host=host, port=port)
+    return ModbusTcpDevice.from_config(
+        site.config.device("b1"), site.maps["b1"], host=host, port=port
+    )
 
 
 @contextlib.asynccontextmanager
-async def served(site: Site, clock: FakeClock) -> AsyncIterator[tuple[SiteSimulator,
-                                                                     ModbusTcpDevice]]:
+async def served(
+    site: Site, clock: FakeClock
+) -> AsyncIterator[tuple[SiteSimulator, ModbusTcpDevice]]:
     sim = await serve_site(site, port=0, clock=clock)
     device = driver_for(site, sim)
     try:
@@ -129,6 +129,7 @@ def test_read_returns_initial_state(site: Site) -> None:
             points = await device.read_points()
             assert (points["max_charge_power"], points["max_discharge_power"]) == (4.0, 5.0)
             assert points["setpoint_timeout"] == 10.0
+
     run(body())
 
 
@@ -151,6 +152,7 @@ def test_setpoint_reaches_model_and_reads_back(site: Site) -> None:
             assert (reading.p_kw, reading.setpoint_kw) == (-2.5, -2.5)
             assert reading.soc == pytest.approx(0.6 + 2.5 * 0.9 * 6 / 3600 / 10, abs=1e-4)
             assert model.soc == pytest.approx(0.6 + 2.5 * 0.9 * 6 / 3600 / 10, abs=1e-12)
+
     run(body())
 
 
@@ -166,6 +168,7 @@ def test_out_of_rating_setpoints_are_accepted_and_clipped(site: Site) -> None:
             assert sim.model("b1").p_kw == -4.0
             with pytest.raises(ValueError, match="does not fit"):
                 await device.write_setpoint(400.0)  # beyond s16 at 0.01 kW: caller's bug
+
     run(body())
 
 
@@ -184,6 +187,7 @@ def test_lease_reverts_setpoint_after_timeout(site: Site) -> None:
             assert (reading.p_kw, reading.setpoint_kw) == (0.0, 0.0)
             # Discharged for exactly the 2 s lease.
             assert sim.model("b1").discharged_kwh == pytest.approx(3.0 * 2.0 / 3600)
+
     run(body())
 
 
@@ -194,6 +198,7 @@ def test_invalid_lease_is_refused_as_protocol_error(site: Site) -> None:
                 await device.configure_lease(0)
             assert sim.model("b1").timeout_s == 10.0
             assert (await device.read()).soc is not None  # the connection survives it
+
     run(body())
 
 
@@ -209,6 +214,7 @@ def test_stopped_server_is_unavailable_and_reconnect_follows(site: Site) -> None
                 await device.write_setpoint(1.0)
             await sim.start()  # same port as before
             assert (await device.read()).soc == pytest.approx(0.6, abs=1e-4)
+
     run(body())
 
 
@@ -221,6 +227,7 @@ def test_nothing_listening_is_unavailable(site: Site) -> None:
             await device.read()
         await device.close()
         await device.close()  # twice is fine
+
     run(body())
 
 
@@ -249,11 +256,13 @@ def test_silent_device_times_out_as_unavailable(site: Site) -> None:
                 writer.close()
             server.close()
             await server.wait_closed()
+
     run(body())
 
 
 def test_lease_reverts_on_the_real_clock(site: Site) -> None:
     """The same lease, end to end with time.monotonic (the shortest lease the u16 s holds)."""
+
     async def body() -> None:
         sim = await serve_site(site, port=0)
         device = driver_for(site, sim)
@@ -267,6 +276,7 @@ def test_lease_reverts_on_the_real_clock(site: Site) -> None:
         finally:
             await device.close()
             await sim.stop()
+
     run(body())
 
 
@@ -288,6 +298,7 @@ def test_scale_factor_points_and_two_word_registers(tmp_path: Path) -> None:
             assert reading.p_kw == pytest.approx(-1.23456, abs=1e-8)
             assert await device.configure_lease(70000) is True  # needs the u32
             assert sim.model("b1").timeout_s == 70000.0
+
     run(body())
 
 
@@ -311,6 +322,7 @@ def test_run_sim_serves_until_stopped(tmp_path: Path, caplog: pytest.LogCaptureF
         stop.set()
         await asyncio.wait_for(task, 5)
         assert not started[0].servers[0].running
+
     run(body())
 
 
@@ -326,8 +338,11 @@ points = st.builds(
 
 
 @given(point=points, sf=st.integers(-4, 4), data=st.data())
-def test_registers_round_trip_through_site_units(point: Point, sf: int, data: st.DataObject,
-                                                 ) -> None:
+def test_registers_round_trip_through_site_units(
+    point: Point,
+    sf: int,
+    data: st.DataObject,
+) -> None:
     """Whatever a device holds, decode then encode gives the same registers back."""
     width = WIDTH[point.type]
     registers = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=width, max_size=width))
@@ -337,17 +352,23 @@ def test_registers_round_trip_through_site_units(point: Point, sf: int, data: st
 
 
 @given(point=points, sf=st.integers(-4, 4), fraction=st.floats(0.0, 1.0))
-def test_site_values_round_trip_within_resolution(point: Point, sf: int, fraction: float,
-                                                  ) -> None:
+def test_site_values_round_trip_within_resolution(
+    point: Point,
+    sf: int,
+    fraction: float,
+) -> None:
     """A value in range comes back within half a register step (or float32 precision)."""
-    step = abs(point.scale * 10.0 ** sf * {"W": 0.001, "%": 0.01}.get(point.unit, 1.0))
+    step = abs(point.scale * 10.0**sf * {"W": 0.001, "%": 0.01}.get(point.unit, 1.0))
     if point.type is DataType.F32:
         value = (fraction - 0.5) * 1e6 * step
         assert decode(point, encode(point, value, sf), sf) == pytest.approx(value, rel=2**-23)
         return
     bits = 16 * WIDTH[point.type]
-    low, high = ((0, 2**bits - 1) if point.type in (DataType.U16, DataType.U32)
-                 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    low, high = (
+        (0, 2**bits - 1)
+        if point.type in (DataType.U16, DataType.U32)
+        else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    )
     value = (low + fraction * (high - low)) * step * point.sign
     back = decode(point, encode(point, value, sf), sf)
     # Half a step, plus double-precision noise at raw values near 2**31 exactly on a tie.

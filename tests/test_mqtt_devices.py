@@ -44,11 +44,21 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
 
 def load_raw(name: str, control: str, *, kw: float, share: float, **device: Any) -> Raw:
     topic = f"test/{uuid.uuid4().hex[:8]}/{name}"
-    raw: Raw = {"name": name, "kind": "flexible_load", "transport": "mqtt",
-                "baseline_profile": [[0, kw]], "curtailable_share": share, "control": control,
-                "max_kw": kw, "setpoint_timeout_s": 60,
-                "mqtt_device": {"state_topic": f"{topic}/state",
-                                "command_topic": f"{topic}/set", "stale_after_s": 5}}
+    raw: Raw = {
+        "name": name,
+        "kind": "flexible_load",
+        "transport": "mqtt",
+        "baseline_profile": [[0, kw]],
+        "curtailable_share": share,
+        "control": control,
+        "max_kw": kw,
+        "setpoint_timeout_s": 60,
+        "mqtt_device": {
+            "state_topic": f"{topic}/state",
+            "command_topic": f"{topic}/set",
+            "stale_after_s": 5,
+        },
+    }
     for key, value in device.items():
         if key == "mqtt_device":
             raw["mqtt_device"].update(value)
@@ -58,8 +68,11 @@ def load_raw(name: str, control: str, *, kw: float, share: float, **device: Any)
 
 
 def site_raw(broker: PrivateBroker, *devices: Raw) -> Raw:
-    return {"site": "mqtt-test", "mqtt": {"host": broker.host, "port": broker.port},
-            "devices": list(devices)}
+    return {
+        "site": "mqtt-test",
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "devices": list(devices),
+    }
 
 
 PLUG = dict(control="relay", kw=2.0, share=0.75)  # sheds 1.5 of 2 kW; 0.5 kW is firm
@@ -96,8 +109,9 @@ async def drivers(config: SiteConfig) -> AsyncIterator[list[MqttJsonDevice]]:
             await device.close()
 
 
-async def settle(device: MqttJsonDevice, check: Callable[[Reading], bool],
-                 timeout: float = 3.0) -> Reading:
+async def settle(
+    device: MqttJsonDevice, check: Callable[[Reading], bool], timeout: float = 3.0
+) -> Reading:
     """Read until `check` holds; fail with the last reading after `timeout` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -155,28 +169,35 @@ def _set(path: str, value: Any) -> Callable[[Raw], None]:
         for key in parents:
             node = node[key]
         node[leaf] = value
+
     return change
 
 
-@pytest.mark.parametrize(("change", "field", "problem"), [
-    (lambda d: d.pop("mqtt_device"), "", "needs an mqtt_device section"),
-    (_set("host", "10.0.0.9"), "", "host only apply to Modbus"),
-    (_set("serial", {"port": "/dev/ttyUSB0"}), "", "serial only apply to Modbus"),
-    (_set("register_map", "flexible_load_relay"), "", "register_map only apply to Modbus"),
-    (_set("mqtt_device.state_topic", "plugs/+/state"), "mqtt_device.state_topic", "wildcards"),
-    (_set("mqtt_device.command_topic", ""), "mqtt_device.command_topic", "at least 1"),
-    (_set("mqtt_device.power_unit", "mW"), "mqtt_device.power_unit", "'W' or 'kW'"),
-    (_set("mqtt_device.power_field", "ENERGY..Power"), "mqtt_device.power_field", "pattern"),
-    (_set("mqtt_device.port", 1884), "mqtt_device", "mqtt_device.port needs mqtt_device.host"),
-    (_set("mqtt_device.relay_off_payload", "on"), "mqtt_device", "must differ"),
-    (_set("mqtt_device.command", "limit"), "", "mqtt_device.command 'limit' differs from "
-                                               "control 'relay'"),
-    (_set("mqtt_device.stale_after_s", 0), "mqtt_device.stale_after_s", "greater than 0"),
-    (_set("mqtt_device.colour", "red"), "mqtt_device.colour", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (lambda d: d.pop("mqtt_device"), "", "needs an mqtt_device section"),
+        (_set("host", "10.0.0.9"), "", "host only apply to Modbus"),
+        (_set("serial", {"port": "/dev/ttyUSB0"}), "", "serial only apply to Modbus"),
+        (_set("register_map", "flexible_load_relay"), "", "register_map only apply to Modbus"),
+        (_set("mqtt_device.state_topic", "plugs/+/state"), "mqtt_device.state_topic", "wildcards"),
+        (_set("mqtt_device.command_topic", ""), "mqtt_device.command_topic", "at least 1"),
+        (_set("mqtt_device.power_unit", "mW"), "mqtt_device.power_unit", "'W' or 'kW'"),
+        (_set("mqtt_device.power_field", "ENERGY..Power"), "mqtt_device.power_field", "pattern"),
+        (_set("mqtt_device.port", 1884), "mqtt_device", "mqtt_device.port needs mqtt_device.host"),
+        (_set("mqtt_device.relay_off_payload", "on"), "mqtt_device", "must differ"),
+        (
+            _set("mqtt_device.command", "limit"),
+            "",
+            "mqtt_device.command 'limit' differs from control 'relay'",
+        ),
+        (_set("mqtt_device.stale_after_s", 0), "mqtt_device.stale_after_s", "greater than 0"),
+        (_set("mqtt_device.colour", "red"), "mqtt_device.colour", "Extra inputs"),
+    ],
+)
 def test_bad_mqtt_device_config_names_the_field(
-        tmp_path: Path, broker: PrivateBroker, change: Callable[[Raw], None], field: str,
-        problem: str) -> None:
+    tmp_path: Path, broker: PrivateBroker, change: Callable[[Raw], None], field: str, problem: str
+) -> None:
     device = plug()
     change(device)
     with pytest.raises(ConfigError) as info:
@@ -186,15 +207,20 @@ def test_bad_mqtt_device_config_names_the_field(
     assert problem in info.value.problem
 
 
-def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path,
-                                                     broker: PrivateBroker) -> None:
+def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path, broker: PrivateBroker) -> None:
     modbus = plug(transport="modbus-tcp")
     with pytest.raises(ConfigError, match="mqtt_device is only for transport mqtt"):
         load_site(write_site(tmp_path, site_raw(broker, modbus)))
     # Generators run over MQTT too (tests/test_mqtt_kinds.py), but never by relay.
-    generator = {"name": "gen-1", "kind": "generator", "transport": "mqtt", "min_kw": 1,
-                 "max_kw": 5, "ramp_kw_per_s": 1,
-                 "mqtt_device": {**plug()["mqtt_device"], "command": "relay"}}
+    generator = {
+        "name": "gen-1",
+        "kind": "generator",
+        "transport": "mqtt",
+        "min_kw": 1,
+        "max_kw": 5,
+        "ramp_kw_per_s": 1,
+        "mqtt_device": {**plug()["mqtt_device"], "command": "relay"},
+    }
     with pytest.raises(ConfigError, match="command 'relay' is only for flexible loads"):
         load_site(write_site(tmp_path, site_raw(broker, generator)))
     first = plug()
@@ -218,10 +244,12 @@ def test_relay_plug_through_flexedge_sim(tmp_path: Path, broker: PrivateBroker) 
 
     async def scenario() -> None:
         stop, started = asyncio.Event(), asyncio.Event()
-        sim = asyncio.create_task(run_sim(site.path, stop=stop,
-                                          on_started=lambda _: started.set()))
-        await asyncio.wait([sim, asyncio.create_task(started.wait())], timeout=5,
-                           return_when=asyncio.FIRST_COMPLETED)
+        sim = asyncio.create_task(run_sim(site.path, stop=stop, on_started=lambda _: started.set()))
+        await asyncio.wait(
+            [sim, asyncio.create_task(started.wait())],
+            timeout=5,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         assert started.is_set(), sim.exception() if sim.done() else "sim did not start"
         try:
             await device.connect()
@@ -279,7 +307,8 @@ def test_limit_load_follows_its_limit_and_release(broker: PrivateBroker) -> None
 
 def test_silent_device_goes_stale_and_comes_back(broker: PrivateBroker) -> None:
     config = SiteConfig.model_validate(
-        site_raw(broker, charger(mqtt_device={"stale_after_s": 0.5})))
+        site_raw(broker, charger(mqtt_device={"stale_after_s": 0.5}))
+    )
 
     async def scenario() -> None:
         async with simulated(config) as sim, drivers(config) as [device]:
@@ -293,15 +322,28 @@ def test_silent_device_goes_stale_and_comes_back(broker: PrivateBroker) -> None:
     run(scenario)
 
 
-def test_malformed_state_keeps_the_last_good_one(broker: PrivateBroker,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_state_keeps_the_last_good_one(
+    broker: PrivateBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     """A Tasmota-like plug: nested power field in kW, already in the site sign."""
-    raw = plug(mqtt_device={"power_field": "ENERGY.Power", "power_unit": "kW",
-                            "consumption_positive": False})
+    raw = plug(
+        mqtt_device={
+            "power_field": "ENERGY.Power",
+            "power_unit": "kW",
+            "consumption_positive": False,
+        }
+    )
     config = SiteConfig.model_validate(site_raw(broker, raw))
     topic = raw["mqtt_device"]["state_topic"]
-    bad = [b"not json", b"[1, 2]", b'{"ENERGY": {"Power": "1.2"}}', b'{"ENERGY": {"P": 1}}',
-           b'{"ENERGY": {"Power": true}}', b'{"ENERGY": {"Power": NaN}}', b"\xff\xfe"]
+    bad = [
+        b"not json",
+        b"[1, 2]",
+        b'{"ENERGY": {"Power": "1.2"}}',
+        b'{"ENERGY": {"P": 1}}',
+        b'{"ENERGY": {"Power": true}}',
+        b'{"ENERGY": {"Power": NaN}}',
+        b"\xff\xfe",
+    ]
     caplog.set_level(logging.DEBUG, logger="flexedge.drivers.mqtt_device")
 
     async def scenario() -> None:
@@ -378,8 +420,14 @@ def test_devices_on_one_broker_share_one_link(broker: PrivateBroker) -> None:
 
 
 def test_unreachable_broker_is_device_unavailable(broker: PrivateBroker) -> None:
-    device = MqttJsonDevice("plug-x", Broker("127.0.0.1", free_port()), state_topic="x/state",
-                            command_topic="x/set", command="relay", timeout_s=0.3)
+    device = MqttJsonDevice(
+        "plug-x",
+        Broker("127.0.0.1", free_port()),
+        state_topic="x/state",
+        command_topic="x/set",
+        command="relay",
+        timeout_s=0.3,
+    )
 
     async def scenario() -> None:
         with pytest.raises(DeviceUnavailable, match="plug-x: no CONNACK"):
@@ -400,6 +448,7 @@ def test_factory_needs_a_broker_for_site_broker_devices(broker: PrivateBroker) -
     assert on_site.broker == Broker("127.0.0.1", 1883, "site", "pw", 30)
     raw = plug(mqtt_device={"host": "10.1.2.3"})
     own = MqttJsonDevice.from_config(
-        SiteConfig.model_validate(site_raw(broker, raw)).devices[0], site_broker)
+        SiteConfig.model_validate(site_raw(broker, raw)).devices[0], site_broker
+    )
     # Another broker gets no site credentials.
     assert own.broker == Broker("10.1.2.3", 1883)

@@ -53,29 +53,55 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
 
 def with_mqtt(raw: Raw, mqtt_device: dict[str, Any] | None) -> Raw:
     topic = f"test/{uuid.uuid4().hex[:8]}/{raw['name']}"
-    raw["mqtt_device"] = {"state_topic": f"{topic}/state", "command_topic": f"{topic}/set",
-                          "stale_after_s": 5, **(mqtt_device or {})}
+    raw["mqtt_device"] = {
+        "state_topic": f"{topic}/state",
+        "command_topic": f"{topic}/set",
+        "stale_after_s": 5,
+        **(mqtt_device or {}),
+    }
     return raw
 
 
 def battery(mqtt_device: dict[str, Any] | None = None, **device: Any) -> Raw:
     # 0.1 kWh: a few kW move the SoC by about a percent a second, visible within a test.
-    raw: Raw = {"name": "bat", "kind": "battery", "transport": "mqtt", "capacity_kwh": 0.1,
-                "max_charge_kw": 5, "max_discharge_kw": 5, "setpoint_timeout_s": 60,
-                "simulator": {"initial_soc": 0.5}, **device}
+    raw: Raw = {
+        "name": "bat",
+        "kind": "battery",
+        "transport": "mqtt",
+        "capacity_kwh": 0.1,
+        "max_charge_kw": 5,
+        "max_discharge_kw": 5,
+        "setpoint_timeout_s": 60,
+        "simulator": {"initial_soc": 0.5},
+        **device,
+    }
     return with_mqtt(raw, mqtt_device)
 
 
 def generator(mqtt_device: dict[str, Any] | None = None, **device: Any) -> Raw:
-    raw: Raw = {"name": "gen", "kind": "generator", "transport": "mqtt", "min_kw": 1,
-                "max_kw": 6, "ramp_kw_per_s": 4, "setpoint_timeout_s": 60, **device}
+    raw: Raw = {
+        "name": "gen",
+        "kind": "generator",
+        "transport": "mqtt",
+        "min_kw": 1,
+        "max_kw": 6,
+        "ramp_kw_per_s": 4,
+        "setpoint_timeout_s": 60,
+        **device,
+    }
     return with_mqtt(raw, mqtt_device)
 
 
 def plug(mqtt_device: dict[str, Any] | None = None) -> Raw:
-    raw: Raw = {"name": "plug", "kind": "flexible_load", "transport": "mqtt",
-                "control": "relay", "baseline_profile": [[0, 2.0]], "curtailable_share": 1.0,
-                "max_kw": 2}
+    raw: Raw = {
+        "name": "plug",
+        "kind": "flexible_load",
+        "transport": "mqtt",
+        "control": "relay",
+        "baseline_profile": [[0, 2.0]],
+        "curtailable_share": 1.0,
+        "max_kw": 2,
+    }
     return with_mqtt(raw, mqtt_device)
 
 
@@ -94,8 +120,9 @@ def write_site(tmp_path: Path, raw: Raw) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def simulated(config: SiteConfig,
-                    ) -> AsyncIterator[tuple[MqttDeviceSimulator, list[MqttJsonDevice]]]:
+async def simulated(
+    config: SiteConfig,
+) -> AsyncIterator[tuple[MqttDeviceSimulator, list[MqttJsonDevice]]]:
     """The simulator (state every 0.1 s) and a connected driver per device."""
     sim = MqttDeviceSimulator.from_site(config, publish_interval_s=0.1)
     await sim.start(wait=5)
@@ -110,8 +137,12 @@ async def simulated(config: SiteConfig,
         await sim.stop()
 
 
-async def settle(device: MqttJsonDevice, check: Callable[[Reading], bool],
-                 timeout: float = 3.0, seen: list[Reading] | None = None) -> Reading:
+async def settle(
+    device: MqttJsonDevice,
+    check: Callable[[Reading], bool],
+    timeout: float = 3.0,
+    seen: list[Reading] | None = None,
+) -> Reading:
     """Read until `check` holds (every reading into `seen`); fail with the last reading
     after `timeout` s."""
     loop = asyncio.get_running_loop()
@@ -145,9 +176,13 @@ async def unavailable(device: MqttJsonDevice, timeout: float = 3.0) -> DeviceUna
 
 def power(kw: float, setpoint_kw: float | None = None) -> Callable[[Reading], bool]:
     """The reading shows `kw`, and (if given) the device's setpoint echo `setpoint_kw`."""
-    return lambda r: abs(r.p_kw - kw) < 1e-6 and (
-        setpoint_kw is None or (r.setpoint_kw is not None
-                                and abs(r.setpoint_kw - setpoint_kw) < 1e-6))
+    return lambda r: (
+        abs(r.p_kw - kw) < 1e-6
+        and (
+            setpoint_kw is None
+            or (r.setpoint_kw is not None and abs(r.setpoint_kw - setpoint_kw) < 1e-6)
+        )
+    )
 
 
 def newer_than(ts: float) -> Callable[[Reading], bool]:
@@ -174,26 +209,43 @@ def test_setpoint_kinds_default_to_the_site_sign(broker: PrivateBroker) -> None:
     assert own.mqtt_device is not None and own.mqtt_device.consumption_positive is True
 
 
-@pytest.mark.parametrize(("device", "field", "problem"), [
-    (battery({"command": "relay"}), "", "mqtt_device.command 'relay' is only for flexible "
-                                        "loads; a battery takes command 'setpoint'"),
-    (generator({"command": "limit"}), "", "a generator takes command 'setpoint'"),
-    (battery({"command": "volts"}), "mqtt_device.command", "'relay', 'limit' or 'setpoint'"),
-    (battery({"limit_field": "cap"}), "", "mqtt_device.limit_field only apply to flexible "
-                                          "loads"),
-    (generator({"relay_on_payload": "ON"}), "", "mqtt_device.relay_on_payload only apply"),
-    (generator({"soc_field": "soc"}), "", "mqtt_device.soc_field only apply to batteries"),
-    (plug({"setpoint_field": "p"}), "", "mqtt_device.setpoint_field only apply to batteries "
-                                        "and generators"),
-    (plug({"command": "setpoint"}), "", "'setpoint' is for batteries and generators"),
-    (battery({"setpoint_field": ""}), "mqtt_device.setpoint_field", "at least 1"),
-    (battery({"soc_field": "bms..soc"}), "mqtt_device.soc_field", "pattern"),
-    (battery({"soc_field": "power"}), "", "mqtt_device.power_field 'power' and soc_field "
-                                          "'power' name the same place"),
-    (battery({"power_field": "ac", "soc_field": "ac.soc"}), "", "name the same place"),
-])
-def test_bad_setpoint_config_names_the_field(tmp_path: Path, device: Raw, field: str,
-                                             problem: str) -> None:
+@pytest.mark.parametrize(
+    ("device", "field", "problem"),
+    [
+        (
+            battery({"command": "relay"}),
+            "",
+            "mqtt_device.command 'relay' is only for flexible "
+            "loads; a battery takes command 'setpoint'",
+        ),
+        (generator({"command": "limit"}), "", "a generator takes command 'setpoint'"),
+        (battery({"command": "volts"}), "mqtt_device.command", "'relay', 'limit' or 'setpoint'"),
+        (
+            battery({"limit_field": "cap"}),
+            "",
+            "mqtt_device.limit_field only apply to flexible loads",
+        ),
+        (generator({"relay_on_payload": "ON"}), "", "mqtt_device.relay_on_payload only apply"),
+        (generator({"soc_field": "soc"}), "", "mqtt_device.soc_field only apply to batteries"),
+        (
+            plug({"setpoint_field": "p"}),
+            "",
+            "mqtt_device.setpoint_field only apply to batteries and generators",
+        ),
+        (plug({"command": "setpoint"}), "", "'setpoint' is for batteries and generators"),
+        (battery({"setpoint_field": ""}), "mqtt_device.setpoint_field", "at least 1"),
+        (battery({"soc_field": "bms..soc"}), "mqtt_device.soc_field", "pattern"),
+        (
+            battery({"soc_field": "power"}),
+            "",
+            "mqtt_device.power_field 'power' and soc_field 'power' name the same place",
+        ),
+        (battery({"power_field": "ac", "soc_field": "ac.soc"}), "", "name the same place"),
+    ],
+)
+def test_bad_setpoint_config_names_the_field(
+    tmp_path: Path, device: Raw, field: str, problem: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_site(write_site(tmp_path, site_raw("127.0.0.1", 1883, device)))
     assert info.value.field.startswith(f"devices[0] ({device['name']})")
@@ -219,16 +271,14 @@ def test_battery_follows_setpoints_then_its_lease(broker: PrivateBroker) -> None
             await device.write_setpoint(2.0)  # discharge
             first = await settle(device, power(2.0, 2.0))
             assert first.soc is not None
-            later = await settle(device, lambda r: r.soc is not None
-                                 and r.soc < first.soc - 0.003)  # type: ignore[operator]
+            later = await settle(device, lambda r: r.soc is not None and r.soc < first.soc - 0.003)  # type: ignore[operator]
             assert later.soc == pytest.approx(model.soc, abs=0.005)
             assert sim.devices["bat"].state()["setpoint_w"] == 2000.0
 
             await device.write_setpoint(-3.0)  # charge
             charging = await settle(device, power(-3.0, -3.0))
             assert charging.soc is not None
-            await settle(device, lambda r: r.soc is not None
-                         and r.soc > charging.soc + 0.003)  # type: ignore[operator]
+            await settle(device, lambda r: r.soc is not None and r.soc > charging.soc + 0.003)  # type: ignore[operator]
             # No command for setpoint_timeout_s (2 s): the battery stops on its own.
             await settle(device, power(0.0, 0.0), timeout=3.5)
             assert (model.setpoint_kw, model.p_kw) == (0.0, 0.0)
@@ -236,8 +286,7 @@ def test_battery_follows_setpoints_then_its_lease(broker: PrivateBroker) -> None
     run(scenario)
 
 
-def test_generator_ramps_to_its_setpoint_then_stops_after_its_lease(
-        broker: PrivateBroker) -> None:
+def test_generator_ramps_to_its_setpoint_then_stops_after_its_lease(broker: PrivateBroker) -> None:
     config = config_of(broker, generator(setpoint_timeout_s=2))
 
     async def scenario() -> None:
@@ -259,13 +308,21 @@ def test_generator_ramps_to_its_setpoint_then_stops_after_its_lease(
     run(scenario)
 
 
-def test_device_sign_unit_and_nested_fields_agree_with_the_driver(
-        broker: PrivateBroker) -> None:
+def test_device_sign_unit_and_nested_fields_agree_with_the_driver(broker: PrivateBroker) -> None:
     """A BMS gateway that reports charging positive, in kW, with nested fields: the driver
     still reads the site convention. Setpoints stay in the site sign."""
-    config = config_of(broker, battery({
-        "power_field": "ac.p", "soc_field": "bms.soc", "setpoint_field": "p_set",
-        "power_unit": "kW", "consumption_positive": True}))
+    config = config_of(
+        broker,
+        battery(
+            {
+                "power_field": "ac.p",
+                "soc_field": "bms.soc",
+                "setpoint_field": "p_set",
+                "power_unit": "kW",
+                "consumption_positive": True,
+            }
+        ),
+    )
 
     async def scenario() -> None:
         async with simulated(config) as (sim, [device]):
@@ -338,8 +395,11 @@ def test_frozen_state_repeats_while_the_model_moves(broker: PrivateBroker) -> No
             await asyncio.sleep(0.5)
             again = await settle(device, newer_than(time.time()))
             # New messages, the old content: same power, SoC and setpoint.
-            assert (again.p_kw, again.soc, again.setpoint_kw) == (
-                frozen.p_kw, frozen.soc, frozen.setpoint_kw) == (4.0, frozen.soc, 4.0)
+            assert (
+                (again.p_kw, again.soc, again.setpoint_kw)
+                == (frozen.p_kw, frozen.soc, frozen.setpoint_kw)
+                == (4.0, frozen.soc, 4.0)
+            )
             sim.devices["bat"].state()  # brings the model to now
             # 0.5 s at 5 kW is about 0.7 % of 0.1 kWh.
             assert model.p_kw == 5.0 and frozen.soc is not None
@@ -409,32 +469,38 @@ def test_exception_fault_is_refused_for_mqtt_devices(broker: PrivateBroker) -> N
     assert faults.state == FaultState(latency_s=0.25)  # nothing changed
     faults.apply({"exception": None, "clear": True})  # switching it off is fine
     # Over MQTT, fault control refuses it like any bad value.
-    control = FaultControl(SiteSimulator([]), SITE_NAME, broker.host, broker.port,
-                           mqtt_devices=sim)
-    assert control.handle(command_topic(SITE_NAME, "gen"), b'{"exception": "ACKNOWLEDGE"}') \
-        is None
-    assert control.handle(command_topic(SITE_NAME, "gen"), b'{"frozen": true}') == \
-        FaultState(frozen=True)
+    control = FaultControl(SiteSimulator([]), SITE_NAME, broker.host, broker.port, mqtt_devices=sim)
+    assert control.handle(command_topic(SITE_NAME, "gen"), b'{"exception": "ACKNOWLEDGE"}') is None
+    assert control.handle(command_topic(SITE_NAME, "gen"), b'{"frozen": true}') == FaultState(
+        frozen=True
+    )
 
 
-def test_flexedge_sim_serves_them_and_takes_their_faults(tmp_path: Path,
-                                                         broker: PrivateBroker) -> None:
+def test_flexedge_sim_serves_them_and_takes_their_faults(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
     """`flexedge sim --mqtt` serves an MQTT battery and generator; `flexedge fault` over MQTT
     reaches them like Modbus devices."""
-    path = write_site(tmp_path, site_raw(broker.host, broker.port,
-                                         battery({"stale_after_s": 1.5}), generator()))
+    path = write_site(
+        tmp_path, site_raw(broker.host, broker.port, battery({"stale_after_s": 1.5}), generator())
+    )
     site = load_site(path)
     mqtt = (broker.host, broker.port)
 
     async def scenario() -> None:
         stop, started = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(run_sim(path, stop=stop, on_started=lambda _: started.set(),
-                                           mqtt=mqtt))
-        await asyncio.wait([task, asyncio.create_task(started.wait())], timeout=5,
-                           return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(
+            run_sim(path, stop=stop, on_started=lambda _: started.set(), mqtt=mqtt)
+        )
+        await asyncio.wait(
+            [task, asyncio.create_task(started.wait())],
+            timeout=5,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         assert started.is_set(), task.exception() if task.done() else "sim did not start"
-        devices = [build_device(d, site.maps[d.name], mqtt=site.config.mqtt)
-                   for d in site.config.devices]
+        devices = [
+            build_device(d, site.maps[d.name], mqtt=site.config.mqtt) for d in site.config.devices
+        ]
         bat, gen = devices
         assert isinstance(bat, MqttJsonDevice) and isinstance(gen, MqttJsonDevice)
         try:
@@ -442,14 +508,17 @@ def test_flexedge_sim_serves_them_and_takes_their_faults(tmp_path: Path,
             await gen.write_setpoint(2.0)
             await settle(gen, power(2.0, 2.0), timeout=3.0)
 
-            assert await send_fault(*mqtt, SITE_NAME, "bat", {"drop": True}) == \
-                FaultState(drop=True).to_json()
+            assert (
+                await send_fault(*mqtt, SITE_NAME, "bat", {"drop": True})
+                == FaultState(drop=True).to_json()
+            )
             await unavailable(bat, timeout=3.0)
             # Refused by the simulator: it answers why, and nothing changed.
             refused = await send_fault(*mqtt, SITE_NAME, "gen", {"exception": "DEVICE_BUSY"})
             assert refused is not None and "no exception fault" in str(refused["error"])
-            assert await send_fault(*mqtt, SITE_NAME, "bat", {"clear": True}) == \
-                FaultState().to_json()
+            assert (
+                await send_fault(*mqtt, SITE_NAME, "bat", {"clear": True}) == FaultState().to_json()
+            )
             await settle(bat, power(0.0), timeout=3.0)
             assert (await gen.read()).p_kw == 2.0
         finally:

@@ -29,8 +29,20 @@ def site(broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def cli(site: RunningSite, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flexedge.cli.main", args[0], "--config", str(site.site_file),
-         *args[1:]], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "flexedge.cli.main",
+            args[0],
+            "--config",
+            str(site.site_file),
+            *args[1:],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def retained_order(site: RunningSite) -> dict[str, Any]:
@@ -41,6 +53,7 @@ def retained_order(site: RunningSite) -> dict[str, Any]:
             return await market.wait_for(lambda m: m.get("type") == "balancing_order", 5)
         finally:
             await market.stop()
+
     return asyncio.run(run())
 
 
@@ -53,22 +66,27 @@ def test_status_tells_what_the_daemon_is_doing(site: RunningSite) -> None:
     assert '"state": "online"' in as_json.stdout
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--tariff", "tariff-1", "--ratio", "2.5"], "exercise_ratio"),
-    (["--tariff", "tariff-1", "--ratio", "-1.01"], "exercise_ratio"),
-    (["--tariff", "tariff-1", "--ratio", "0"], "exercise_ratio 0 offers nothing"),
-    (["--tariff", "nope", "--ratio", "1.2"], "unknown tariff 'nope'"),
-])
-def test_bad_order_is_refused_and_changes_nothing(site: RunningSite, args: list[str],
-                                                  needle: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tariff", "tariff-1", "--ratio", "2.5"], "exercise_ratio"),
+        (["--tariff", "tariff-1", "--ratio", "-1.01"], "exercise_ratio"),
+        (["--tariff", "tariff-1", "--ratio", "0"], "exercise_ratio 0 offers nothing"),
+        (["--tariff", "nope", "--ratio", "1.2"], "unknown tariff 'nope'"),
+    ],
+)
+def test_bad_order_is_refused_and_changes_nothing(
+    site: RunningSite, args: list[str], needle: str
+) -> None:
     before = retained_order(site)
     result = cli(site, "order", *args)
     assert result.returncode == 1
     assert needle in result.stderr
     after = retained_order(site)
     assert (after["exercise_ratio"], after["id"]) == (before["exercise_ratio"], before["id"])
-    logged = site.query("SELECT detail FROM events WHERE kind = 'command-rejected' "
-                        "ORDER BY seq DESC LIMIT 1")
+    logged = site.query(
+        "SELECT detail FROM events WHERE kind = 'command-rejected' ORDER BY seq DESC LIMIT 1"
+    )
     assert needle in logged[0][0]
 
 

@@ -18,8 +18,14 @@ BASE: dict[str, Any] = {
     "points": {
         "power": {"address": 0, "table": "input", "type": "s16", "scale": 0.01, "unit": "kW"},
         "soc": {"address": 1, "table": "input", "type": "u16", "scale": 0.01, "unit": "%"},
-        "power_setpoint": {"address": 10, "table": "holding", "type": "s16", "scale": 0.01,
-                           "unit": "kW", "access": "rw"},
+        "power_setpoint": {
+            "address": 10,
+            "table": "holding",
+            "type": "s16",
+            "scale": 0.01,
+            "unit": "kW",
+            "access": "rw",
+        },
     },
 }
 
@@ -44,8 +50,7 @@ def test_bundled_generic_map_loads() -> None:
 
 def test_same_address_in_other_table_is_not_an_overlap(tmp_path: Path) -> None:
     spec = copy.deepcopy(BASE)
-    spec["points"]["status"] = {"address": 0, "table": "holding", "type": "u16",
-                                "unit": "count"}
+    spec["points"]["status"] = {"address": 0, "table": "holding", "type": "u16", "unit": "count"}
     assert load_map(write_map(tmp_path, spec)).point("status").address == 0
 
 
@@ -68,14 +73,18 @@ def _with(change: str) -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize(("change", "field", "mentions"), [
-    ("unknown_type", "points.soc.type", "u16"),
-    ("missing_required", "points.soc", "missing"),
-    ("missing_sf_point", "points.power.scale_factor_point", "w_sf"),
-    ("rw_declared_r", "points.power_setpoint.access", "rw"),
-])
-def test_bad_map_names_file_and_point(tmp_path: Path, change: str, field: str,
-                                      mentions: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "mentions"),
+    [
+        ("unknown_type", "points.soc.type", "u16"),
+        ("missing_required", "points.soc", "missing"),
+        ("missing_sf_point", "points.power.scale_factor_point", "w_sf"),
+        ("rw_declared_r", "points.power_setpoint.access", "rw"),
+    ],
+)
+def test_bad_map_names_file_and_point(
+    tmp_path: Path, change: str, field: str, mentions: str
+) -> None:
     path = write_map(tmp_path, _with(change))
     with pytest.raises(ConfigError) as caught:
         load_map(path)
@@ -86,12 +95,16 @@ def test_bad_map_names_file_and_point(tmp_path: Path, change: str, field: str,
     assert mentions in error.problem
 
 
-@pytest.mark.parametrize(("change", "pair", "register"), [
-    ("overlap", {"extra", "soc"}, "input register 1"),
-    ("overlap_wide", {"wide", "power_setpoint"}, "holding register 10"),
-])
-def test_overlap_names_file_both_points_and_register(tmp_path: Path, change: str,
-                                                     pair: set[str], register: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "pair", "register"),
+    [
+        ("overlap", {"extra", "soc"}, "input register 1"),
+        ("overlap_wide", {"wide", "power_setpoint"}, "holding register 10"),
+    ],
+)
+def test_overlap_names_file_both_points_and_register(
+    tmp_path: Path, change: str, pair: set[str], register: str
+) -> None:
     """Either point of the pair may be the one blamed (the later in address order); the
     message must name the other one and the shared register."""
     path = write_map(tmp_path, _with(change))

@@ -49,20 +49,45 @@ def _b1_kw(ts: float) -> float:
     return 1.0 if ts >= T0 + 60 else 0.0
 
 
-def _commitment(cid: str, kind: RefType, start: float, end: float, requested: float,
-                accepted: float, asset: str, settlement: float) -> Commitment:
-    return Commitment(cid, f"ref-{cid}", kind, T0 + start, T0 + end, requested, accepted,
-                      ((asset, 1.0),), settlement)
+def _commitment(
+    cid: str,
+    kind: RefType,
+    start: float,
+    end: float,
+    requested: float,
+    accepted: float,
+    asset: str,
+    settlement: float,
+) -> Commitment:
+    return Commitment(
+        cid,
+        f"ref-{cid}",
+        kind,
+        T0 + start,
+        T0 + end,
+        requested,
+        accepted,
+        ((asset, 1.0),),
+        settlement,
+    )
 
 
-def _report(c: Commitment, status: str, delivered: float, coverage: float,
-            baseline_kw: float) -> dict[str, Any]:
-    return {"id": f"dr-{c.id}", "commitment_id": c.id, "ref": c.ref,
-            "ref_type": c.ref_type.value, "requested_kwh": c.requested_kwh,
-            "accepted_kwh": c.accepted_kwh, "delivered_kwh": delivered, "status": status,
-            "coverage": coverage, "settlement": c.settlement,
-            "assets": [{"asset": c.assets[0], "baseline_kw": baseline_kw,
-                        "delivered_kwh": delivered}]}
+def _report(
+    c: Commitment, status: str, delivered: float, coverage: float, baseline_kw: float
+) -> dict[str, Any]:
+    return {
+        "id": f"dr-{c.id}",
+        "commitment_id": c.id,
+        "ref": c.ref,
+        "ref_type": c.ref_type.value,
+        "requested_kwh": c.requested_kwh,
+        "accepted_kwh": c.accepted_kwh,
+        "delivered_kwh": delivered,
+        "status": status,
+        "coverage": coverage,
+        "settlement": c.settlement,
+        "assets": [{"asset": c.assets[0], "baseline_kw": baseline_kw, "delivered_kwh": delivered}],
+    }
 
 
 def build_log(path: Path) -> Store:
@@ -77,16 +102,52 @@ def build_log(path: Path) -> Store:
             store.save_commitment(c, None, c.window_start)
         ticks = [T0 + k for k in range(-2, 73)]
         store.log_setpoints(
-            [{"ts": ts, "asset": "b1", "p_kw": sum(_b1_allocations(ts).values()),
-              "allocations": json.dumps(_b1_allocations(ts)), "cause": "tick"} for ts in ticks]
-            + [{"ts": ts, "asset": "g1", "p_kw": G1_BASELINE + _c2_kw(ts),
-                "allocations": json.dumps({"c2": _c2_kw(ts)} if _c2_kw(ts) else {}),
-                "cause": "tick"} for ts in ticks])
+            [
+                {
+                    "ts": ts,
+                    "asset": "b1",
+                    "p_kw": sum(_b1_allocations(ts).values()),
+                    "allocations": json.dumps(_b1_allocations(ts)),
+                    "cause": "tick",
+                }
+                for ts in ticks
+            ]
+            + [
+                {
+                    "ts": ts,
+                    "asset": "g1",
+                    "p_kw": G1_BASELINE + _c2_kw(ts),
+                    "allocations": json.dumps({"c2": _c2_kw(ts)} if _c2_kw(ts) else {}),
+                    "cause": "tick",
+                }
+                for ts in ticks
+            ]
+        )
         store.log_telemetry(
-            [{"ts": ts, "asset": "b1", "p_kw": _b1_kw(ts), "soc": 0.5, "available": 1,
-              "setpoint_kw": None} for ts in ticks if ts <= T0 + 64]
-            + [{"ts": T0 + k / 2, "asset": "g1", "p_kw": G1_BASELINE + _c2_kw(T0 + k / 2 - 2),
-                "soc": None, "available": 1, "setpoint_kw": None} for k in range(-4, 145)])
+            [
+                {
+                    "ts": ts,
+                    "asset": "b1",
+                    "p_kw": _b1_kw(ts),
+                    "soc": 0.5,
+                    "available": 1,
+                    "setpoint_kw": None,
+                }
+                for ts in ticks
+                if ts <= T0 + 64
+            ]
+            + [
+                {
+                    "ts": T0 + k / 2,
+                    "asset": "g1",
+                    "p_kw": G1_BASELINE + _c2_kw(T0 + k / 2 - 2),
+                    "soc": None,
+                    "available": 1,
+                    "setpoint_kw": None,
+                }
+                for k in range(-4, 145)
+            ]
+        )
         store.save_progress({"c3": Progress(0.0011, {"b1": 0.0011}, {"b1": 4.0})})
         store.close_commitment("c1", _report(c1, "delivered", 0.0111, 1.0, 0.0), T0 + 21)
         store.close_commitment("c2", _report(c2, "partial", 0.0094, 1.0, G1_BASELINE), T0 + 51)
@@ -130,12 +191,26 @@ def test_the_scorecard_has_the_known_values(log: Path) -> None:
 def test_cli_prints_the_scorecard(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--db", str(log)]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.startswith("c") and line.split()[0] in {"c1", "c2", "c3", "c4"}}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.startswith("c") and line.split()[0] in {"c1", "c2", "c3", "c4"}
+    }
     # columns after the start date and time: length, requested, accepted, delivered, status,
     # cover, track, score, corr, delay, prec
-    assert rows["c2"][4:] == ["20.0s", "+0.0111", "+0.0111", "+0.0094", "partial", "100.0%",
-                              "60.0%", "0.817", "1.000", "0.800", "0.650"]
+    assert rows["c2"][4:] == [
+        "20.0s",
+        "+0.0111",
+        "+0.0111",
+        "+0.0094",
+        "partial",
+        "100.0%",
+        "60.0%",
+        "0.817",
+        "1.000",
+        "0.800",
+        "0.650",
+    ]
     assert rows["c1"][-4:] == ["1.000", "n/a", "n/a", "1.000"]
     assert rows["c3"][8:11] == ["open", "40.0%", "100.0%"]
     assert rows["c4"][-5:] == ["n/a"] * 5
@@ -149,15 +224,25 @@ def test_cli_json(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = json.loads(capsys.readouterr().out)
     c2 = body["commitments"][1]
     assert c2["id"] == "c2" and c2["window_start"] == "2027-01-15T08:00:30.000+00:00"
-    assert c2["performance"] == {"score": 0.8167, "correlation": 1.0, "delay": 0.8,
-                                 "delay_s": 2.0, "precision": 0.65}
+    assert c2["performance"] == {
+        "score": 0.8167,
+        "correlation": 1.0,
+        "delay": 0.8,
+        "delay_s": 2.0,
+        "precision": 0.65,
+    }
     assert c2["tracking"] == 0.6 and c2["scored_samples"] == 20
     assert body["commitments"][2]["settlement"] is None
     assert body["totals"] == {
-        "commitments": 4, "by_status": {"delivered": 1, "partial": 1, "open": 1, "failed": 1},
-        "requested_kwh": 0.0302, "accepted_kwh": 0.03, "delivered_kwh": 0.0216,
+        "commitments": 4,
+        "by_status": {"delivered": 1, "partial": 1, "open": 1, "failed": 1},
+        "requested_kwh": 0.0302,
+        "accepted_kwh": 0.03,
+        "delivered_kwh": 0.0216,
         "settlement_by_type": {"balancing_control": 0.0012, "balancing_trade": 0.6},
-        "mean_score": 0.9389, "scored": 3}
+        "mean_score": 0.9389,
+        "scored": 3,
+    }
 
 
 def test_cli_plot(log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +255,9 @@ def test_cli_plot(log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_plot_without_matplotlib_names_the_extra(
-    log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    log: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
@@ -180,7 +267,8 @@ def test_plot_without_matplotlib_names_the_extra(
 
 
 def test_a_missing_log_exits_2_naming_the_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     missing = tmp_path / "nope.sqlite"
     assert main(["report", "--db", str(missing)]) == 2
@@ -189,7 +277,8 @@ def test_a_missing_log_exits_2_naming_the_file(
 
 
 def test_a_file_that_is_not_a_flexedge_log_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a database\n" * 100)
@@ -197,6 +286,7 @@ def test_a_file_that_is_not_a_flexedge_log_exits_2(
     assert f"{text}: not a flexedge log" in capsys.readouterr().err
     other = tmp_path / "other.sqlite"
     import sqlite3
+
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE commitments (id TEXT)")
     conn.close()
@@ -207,7 +297,8 @@ def test_a_file_that_is_not_a_flexedge_log_exits_2(
 
 
 def test_the_report_reads_a_live_log_and_never_writes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "live.sqlite"
     store = build_log(path)  # still open, as a running daemon's: the rows sit in the WAL
@@ -220,14 +311,22 @@ def test_the_report_reads_a_live_log_and_never_writes(
         assert "totals: 4 commitments" in capsys.readouterr().out
         assert [f.read_bytes() for f in files] == before
         assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "live.sqlite", "live.sqlite-shm", "live.sqlite-wal"]
+            "live.sqlite",
+            "live.sqlite-shm",
+            "live.sqlite-wal",
+        ]
     finally:
         store.close()
 
 
 def test_the_flexedge_command_runs_report(log: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "flexedge.cli.main", "report", "--db", str(log)],
-                            capture_output=True, text=True, timeout=60, check=False,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "flexedge.cli.main", "report", "--db", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     assert "c2" in result.stdout and "partial" in result.stdout

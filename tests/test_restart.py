@@ -42,8 +42,12 @@ def test_commitment_survives_kill_9(site: RunningSite) -> None:
             site.start_daemon()
             report = await market.report_for(ack["commitment_id"], SLOT + 15)
             await asyncio.sleep(2)  # a second report would arrive by now
-            reports = [m for m in market.seen if m.get("type") == "delivery_report"
-                       and m.get("commitment_id") == ack["commitment_id"]]
+            reports = [
+                m
+                for m in market.seen
+                if m.get("type") == "delivery_report"
+                and m.get("commitment_id") == ack["commitment_id"]
+            ]
             assert report in reports
             return ack, reports
         finally:
@@ -56,6 +60,5 @@ def test_commitment_survives_kill_9(site: RunningSite) -> None:
     # Two seconds of the window had no telemetry: coverage says so; the loop caught up.
     assert 0.5 < report["coverage"] < 1.0
     assert abs(report["delivered_kwh"] - report["accepted_kwh"]) <= 0.02 * report["accepted_kwh"]
-    rows = site.query("SELECT COUNT(*) FROM reports WHERE commitment_id = ?",
-                      ack["commitment_id"])
+    rows = site.query("SELECT COUNT(*) FROM reports WHERE commitment_id = ?", ack["commitment_id"])
     assert rows[0][0] == 1

@@ -114,16 +114,24 @@ def test_physics_invariants(model: BatteryModel, plan: list[Step]) -> None:
         assert model.soc_min <= model.soc <= model.soc_max
         assert -model.max_charge_kw <= model.p_kw <= model.max_discharge_kw
 
-    balance = (model.charged_kwh * model.charge_efficiency
-               - model.discharged_kwh / model.discharge_efficiency)
+    balance = (
+        model.charged_kwh * model.charge_efficiency
+        - model.discharged_kwh / model.discharge_efficiency
+    )
     assert math.isclose(stored(model) - start_kwh, balance, rel_tol=0.0, abs_tol=1e-9)
 
 
 def example_model(**overrides: float) -> BatteryModel:
     params: dict[str, float] = {
-        "capacity_kwh": 10.0, "soc_min": 0.1, "soc_max": 0.9, "max_charge_kw": 4.0,
-        "max_discharge_kw": 5.0, "charge_efficiency": 0.9, "discharge_efficiency": 0.8,
-        "setpoint_timeout_s": 60.0, "initial_soc": 0.5,
+        "capacity_kwh": 10.0,
+        "soc_min": 0.1,
+        "soc_max": 0.9,
+        "max_charge_kw": 4.0,
+        "max_discharge_kw": 5.0,
+        "charge_efficiency": 0.9,
+        "discharge_efficiency": 0.8,
+        "setpoint_timeout_s": 60.0,
+        "initial_soc": 0.5,
     }
     params.update(overrides)
     return BatteryModel(**params)
@@ -180,11 +188,18 @@ def test_time_must_not_go_backwards() -> None:
 
 
 def test_from_config_takes_site_fields() -> None:
-    battery = Battery.model_validate({
-        "name": "b1", "capacity_kwh": 12, "max_charge_kw": 3, "max_discharge_kw": 6,
-        "soc_min": 0.2, "soc_max": 0.8, "setpoint_timeout_s": 7,
-        "simulator": {"initial_soc": 0.7},
-    })
+    battery = Battery.model_validate(
+        {
+            "name": "b1",
+            "capacity_kwh": 12,
+            "max_charge_kw": 3,
+            "max_discharge_kw": 6,
+            "soc_min": 0.2,
+            "soc_max": 0.8,
+            "setpoint_timeout_s": 7,
+            "simulator": {"initial_soc": 0.7},
+        }
+    )
     model = BatteryModel.from_config(battery, now=5.0)
     assert (model.capacity_kwh, model.soc, model.time) == (12.0, 0.7, 5.0)
     assert (model.max_charge_kw, model.max_discharge_kw, model.timeout_s) == (3.0, 6.0, 7.0)

@@ -65,8 +65,6 @@ devices:
 """
 
 
-
-
 def write_site(tmp_path: Path, port: int = 5020) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(SITE.format(port=port), encoding="utf-8")
@@ -78,17 +76,28 @@ def site(tmp_path: Path) -> Site:
     return load_site(write_site(tmp_path))
 
 
-def driver(site: Site, address: tuple[str, int], timeout_s: float | None = None,
-           ) -> ModbusTcpDevice:
+def driver(
+    site: Site,
+    address: tuple[str, int],
+    timeout_s: float | None = None,
+) -> ModbusTcpDevice:
     config = site.config.device("b1")
     host, port = address
-    return ModbusTcpDevice("b1", host, port, config.unit_id,
-                           config.timeout_s if timeout_s is None else timeout_s, site.maps["b1"])
+    return ModbusTcpDevice(
+        "b1",
+        host,
+        port,
+        config.unit_id,
+        config.timeout_s if timeout_s is None else timeout_s,
+        site.maps["b1"],
+    )
 
 
 @contextlib.asynccontextmanager
-async def served(site: Site, clock: FakeClock | None = None,
-                 ) -> AsyncIterator[tuple[SiteSimulator, ModbusTcpDevice]]:
+async def served(
+    site: Site,
+    clock: FakeClock | None = None,
+) -> AsyncIterator[tuple[SiteSimulator, ModbusTcpDevice]]:
     sim = await serve_site(site, port=0, clock=clock or FakeClock())
     device = driver(site, sim.address("b1"))
     try:
@@ -111,15 +120,18 @@ def test_messages_combine_and_clear_resets_first() -> None:
     assert updated(state, {"exception": "SLAVE_DEVICE_BUSY"}).exception is ExcCodes.DEVICE_BUSY
 
 
-@pytest.mark.parametrize("message", [
-    {"drop": True, "bogus": 1},
-    {"clear": True, "latency_s": -1},
-    {"latency_s": True},
-    {"latency_s": float("nan")},
-    {"frozen": "yes"},
-    {"clear": True, "exception": "NOT_A_CODE"},
-    {"exception": 4},
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"drop": True, "bogus": 1},
+        {"clear": True, "latency_s": -1},
+        {"latency_s": True},
+        {"latency_s": float("nan")},
+        {"frozen": "yes"},
+        {"clear": True, "exception": "NOT_A_CODE"},
+        {"exception": 4},
+    ],
+)
 def test_bad_message_changes_nothing(message: dict[str, object]) -> None:
     faults = DeviceFaults("b1")
     faults.latency_s = 0.25
@@ -133,12 +145,22 @@ def test_bad_message_changes_nothing(message: dict[str, object]) -> None:
 
 def test_cli_options_become_one_message() -> None:
     assert fault_message(clear=True, drop=True, latency_s=0.5, exception="none") == {
-        "clear": True, "drop": True, "latency_s": 0.5, "exception": None}
-    args = build_parser().parse_args(["fault", "--mqtt", "h:1", "--site", "s", "--device", "d",
-                                      "--no-frozen", "--ignore-writes"])
-    assert fault_message(drop=args.drop, latency_s=args.latency, exception=args.exception,
-                         frozen=args.frozen, ignore_writes=args.ignore_writes,
-                         clear=args.clear) == {"frozen": False, "ignore_writes": True}
+        "clear": True,
+        "drop": True,
+        "latency_s": 0.5,
+        "exception": None,
+    }
+    args = build_parser().parse_args(
+        ["fault", "--mqtt", "h:1", "--site", "s", "--device", "d", "--no-frozen", "--ignore-writes"]
+    )
+    assert fault_message(
+        drop=args.drop,
+        latency_s=args.latency,
+        exception=args.exception,
+        frozen=args.frozen,
+        ignore_writes=args.ignore_writes,
+        clear=args.clear,
+    ) == {"frozen": False, "ignore_writes": True}
 
 
 # -- what the driver sees --------------------------------------------------------------------
@@ -168,6 +190,7 @@ def test_drop_closes_connections_until_cleared(site: Site) -> None:
             sim.faults("b1").clear()
             assert (await device.read()).soc == pytest.approx(0.6)
             assert sim.address("b1") == address
+
     run(body())
 
 
@@ -187,13 +210,17 @@ def test_latency_beyond_the_timeout_is_unavailable(site: Site) -> None:
             finally:
                 await impatient.close()
                 await patient.close()
+
     run(body())
 
 
-@pytest.mark.parametrize(("name", "code"), [("DEVICE_FAILURE", ExcCodes.DEVICE_FAILURE),
-                                            ("SLAVE_DEVICE_BUSY", ExcCodes.DEVICE_BUSY)])
-def test_exception_is_a_protocol_error_naming_the_code(site: Site, name: str,
-                                                       code: ExcCodes) -> None:
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("DEVICE_FAILURE", ExcCodes.DEVICE_FAILURE), ("SLAVE_DEVICE_BUSY", ExcCodes.DEVICE_BUSY)],
+)
+def test_exception_is_a_protocol_error_naming_the_code(
+    site: Site, name: str, code: ExcCodes
+) -> None:
     async def body() -> None:
         async with served(site) as (sim, device):
             sim.faults("b1").apply({"exception": name})
@@ -204,6 +231,7 @@ def test_exception_is_a_protocol_error_naming_the_code(site: Site, name: str,
             assert sim.model("b1").setpoint_kw == 0.0
             sim.faults("b1").exception = None
             assert (await device.read()).soc == pytest.approx(0.6)
+
     run(body())
 
 
@@ -213,6 +241,7 @@ def test_gateway_exception_is_unavailable(site: Site) -> None:
             sim.faults("b1").exception = ExcCodes.GATEWAY_NO_RESPONSE
             with pytest.raises(DeviceUnavailable, match="exception code 11"):
                 await device.read()
+
     run(body())
 
 
@@ -235,6 +264,7 @@ def test_frozen_reads_are_stale_while_the_physics_goes_on(site: Site) -> None:
             fresh = await device.read()
             assert fresh.soc == pytest.approx(model.soc, abs=1e-4)
             assert (fresh.p_kw, fresh.setpoint_kw) == (2.0, 2.0)
+
     run(body())
 
 
@@ -250,8 +280,8 @@ def test_ignored_writes_are_acknowledged_but_not_applied(site: Site) -> None:
             await device.write_setpoint(3.0)
             assert (await device.read()).setpoint_kw == 3.0
             assert sim.model("b1").p_kw == 3.0
-    run(body())
 
+    run(body())
 
 
 # A writable register the model does not own (the controller heartbeat at 12): it keeps what
@@ -273,13 +303,16 @@ def test_faults_keep_registers_the_model_does_not_own(tmp_path: Path, fault: str
                 assert (await client.read_holding_registers(12, device_id=3)).registers == [7]
             finally:
                 client.close()
+
     run(body())
+
 
 # -- control over MQTT -----------------------------------------------------------------------
 
 
-async def retained_state(broker: PrivateBroker, device: str = "b1",
-                         wait: float = 5.0) -> dict[str, Any] | None:
+async def retained_state(
+    broker: PrivateBroker, device: str = "b1", wait: float = 5.0
+) -> dict[str, Any] | None:
     """The retained fault state of `device`, or None if none comes within `wait` s."""
     link = MqttLink(host=broker.host, port=broker.port, client_id=f"probe-{time.monotonic()}")
     await link.start(wait=5)
@@ -311,8 +344,9 @@ async def publish_raw(broker: PrivateBroker, topic: str, payloads: list[bytes]) 
         await link.stop()
 
 
-def test_faults_switch_over_mqtt(tmp_path: Path, broker: PrivateBroker,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_faults_switch_over_mqtt(
+    tmp_path: Path, broker: PrivateBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_site(tmp_path)
     site = load_site(path)
     mqtt = (broker.host, broker.port)
@@ -320,8 +354,9 @@ def test_faults_switch_over_mqtt(tmp_path: Path, broker: PrivateBroker,
     async def body() -> None:
         stop = asyncio.Event()
         started: list[SiteSimulator] = []
-        task = asyncio.create_task(run_sim(path, port=0, stop=stop, on_started=started.append,
-                                           mqtt=mqtt))
+        task = asyncio.create_task(
+            run_sim(path, port=0, stop=stop, on_started=started.append, mqtt=mqtt)
+        )
         async with asyncio.timeout(10):
             while not started:
                 await asyncio.sleep(0.01)
@@ -336,17 +371,34 @@ def test_faults_switch_over_mqtt(tmp_path: Path, broker: PrivateBroker,
 
             # Bad messages, then a good one: QoS 1 from one client arrives in order, so its
             # confirmation shows the bad ones were handled, and changed nothing.
-            await publish_raw(broker, command_topic(SITE_NAME, "b1"),
-                              [b"not json", b"[1]", b'{"clear": true, "bogus": 1}',
-                               b'{"clear": true, "latency_s": -1}'])
+            await publish_raw(
+                broker,
+                command_topic(SITE_NAME, "b1"),
+                [
+                    b"not json",
+                    b"[1]",
+                    b'{"clear": true, "bogus": 1}',
+                    b'{"clear": true, "latency_s": -1}',
+                ],
+            )
             await publish_raw(broker, command_topic(SITE_NAME, "nope"), [b'{"clear": true}'])
             assert await send_fault(*mqtt, SITE_NAME, "b1", {"drop": False}) == confirmed
             assert await retained_state(broker) == confirmed
             assert sim.faults("b1").state == FaultState(exception=ExcCodes.DEVICE_FAILURE)
 
             # `flexedge fault` itself, in a thread: it runs its own event loop.
-            args = build_parser().parse_args(["fault", "--mqtt", f"{mqtt[0]}:{mqtt[1]}",
-                                              "--site", SITE_NAME, "--device", "b1", "--clear"])
+            args = build_parser().parse_args(
+                [
+                    "fault",
+                    "--mqtt",
+                    f"{mqtt[0]}:{mqtt[1]}",
+                    "--site",
+                    SITE_NAME,
+                    "--device",
+                    "b1",
+                    "--clear",
+                ]
+            )
             assert await asyncio.to_thread(args.func, args) == 0
             assert "b1: no faults" in capsys.readouterr().out
             assert (await device.read()).soc == pytest.approx(0.6, abs=0.01)
@@ -357,14 +409,27 @@ def test_faults_switch_over_mqtt(tmp_path: Path, broker: PrivateBroker,
             await asyncio.wait_for(task, 10)
         # The retained state describes a running simulator only.
         assert await retained_state(broker, wait=0.3) is None
+
     run(body())
 
 
-def test_fault_command_without_simulator_exits_1(broker: PrivateBroker,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    args = build_parser().parse_args(["fault", "--mqtt", f"{broker.host}:{broker.port}",
-                                      "--site", "nobody", "--device", "b1", "--drop",
-                                      "--timeout", "0.5"])
+def test_fault_command_without_simulator_exits_1(
+    broker: PrivateBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(
+        [
+            "fault",
+            "--mqtt",
+            f"{broker.host}:{broker.port}",
+            "--site",
+            "nobody",
+            "--device",
+            "b1",
+            "--drop",
+            "--timeout",
+            "0.5",
+        ]
+    )
     assert args.func(args) == 1
     assert "no simulator confirmed" in capsys.readouterr().err
 
@@ -377,9 +442,20 @@ def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker
     log = tmp_path / "sim.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flexedge.cli.main", "sim", "--config", str(path),
-             "--mqtt", f"{broker.host}:{broker.port}"], cwd=ROOT, stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "flexedge.cli.main",
+                "sim",
+                "--config",
+                str(path),
+                "--mqtt",
+                f"{broker.host}:{broker.port}",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     async def body() -> None:
         # The retained state appears once fault control is up, after the Modbus servers.
@@ -389,8 +465,10 @@ def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker
         device = driver(site, ("127.0.0.1", port))
         try:
             await device.read()
-            assert await send_fault(broker.host, broker.port, SITE_NAME, "b1",
-                                    {"drop": True}) == FaultState(drop=True).to_json()
+            assert (
+                await send_fault(broker.host, broker.port, SITE_NAME, "b1", {"drop": True})
+                == FaultState(drop=True).to_json()
+            )
             with pytest.raises(DeviceUnavailable):
                 await device.read()
             await send_fault(broker.host, broker.port, SITE_NAME, "b1", {"clear": True})

@@ -11,8 +11,9 @@ from flexedge.simulators.devices.load import LoadModel
 
 
 def load(**changes: object) -> LoadModel:
-    values: dict[str, object] = dict(profile=[(0, 4.0)], curtailable_share=0.5,
-                                     control="limit", rebound_share=0.5, rebound_s=100)
+    values: dict[str, object] = dict(
+        profile=[(0, 4.0)], curtailable_share=0.5, control="limit", rebound_share=0.5, rebound_s=100
+    )
     values.update(changes)
     return LoadModel(**values)  # type: ignore[arg-type]
 
@@ -57,10 +58,15 @@ def test_lease_end_releases_the_limit() -> None:
 
 
 @settings(max_examples=200)
-@given(limits=st.lists(st.one_of(st.none(), st.floats(0, 10)), min_size=1, max_size=10),
-       noise=st.floats(0, 2), share=st.floats(0, 1))
+@given(
+    limits=st.lists(st.one_of(st.none(), st.floats(0, 10)), min_size=1, max_size=10),
+    noise=st.floats(0, 2),
+    share=st.floats(0, 1),
+)
 def test_load_never_draws_below_its_firm_part_nor_injects(
-    limits: list[float | None], noise: float, share: float,
+    limits: list[float | None],
+    noise: float,
+    share: float,
 ) -> None:
     model = load(noise_kw=noise, curtailable_share=share, setpoint_timeout_s=1000)
     for i, limit in enumerate(limits):
@@ -93,10 +99,13 @@ def test_generator_lease_returns_to_fallback() -> None:
 
 
 @settings(max_examples=200)
-@given(setpoints=st.lists(st.floats(-5, 20), min_size=1, max_size=12),
-       gaps=st.lists(st.floats(0.01, 5), min_size=12, max_size=12))
+@given(
+    setpoints=st.lists(st.floats(-5, 20), min_size=1, max_size=12),
+    gaps=st.lists(st.floats(0.01, 5), min_size=12, max_size=12),
+)
 def test_generator_output_stays_in_its_limits_and_ramp(
-    setpoints: list[float], gaps: list[float],
+    setpoints: list[float],
+    gaps: list[float],
 ) -> None:
     gen = GeneratorModel(min_kw=2.0, max_kw=10.0, ramp_kw_per_s=0.5, setpoint_timeout_s=1000)
     now = 0.0

@@ -10,8 +10,7 @@ from flexedge.controller.core.model import Commitment, RefType
 from flexedge.controller.daemon.store import SCHEMA, Store
 
 
-def test_log_without_the_backups_column_gets_it_and_keeps_its_commitments(
-        tmp_path: Path) -> None:
+def test_log_without_the_backups_column_gets_it_and_keeps_its_commitments(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     old_columns = {c: t for c, t in SCHEMA["commitments"][0].items() if c != "backups"}
     conn = sqlite3.connect(path)
@@ -21,20 +20,44 @@ def test_log_without_the_backups_column_gets_it_and_keeps_its_commitments(
         "requested_kwh, accepted_kwh, shares, settlement, created_ts, delivered_kwh, by_asset, "
         "covered_s_by_asset, state) VALUES ('cm-1', 't1', 'balancing_trade', 'o1', 10, 20, "
         "0.5, 0.4, ?, 1.2, 9, 0.1, ?, ?, 'open')",
-        (json.dumps([["b1", 1.0]]), json.dumps({"b1": 0.1}), json.dumps({"b1": 3.0})))
+        (json.dumps([["b1", 1.0]]), json.dumps({"b1": 0.1}), json.dumps({"b1": 3.0})),
+    )
     conn.commit()
     conn.close()
 
     store = Store(path)
     try:
         [(commitment, progress, offer_id)] = store.open_commitments()
-        assert commitment == Commitment("cm-1", "t1", RefType.BALANCING_TRADE, 10, 20, 0.5, 0.4,
-                                        (("b1", 1.0),), settlement=1.2, backups=())
+        assert commitment == Commitment(
+            "cm-1",
+            "t1",
+            RefType.BALANCING_TRADE,
+            10,
+            20,
+            0.5,
+            0.4,
+            (("b1", 1.0),),
+            settlement=1.2,
+            backups=(),
+        )
         assert progress.by_asset == {"b1": 0.1}
         assert offer_id == "o1"
         # New commitments carry their backups from now on.
-        store.save_commitment(Commitment("cm-2", "t2", RefType.BALANCING_TRADE, 10, 20, 0.1,
-                                         0.1, (("b1", 1.0),), backups=("b2", "b3")), "o2", 11)
+        store.save_commitment(
+            Commitment(
+                "cm-2",
+                "t2",
+                RefType.BALANCING_TRADE,
+                10,
+                20,
+                0.1,
+                0.1,
+                (("b1", 1.0),),
+                backups=("b2", "b3"),
+            ),
+            "o2",
+            11,
+        )
         assert [c.backups for c, _, _ in store.open_commitments()] == [(), ("b2", "b3")]
     finally:
         store.close()

@@ -54,16 +54,21 @@ devices:
 # one must be: checked against pysunspec2's own model definitions, not against our comments.
 MODEL_AT = {1: 40002, 103: 40070, 120: 40122, 124: 40150}
 SUNSPEC_POINT = {
-    "power": (103, "W"), "w_sf": (103, "W_SF"),
-    "max_discharge_power": (120, "MaxDisChaRte"), "max_discharge_sf": (120, "MaxDisChaRte_SF"),
-    "max_charge_power": (124, "WChaMax"), "storage_control_mode": (124, "StorCtl_Mod"),
-    "soc": (124, "ChaState"), "power_setpoint": (124, "OutWRte"),
-    "power_setpoint_charge_side": (124, "InWRte"), "setpoint_timeout": (124, "InOutWRte_RvrtTms"),
-    "grid_charging": (124, "ChaGriSet"), "max_charge_sf": (124, "WChaMax_SF"),
-    "soc_sf": (124, "ChaState_SF"), "rate_sf": (124, "InOutWRte_SF"),
+    "power": (103, "W"),
+    "w_sf": (103, "W_SF"),
+    "max_discharge_power": (120, "MaxDisChaRte"),
+    "max_discharge_sf": (120, "MaxDisChaRte_SF"),
+    "max_charge_power": (124, "WChaMax"),
+    "storage_control_mode": (124, "StorCtl_Mod"),
+    "soc": (124, "ChaState"),
+    "power_setpoint": (124, "OutWRte"),
+    "power_setpoint_charge_side": (124, "InWRte"),
+    "setpoint_timeout": (124, "InOutWRte_RvrtTms"),
+    "grid_charging": (124, "ChaGriSet"),
+    "max_charge_sf": (124, "WChaMax_SF"),
+    "soc_sf": (124, "ChaState_SF"),
+    "rate_sf": (124, "InOutWRte_SF"),
 }
-
-
 
 
 def offsets(model_id: int) -> dict[str, int]:
@@ -85,12 +90,14 @@ def site(tmp_path: Path) -> Site:
 
 
 @contextlib.asynccontextmanager
-async def served(site: Site, clock: FakeClock) -> AsyncIterator[tuple[SiteSimulator,
-                                                                     ModbusTcpDevice]]:
+async def served(
+    site: Site, clock: FakeClock
+) -> AsyncIterator[tuple[SiteSimulator, ModbusTcpDevice]]:
     sim = await serve_site(site, port=0, clock=clock)
     host, port = sim.address("b1")
-    device = ModbusTcpDevice.from_config(site.config.device("b1"), site.maps["b1"],
-                                         host=host, port=port)
+    device = ModbusTcpDevice.from_config(
+        site.config.device("b1"), site.maps["b1"], host=host, port=port
+    )
     try:
         yield sim, device
     finally:
@@ -102,8 +109,9 @@ class Scanner:
     """pysunspec2 on the simulator's port; every call runs in a thread, bounded."""
 
     def __init__(self, port: int) -> None:
-        self.client = SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port,
-                                                   timeout=2)
+        self.client = SunSpecModbusClientDeviceTCP(
+            slave_id=1, ipaddr="127.0.0.1", ipport=port, timeout=2
+        )
 
     async def call(self, blocking: Callable[[], T]) -> T:
         return await asyncio.wait_for(asyncio.to_thread(blocking), WAIT_S)
@@ -120,6 +128,7 @@ class Scanner:
 
 # -- the map on its own ---------------------------------------------------------------------
 
+
 def test_map_loads_and_every_register_of_every_model_is_declared_once() -> None:
     loaded = load_map(MAP_PATH)
     spec = loaded.spec
@@ -132,15 +141,16 @@ def test_map_loads_and_every_register_of_every_model_is_declared_once() -> None:
     assert sorted(owned) == [("holding", a) for a in range(40000, 40178)]  # no gap, no overlap
     for model_id, address in MODEL_AT.items():
         length = offsets(model_id)["end"] - 2  # SunSpec's L excludes the ID and L registers
-        assert (fixed[("holding", address)], fixed[("holding", address + 1)]) == (
-            model_id, length)
+        assert (fixed[("holding", address)], fixed[("holding", address + 1)]) == (model_id, length)
     assert (fixed[("holding", 40176)], fixed[("holding", 40177)]) == (0xFFFF, 0)  # end model
     # The device-side lease and the setpoint window are wired as the comments say.
     setpoint = loaded.point("power_setpoint")
     assert setpoint.scale_point == "max_charge_power"
     assert setpoint.write_with == ("power_setpoint_charge_side",)
     assert [(w.point, w.value) for w in spec.init_writes] == [
-        ("storage_control_mode", 3.0), ("grid_charging", 1.0)]
+        ("storage_control_mode", 3.0),
+        ("grid_charging", 1.0),
+    ]
 
 
 def test_points_sit_on_the_standard_sunspec_registers() -> None:
@@ -160,6 +170,7 @@ def test_percentage_points_are_shares_of_their_scale_point() -> None:
 
 # -- pysunspec2 against the simulator ------------------------------------------------------
 
+
 def test_pysunspec2_scans_the_simulator_and_sees_the_model(site: Site) -> None:
     clock = FakeClock()
 
@@ -167,8 +178,11 @@ def test_pysunspec2_scans_the_simulator_and_sees_the_model(site: Site) -> None:
         async with served(site, clock) as (sim, device):
             scanner = Scanner(sim.address("b1")[1])
             await scanner.scan()
-            found = {mid: models[0] for mid, models in scanner.client.models.items()
-                     if isinstance(mid, int)}
+            found = {
+                mid: models[0]
+                for mid, models in scanner.client.models.items()
+                if isinstance(mid, int)
+            }
             assert {mid: m.model_addr for mid, m in found.items()} == MODEL_AT
             assert all(m.error_info == "" for m in found.values())
             common = found[1]
@@ -201,6 +215,7 @@ def test_pysunspec2_scans_the_simulator_and_sees_the_model(site: Site) -> None:
             assert inverter.W.cvalue == pytest.approx(-2500.0)
             assert model.soc == pytest.approx(0.6 + 2.5 * 0.9 * 360 / 3600 / 10)
             assert storage.ChaState.cvalue == pytest.approx(model.soc * 100, abs=0.01)
+
     run(body())
 
 
@@ -216,10 +231,12 @@ def test_pysunspec2_writes_outwrte_and_the_simulator_follows(site: Site) -> None
             storage = await scanner.model(124)
             assert storage.InWRte.cvalue == -50.0  # the simulator mirrors the window
             assert (await scanner.model(103)).W.cvalue == pytest.approx(2000.0)
+
     run(body())
 
 
 # -- flexedge's driver through the same map -------------------------------------------------
+
 
 def test_flexedge_driver_reads_and_writes_through_the_sunspec_map(site: Site) -> None:
     clock = FakeClock()
@@ -248,6 +265,7 @@ def test_flexedge_driver_reads_and_writes_through_the_sunspec_map(site: Site) ->
             assert (reading.p_kw, reading.setpoint_kw) == (0.0, 0.0)
             with pytest.raises(ValueError, match="does not fit"):
                 await device.write_setpoint(2000.0)  # beyond an s16 percentage
+
     run(body())
 
 
@@ -264,10 +282,12 @@ def test_init_writes_are_repeated_after_the_device_restarts(site: Site) -> None:
             assert points["storage_control_mode"] == 3.0
             await device.write_setpoint(-1.0)
             assert sim.model("b1").p_kw == -1.0
+
     run(body())
 
 
 # -- bad variants of the map ----------------------------------------------------------------
+
 
 def _variant(change: str) -> dict[str, Any]:
     spec: dict[str, Any] = copy.deepcopy(yaml.safe_load(MAP_PATH.read_text(encoding="utf-8")))
@@ -288,16 +308,20 @@ def _variant(change: str) -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize(("change", "fields", "mentions"), [
-    ("constant_over_point", {"constants.stray", "points.power"}, "holding register 40084"),
-    ("string_too_long", {"constants.manufacturer"}, "36 bytes"),
-    ("scale_point_missing", {"points.power_setpoint.scale_point"}, "w_max"),
-    ("write_with_not_contiguous", {"points.power_setpoint.write_with"}, "contiguous"),
-    ("init_write_read_only", {"init_writes[0].point"}, "soc"),
-    ("fill_not_whole", {"unimplemented[16]"}, "whole number"),
-])
-def test_bad_variant_names_file_and_point(tmp_path: Path, change: str, fields: set[str],
-                                          mentions: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "fields", "mentions"),
+    [
+        ("constant_over_point", {"constants.stray", "points.power"}, "holding register 40084"),
+        ("string_too_long", {"constants.manufacturer"}, "36 bytes"),
+        ("scale_point_missing", {"points.power_setpoint.scale_point"}, "w_max"),
+        ("write_with_not_contiguous", {"points.power_setpoint.write_with"}, "contiguous"),
+        ("init_write_read_only", {"init_writes[0].point"}, "soc"),
+        ("fill_not_whole", {"unimplemented[16]"}, "whole number"),
+    ],
+)
+def test_bad_variant_names_file_and_point(
+    tmp_path: Path, change: str, fields: set[str], mentions: str
+) -> None:
     path = tmp_path / "sunspec.yaml"
     path.write_text(yaml.safe_dump(_variant(change)), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:

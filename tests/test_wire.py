@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from controller import wire
+from flexedge.contract import wire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,17 +23,29 @@ JAN_1_2024 = 1704067200.0  # 2024-01-01T00:00:00Z
 
 def trade(**changes: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "v": 1, "type": "balancing_trade", "id": "msg-1", "offer_id": "offer-7",
-        "asset": "battery-1", "slot_start": "2024-01-01T00:00:00Z", "energy_kwh": 1.25,
-        "price_ct": 43.75}
+        "v": 1,
+        "type": "balancing_trade",
+        "id": "msg-1",
+        "offer_id": "offer-7",
+        "asset": "battery-1",
+        "slot_start": "2024-01-01T00:00:00Z",
+        "energy_kwh": 1.25,
+        "price_ct": 43.75,
+    }
     payload.update(changes)
     return payload
 
 
 def control(**changes: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "v": 1, "type": "balancing_control", "id": "msg-2", "tariff_id": "tariff-1",
-        "timeslot_start": "2024-01-01T00:15:00+00:00", "kwh": -2.5, "payment": 0.3}
+        "v": 1,
+        "type": "balancing_control",
+        "id": "msg-2",
+        "tariff_id": "tariff-1",
+        "timeslot_start": "2024-01-01T00:15:00+00:00",
+        "kwh": -2.5,
+        "payment": 0.3,
+    }
     payload.update(changes)
     return payload
 
@@ -52,16 +64,21 @@ def dumps(payload: Any) -> bytes:
 def test_valid_trade_parses() -> None:
     request = wire.parse_inbound("balancing_trade", dumps(trade()))
     assert request == TradeRequest(
-        id="msg-1", offer_id="offer-7", asset="battery-1", slot_start=JAN_1_2024,
-        energy_kwh=1.25, price_ct=43.75)
+        id="msg-1",
+        offer_id="offer-7",
+        asset="battery-1",
+        slot_start=JAN_1_2024,
+        energy_kwh=1.25,
+        price_ct=43.75,
+    )
     assert isinstance(request.slot_start, float)
 
 
 def test_valid_control_parses() -> None:
     request = wire.parse_inbound("balancing_control", dumps(control()))
     assert request == ControlRequest(
-        id="msg-2", tariff_id="tariff-1", timeslot_start=JAN_1_2024 + 900, kwh=-2.5,
-        payment=0.3)
+        id="msg-2", tariff_id="tariff-1", timeslot_start=JAN_1_2024 + 900, kwh=-2.5, payment=0.3
+    )
     assert isinstance(request.timeslot_start, float)
 
 
@@ -99,45 +116,78 @@ assert b"NaN" in NAN_TEXT and b"Infinity" in INF_TEXT and b"-Infinity" in NEG_IN
 BAD_PAYLOADS: list[tuple[str, str, bytes, tuple[str, ...]]] = [
     ("not-json", "balancing_trade", b"{id: msg-1", ("not valid JSON",)),
     ("empty", "balancing_trade", b"", ("not valid JSON",)),
-    ("not-utf8", "balancing_trade",
-     b'{"v": 1, "type": "balancing_trade", "id": "caf\xe9"}', ("not UTF-8",)),
+    (
+        "not-utf8",
+        "balancing_trade",
+        b'{"v": 1, "type": "balancing_trade", "id": "caf\xe9"}',
+        ("not UTF-8",),
+    ),
     ("json-array", "balancing_trade", dumps([trade()]), ("JSON object",)),
     ("json-string", "balancing_trade", dumps("balancing_trade"), ("JSON object",)),
-    ("control-on-trade-topic", "balancing_trade", dumps(control()),
-     ("'type'", "balancing_trade", "balancing_control")),
-    ("trade-on-control-topic", "balancing_control", dumps(trade()),
-     ("'type'", "balancing_control", "balancing_trade")),
+    (
+        "control-on-trade-topic",
+        "balancing_trade",
+        dumps(control()),
+        ("'type'", "balancing_trade", "balancing_control"),
+    ),
+    (
+        "trade-on-control-topic",
+        "balancing_control",
+        dumps(trade()),
+        ("'type'", "balancing_control", "balancing_trade"),
+    ),
     ("type-missing", "balancing_trade", dumps(without(trade(), "type")), ("'type'",)),
     ("id-missing", "balancing_trade", dumps(without(trade(), "id")), ("'id'", "missing")),
     ("id-empty", "balancing_control", dumps(control(id="")), ("'id'",)),
-    ("energy-missing", "balancing_trade", dumps(without(trade(), "energy_kwh")),
-     ("'energy_kwh'", "missing")),
-    ("kwh-missing", "balancing_control", dumps(without(control(), "kwh")),
-     ("'kwh'", "missing")),
-    ("energy-word-string", "balancing_trade", dumps(trade(energy_kwh="lots")),
-     ("'energy_kwh'", "number")),
-    ("energy-numeric-string", "balancing_trade", dumps(trade(energy_kwh="1.25")),
-     ("'energy_kwh'", "number")),
-    ("energy-bool", "balancing_trade", dumps(trade(energy_kwh=True)),
-     ("'energy_kwh'", "number")),
+    (
+        "energy-missing",
+        "balancing_trade",
+        dumps(without(trade(), "energy_kwh")),
+        ("'energy_kwh'", "missing"),
+    ),
+    ("kwh-missing", "balancing_control", dumps(without(control(), "kwh")), ("'kwh'", "missing")),
+    (
+        "energy-word-string",
+        "balancing_trade",
+        dumps(trade(energy_kwh="lots")),
+        ("'energy_kwh'", "number"),
+    ),
+    (
+        "energy-numeric-string",
+        "balancing_trade",
+        dumps(trade(energy_kwh="1.25")),
+        ("'energy_kwh'", "number"),
+    ),
+    ("energy-bool", "balancing_trade", dumps(trade(energy_kwh=True)), ("'energy_kwh'", "number")),
     ("energy-nan", "balancing_trade", NAN_TEXT, ("'energy_kwh'", "finite")),
     ("energy-infinity", "balancing_trade", INF_TEXT, ("'energy_kwh'", "finite")),
     ("payment-minus-infinity", "balancing_control", NEG_INF_TEXT, ("'payment'", "finite")),
-    ("naive-slot-start", "balancing_trade", dumps(trade(slot_start="2024-01-01T00:00:00")),
-     ("'slot_start'", "timezone")),
-    ("naive-timeslot-start", "balancing_control",
-     dumps(control(timeslot_start="2024-01-01T00:15:00")), ("'timeslot_start'", "timezone")),
+    (
+        "naive-slot-start",
+        "balancing_trade",
+        dumps(trade(slot_start="2024-01-01T00:00:00")),
+        ("'slot_start'", "timezone"),
+    ),
+    (
+        "naive-timeslot-start",
+        "balancing_control",
+        dumps(control(timeslot_start="2024-01-01T00:15:00")),
+        ("'timeslot_start'", "timezone"),
+    ),
     ("version-2", "balancing_trade", dumps(trade(v=2)), ("'v'", "1")),
-    ("version-missing", "balancing_control", dumps(without(control(), "v")),
-     ("'v'", "missing")),
+    ("version-missing", "balancing_control", dumps(without(control(), "v")), ("'v'", "missing")),
 ]
 
 
 @pytest.mark.parametrize(
-    ("topic_type", "payload", "expected"), [case[1:] for case in BAD_PAYLOADS],
-    ids=[case[0] for case in BAD_PAYLOADS])
+    ("topic_type", "payload", "expected"),
+    [case[1:] for case in BAD_PAYLOADS],
+    ids=[case[0] for case in BAD_PAYLOADS],
+)
 def test_bad_payload_is_rejected_with_reason(
-    topic_type: str, payload: bytes, expected: tuple[str, ...],
+    topic_type: str,
+    payload: bytes,
+    expected: tuple[str, ...],
 ) -> None:
     with pytest.raises(MessageRejected) as info:
         wire.parse_inbound(topic_type, payload)
@@ -160,25 +210,56 @@ def test_peek_id_finds_the_id_even_in_a_rejected_message() -> None:
 
 # --- outbound builders ----------------------------------------------------------------------
 
-OFFER = Offer(id="off-1", asset="battery-1", slot_start=JAN_1_2024,
-              slot_end=JAN_1_2024 + 900, energy_kwh=-1.5, rate_ct_per_kwh=33.0)
+OFFER = Offer(
+    id="off-1",
+    asset="battery-1",
+    slot_start=JAN_1_2024,
+    slot_end=JAN_1_2024 + 900,
+    energy_kwh=-1.5,
+    rate_ct_per_kwh=33.0,
+)
 
 
 def report(delivered_kwh: float = 1.2, commitment_id: str = "c-42") -> DeliveryReport:
     return DeliveryReport(
-        commitment_id=commitment_id, ref="msg-1", ref_type="balancing_trade",
-        window_start=JAN_1_2024, window_end=JAN_1_2024 + 900, requested_kwh=1.25,
-        accepted_kwh=1.25, delivered_kwh=delivered_kwh, status="delivered", coverage=0.98,
+        commitment_id=commitment_id,
+        ref="msg-1",
+        ref_type="balancing_trade",
+        window_start=JAN_1_2024,
+        window_end=JAN_1_2024 + 900,
+        requested_kwh=1.25,
+        accepted_kwh=1.25,
+        delivered_kwh=delivered_kwh,
+        status="delivered",
+        coverage=0.98,
         settlement=43.75,
-        assets=(AssetDelivery(asset="battery-1", baseline_kw=0.0, delivered_kwh=delivered_kwh),))
+        assets=(AssetDelivery(asset="battery-1", baseline_kw=0.0, delivered_kwh=delivered_kwh),),
+    )
 
 
 def all_builders() -> list[tuple[str, dict[str, Any]]]:
     return [
-        ("ack", wire.ack(ref="msg-1", ref_type="balancing_trade", status=AckStatus.ACCEPTED,
-                         reason="", commitment_id="c-42", accepted_kwh=1.25)),
-        ("ack", wire.ack(ref=None, ref_type=None, status=AckStatus.REJECTED,
-                         reason="payload is not UTF-8", commitment_id=None)),
+        (
+            "ack",
+            wire.ack(
+                ref="msg-1",
+                ref_type="balancing_trade",
+                status=AckStatus.ACCEPTED,
+                reason="",
+                commitment_id="c-42",
+                accepted_kwh=1.25,
+            ),
+        ),
+        (
+            "ack",
+            wire.ack(
+                ref=None,
+                ref_type=None,
+                status=AckStatus.REJECTED,
+                reason="payload is not UTF-8",
+                commitment_id=None,
+            ),
+        ),
         ("balancing_offer", wire.balancing_offer(OFFER)),
         ("balancing_order", wire.balancing_order("tariff-1", 1.5, 0.12, "bo-1")),
         ("delivery_report", wire.delivery_report(report())),
@@ -187,8 +268,11 @@ def all_builders() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-@pytest.mark.parametrize(("kind", "payload"), all_builders(),
-                         ids=[f"{kind}-{i}" for i, (kind, _) in enumerate(all_builders())])
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    all_builders(),
+    ids=[f"{kind}-{i}" for i, (kind, _) in enumerate(all_builders())],
+)
 def test_every_outbound_payload_has_the_envelope(kind: str, payload: dict[str, Any]) -> None:
     assert payload["v"] == 1
     assert payload["type"] == kind
@@ -198,12 +282,22 @@ def test_every_outbound_payload_has_the_envelope(kind: str, payload: dict[str, A
 
 
 def test_builder_fields() -> None:
-    accepted = wire.ack(ref="msg-1", ref_type="balancing_trade", status=AckStatus.CLIPPED,
-                        reason="clipped to 1 kWh", commitment_id="c-1", accepted_kwh=1.0)
+    accepted = wire.ack(
+        ref="msg-1",
+        ref_type="balancing_trade",
+        status=AckStatus.CLIPPED,
+        reason="clipped to 1 kWh",
+        commitment_id="c-1",
+        accepted_kwh=1.0,
+    )
     assert (accepted["ref"], accepted["status"], accepted["accepted_kwh"]) == (
-        "msg-1", "clipped", 1.0)
-    rejected = wire.ack(ref="m", ref_type=None, status=AckStatus.REJECTED, reason="no",
-                        commitment_id=None)
+        "msg-1",
+        "clipped",
+        1.0,
+    )
+    rejected = wire.ack(
+        ref="m", ref_type=None, status=AckStatus.REJECTED, reason="no", commitment_id=None
+    )
     assert "accepted_kwh" not in rejected
     assert rejected["status"] == "rejected"
 
@@ -214,8 +308,12 @@ def test_builder_fields() -> None:
     assert offer["price_ct"] == pytest.approx(49.5)
 
     order = wire.balancing_order("tariff-1", 1.5, 0.12, "bo-1")
-    assert (order["id"], order["tariff_id"], order["exercise_ratio"], order["price_per_kwh"]) \
-        == ("bo-1", "tariff-1", 1.5, 0.12)
+    assert (order["id"], order["tariff_id"], order["exercise_ratio"], order["price_per_kwh"]) == (
+        "bo-1",
+        "tariff-1",
+        1.5,
+        0.12,
+    )
 
     dr = wire.delivery_report(report())
     assert dr["window_start"] == "2024-01-01T00:00:00.000Z"
@@ -226,8 +324,12 @@ def test_builder_fields() -> None:
 
 
 def test_fresh_ids_are_unique() -> None:
-    ids = {wire.ack(ref=None, ref_type=None, status=AckStatus.REJECTED, reason="x",
-                    commitment_id=None)["id"] for _ in range(50)}
+    ids = {
+        wire.ack(
+            ref=None, ref_type=None, status=AckStatus.REJECTED, reason="x", commitment_id=None
+        )["id"]
+        for _ in range(50)
+    }
     ids |= {wire.status("s", {}, 0.0)["id"] for _ in range(50)}
     ids |= {wire.telemetry({}, 0.0)["id"] for _ in range(50)}
     assert len(ids) == 150
@@ -242,7 +344,8 @@ def test_delivery_report_id_is_stable_per_commitment() -> None:
 
 
 @pytest.mark.parametrize(
-    "ts", [0.0, JAN_1_2024, JAN_1_2024 + 0.123, 1.5, -86400.25, 4102444800.999])
+    "ts", [0.0, JAN_1_2024, JAN_1_2024 + 0.123, 1.5, -86400.25, 4102444800.999]
+)
 def test_iso_ends_with_z_and_round_trips(ts: float) -> None:
     text = wire.iso(ts)
     assert text.endswith("Z")
@@ -282,11 +385,13 @@ def test_encode_is_compact_utf8_json() -> None:
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
-    lambda minutes: timezone(timedelta(minutes=minutes)))
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
 aware = st.builds(
     lambda naive, tz: naive.replace(tzinfo=tz),
     st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
-    offsets)
+    offsets,
+)
 
 
 @settings(max_examples=150, deadline=None)

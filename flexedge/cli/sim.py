@@ -3,7 +3,7 @@
 modbus-tcp devices listen on host:port; modbus-rtu devices answer on simulator.serial_port,
 the simulator's end of the serial line whose other end is the device's serial.port. mqtt
 devices publish their state on the site broker, or on the `mqtt` broker when one is given
-(flexedge.simulators.devices.mqtt_devices).
+(simulators.mqtt_devices).
 
 Entry points for the CLI wiring:
 
@@ -21,7 +21,7 @@ Entry points for the CLI wiring:
 
 `host` and `port` override every device's address from the file; port 0 puts each device on
 a free port (logged). One log line per device says where it is served. `mqtt` (HOST, PORT)
-lets `flexedge fault` switch device faults while running (flexedge.simulators.devices.fault_mqtt), those of
+lets `flexedge fault` switch device faults while running (simulators.fault_mqtt), those of
 mqtt devices too; a broker that cannot be reached raises flexedge.errors.BrokerError.
 """
 
@@ -43,20 +43,30 @@ from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator, serve_
 logger = logging.getLogger(__name__)
 
 
-async def run_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
-                  stop: asyncio.Event | None = None,
-                  on_started: Callable[[SiteSimulator], None] | None = None,
-                  mqtt: tuple[str, int] | None = None) -> None:
+async def run_sim(
+    site_path: Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    stop: asyncio.Event | None = None,
+    on_started: Callable[[SiteSimulator], None] | None = None,
+    mqtt: tuple[str, int] | None = None,
+) -> None:
     """Serve the site's simulated devices until `stop` is set or SIGINT/SIGTERM arrives.
-    With `mqtt` (HOST, PORT), faults can be switched over MQTT (flexedge.simulators.devices.fault_mqtt) and
+    With `mqtt` (HOST, PORT), faults can be switched over MQTT (simulators.fault_mqtt) and
     the mqtt devices use that broker instead of the site's."""
     site = load_site(site_path)
     # mqtt devices are no Modbus servers: the Modbus simulator only gets the others.
     modbus = [d for d in site.config.devices if d.transport != "mqtt"]
     simulator = await serve_site(
-        dataclasses.replace(site, config=site.config.model_copy(update={"devices": modbus}),
-                            maps={d.name: site.maps[d.name] for d in modbus}),
-        host=host, port=port)
+        dataclasses.replace(
+            site,
+            config=site.config.model_copy(update={"devices": modbus}),
+            maps={d.name: site.maps[d.name] for d in modbus},
+        ),
+        host=host,
+        port=port,
+    )
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     if stop is None:
@@ -72,13 +82,16 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
         if len(modbus) < len(site.config.devices):
             mqtt_devices = await serve_mqtt_devices(site.config, mqtt=mqtt)
             for name, device in mqtt_devices.devices.items():
-                logger.info("simulating %s on mqtt %s:%s (state %s, commands %s)", name,
-                            *mqtt_devices.address(name), device.settings.state_topic,
-                            device.settings.command_topic)
+                logger.info(
+                    "simulating %s on mqtt %s:%s (state %s, commands %s)",
+                    name,
+                    *mqtt_devices.address(name),
+                    device.settings.state_topic,
+                    device.settings.command_topic,
+                )
         if mqtt is not None:
             # After the mqtt devices: fault control takes every device it will serve.
-            control = FaultControl(simulator, site.config.site, *mqtt,
-                                   mqtt_devices=mqtt_devices)
+            control = FaultControl(simulator, site.config.site, *mqtt, mqtt_devices=mqtt_devices)
             await control.start()
         for name in simulator.models:
             device_host, device_port = simulator.address(name)
@@ -99,7 +112,12 @@ async def run_sim(site_path: Path, *, host: str | None = None, port: int | None 
         await simulator.stop()
 
 
-def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
-             mqtt: tuple[str, int] | None = None) -> None:
+def main_sim(
+    site_path: Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    mqtt: tuple[str, int] | None = None,
+) -> None:
     """Blocking entry for `flexedge sim --config FILE [--mqtt HOST:PORT]`."""
     asyncio.run(run_sim(site_path, host=host, port=port, mqtt=mqtt))

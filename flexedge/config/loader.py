@@ -66,8 +66,7 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
         field = _field_path(tuple(first["loc"]), raw)
         message = first["msg"]
         secret = any("password" in str(part) for part in first["loc"])
-        if first["type"] not in {"missing", "extra_forbidden"} and "input" in first \
-                and not secret:
+        if first["type"] not in {"missing", "extra_forbidden"} and "input" in first and not secret:
             shown = first["input"]
             if not isinstance(shown, dict | list):
                 message += f" (got {shown!r})"
@@ -83,10 +82,13 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
             loaded = load_map(map_path)
         except ConfigError as exc:
             raise ConfigError(
-                source, f"devices[{index}] ({device.name}).register_map", str(exc)) from None
+                source, f"devices[{index}] ({device.name}).register_map", str(exc)
+            ) from None
         if loaded.spec.kind != device.kind:
-            raise ConfigError(source, f"devices[{index}] ({device.name}).register_map",
-                              f"map {loaded.spec.model!r} is for a {loaded.spec.kind}, "
-                              f"not a {device.kind}")
+            raise ConfigError(
+                source,
+                f"devices[{index}] ({device.name}).register_map",
+                f"map {loaded.spec.model!r} is for a {loaded.spec.kind}, not a {device.kind}",
+            )
         maps[device.name] = loaded
     return Site(path=path.resolve(), config=config, maps=maps)

@@ -42,8 +42,13 @@ class DataType(StrEnum):
 
 
 WIDTH = {DataType.U16: 1, DataType.S16: 1, DataType.U32: 2, DataType.S32: 2, DataType.F32: 2}
-_STRUCT = {DataType.U16: "H", DataType.S16: "h", DataType.U32: "I", DataType.S32: "i",
-           DataType.F32: "f"}
+_STRUCT = {
+    DataType.U16: "H",
+    DataType.S16: "h",
+    DataType.U32: "I",
+    DataType.S32: "i",
+    DataType.F32: "f",
+}
 
 # Site units: power in kW, state of charge as a fraction, time in seconds.
 UNIT_TO_SITE = {"kW": 1.0, "W": 0.001, "%": 0.01, "fraction": 1.0, "s": 1.0, "count": 1.0}
@@ -64,8 +69,13 @@ CONTROL_POINTS: dict[str, tuple[str, ...]] = {
 # u32, accumulators (`acc`) and strings read 0.
 FillType = Literal["u16", "s16", "u32", "s32", "f32", "acc", "str"]
 NOT_IMPLEMENTED: dict[str, tuple[int, ...]] = {
-    "u16": (0xFFFF,), "s16": (0x8000,), "u32": (0xFFFF, 0xFFFF), "s32": (0x8000, 0x0000),
-    "f32": (0x7FC0, 0x0000), "acc": (0x0000,), "str": (0x0000,),
+    "u16": (0xFFFF,),
+    "s16": (0x8000,),
+    "u32": (0xFFFF, 0xFFFF),
+    "s32": (0x8000, 0x0000),
+    "f32": (0x7FC0, 0x0000),
+    "acc": (0x0000,),
+    "str": (0x0000,),
 }
 
 
@@ -131,8 +141,9 @@ class Constant(BaseModel):
             # SunSpec strings: bytes in register order, NUL-padded to the full length.
             data = str(self.value).encode("utf-8").ljust(2 * self.width, b"\0")
             return list(struct.unpack(f">{self.width}H", data))
-        point = Point(address=self.address, type=self.type, unit="count",
-                      word_order=self.word_order)
+        point = Point(
+            address=self.address, type=self.type, unit="count", word_order=self.word_order
+        )
         return encode(point, float(self.value))
 
     @model_validator(mode="after")
@@ -142,8 +153,10 @@ class Constant(BaseModel):
                 raise ValueError("a str constant needs a string value and a length (registers)")
             size = len(self.value.encode("utf-8"))
             if size > 2 * self.length:
-                raise ValueError(f"{self.value!r} is {size} bytes, more than the "
-                                 f"{2 * self.length} that length {self.length} holds")
+                raise ValueError(
+                    f"{self.value!r} is {size} bytes, more than the "
+                    f"{2 * self.length} that length {self.length} holds"
+                )
         elif self.length is not None or isinstance(self.value, str):
             raise ValueError("length and string values are for type str only")
         elif self.type is not DataType.F32 and not float(self.value).is_integer():
@@ -242,21 +255,27 @@ def _check_layout(source: str, spec: RegisterMap) -> None:
     for index, write in enumerate(spec.init_writes):
         target = spec.points.get(write.point)
         if target is None or target.access != "rw" or target.table != "holding":
-            raise ConfigError(source, f"init_writes[{index}].point",
-                              f"{write.point!r} is not an rw holding point of this map")
+            raise ConfigError(
+                source,
+                f"init_writes[{index}].point",
+                f"{write.point!r} is not an rw holding point of this map",
+            )
     for name, access in REQUIRED_POINTS[spec.kind].items():
         if name not in spec.points:
-            raise ConfigError(source, f"points.{name}",
-                              f"missing: a {spec.kind} map needs this point")
+            raise ConfigError(
+                source, f"points.{name}", f"missing: a {spec.kind} map needs this point"
+            )
         if access == "rw" and spec.points[name].access != "rw":
-            raise ConfigError(source, f"points.{name}.access",
-                              "must be rw: the controller writes it")
+            raise ConfigError(
+                source, f"points.{name}.access", "must be rw: the controller writes it"
+            )
     controls = CONTROL_POINTS.get(spec.kind, ())
-    if controls and not any(spec.points.get(n) and spec.points[n].access == "rw"
-                            for n in controls):
-        raise ConfigError(source, f"points.{controls[0]}",
-                          f"missing: a {spec.kind} map needs an rw point named "
-                          f"{' or '.join(controls)}")
+    if controls and not any(spec.points.get(n) and spec.points[n].access == "rw" for n in controls):
+        raise ConfigError(
+            source,
+            f"points.{controls[0]}",
+            f"missing: a {spec.kind} map needs an rw point named {' or '.join(controls)}",
+        )
 
 
 def _check_overlaps(source: str, spec: RegisterMap) -> None:
@@ -265,16 +284,19 @@ def _check_overlaps(source: str, spec: RegisterMap) -> None:
     blocks: list[tuple[str, str, Point | Constant | Unimplemented]] = [
         *((f"points.{n}", f"point {n!r}", p) for n, p in spec.points.items()),
         *((f"constants.{n}", f"constant {n!r}", c) for n, c in spec.constants.items()),
-        *((f"unimplemented[{i}]", f"unimplemented[{i}]", u)
-          for i, u in enumerate(spec.unimplemented)),
+        *(
+            (f"unimplemented[{i}]", f"unimplemented[{i}]", u)
+            for i, u in enumerate(spec.unimplemented)
+        ),
     ]
     owner: dict[tuple[str, int], str] = {}
     for field, label, block in sorted(blocks, key=lambda b: b[2].address):
         for address in range(block.address, block.address + block.width):
             key = (block.table, address)
             if key in owner:
-                raise ConfigError(source, field,
-                                  f"overlaps {owner[key]} at {block.table} register {address}")
+                raise ConfigError(
+                    source, field, f"overlaps {owner[key]} at {block.table} register {address}"
+                )
             owner[key] = label
 
 
@@ -284,32 +306,46 @@ def _check_references(source: str, spec: RegisterMap, name: str, point: Point) -
     if sf_name is not None:
         sf = spec.points.get(sf_name)
         if sf is None:
-            raise ConfigError(source, f"points.{name}.scale_factor_point",
-                              f"no point named {sf_name!r} in this map")
+            raise ConfigError(
+                source,
+                f"points.{name}.scale_factor_point",
+                f"no point named {sf_name!r} in this map",
+            )
         if sf.type is not DataType.S16 or sf.scale_factor_point is not None:
-            raise ConfigError(source, f"points.{sf_name}",
-                              "a scale-factor point must be a plain s16")
+            raise ConfigError(
+                source, f"points.{sf_name}", "a scale-factor point must be a plain s16"
+            )
     base = point.scale_point
     if base is not None:
         # One level only: the driver reads a scale point's value before the points using it.
         target = spec.points.get(base)
         if target is None or base == name or target.scale_point is not None:
-            raise ConfigError(source, f"points.{name}.scale_point",
-                              f"{base!r} is not another point without a scale_point")
+            raise ConfigError(
+                source,
+                f"points.{name}.scale_point",
+                f"{base!r} is not another point without a scale_point",
+            )
     if point.write_with:
         run = [point]
         for partner in point.write_with:
             other = spec.points.get(partner)
             if other is None or partner == name or other.write_with:
-                raise ConfigError(source, f"points.{name}.write_with",
-                                  f"{partner!r} is not another point without write_with")
+                raise ConfigError(
+                    source,
+                    f"points.{name}.write_with",
+                    f"{partner!r} is not another point without write_with",
+                )
             run.append(other)
         run.sort(key=lambda p: p.address)
-        if (any(p.access != "rw" or p.table != "holding" for p in run)
-                or any(a.address + a.width != b.address for a, b in pairwise(run))):
-            raise ConfigError(source, f"points.{name}.write_with",
-                              "with this point they must be rw holding points covering one "
-                              "contiguous run of registers")
+        if any(p.access != "rw" or p.table != "holding" for p in run) or any(
+            a.address + a.width != b.address for a, b in pairwise(run)
+        ):
+            raise ConfigError(
+                source,
+                f"points.{name}.write_with",
+                "with this point they must be rw holding points covering one "
+                "contiguous run of registers",
+            )
 
 
 def resolve_map_path(name_or_path: str, relative_to: Path | None = None) -> Path:
@@ -341,26 +377,26 @@ def load_map(path: Path) -> LoadedMap:
     except ValidationError as exc:
         first = exc.errors()[0]
         # "points.soc.type", "unimplemented[3]": list items as in site-file errors.
-        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
-                        for part in first["loc"]).lstrip(".")
+        field = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+        ).lstrip(".")
         raise ConfigError(source, field, first["msg"]) from None
     _check_layout(source, spec)
     return LoadedMap(source=source, spec=spec)
 
 
-def decode(point: Point, registers: list[int], sf_exponent: int = 0,
-           base: float = 1.0) -> float:
+def decode(point: Point, registers: list[int], sf_exponent: int = 0, base: float = 1.0) -> float:
     """Raw registers of one point to a value in site units; `base` is the site value of the
     point's scale_point (1 without one)."""
     words = registers if point.word_order == "big" else list(reversed(registers))
     raw = struct.unpack(f">{_STRUCT[point.type]}", struct.pack(f">{len(words)}H", *words))[0]
-    factor = point.scale * (10.0 ** sf_exponent) * UNIT_TO_SITE[point.unit] * base
+    factor = point.scale * (10.0**sf_exponent) * UNIT_TO_SITE[point.unit] * base
     return float(raw) * factor * point.sign
 
 
 def encode(point: Point, value: float, sf_exponent: int = 0, base: float = 1.0) -> list[int]:
     """A value in site units to the registers of one point, rounded and range-checked."""
-    factor = point.scale * (10.0 ** sf_exponent) * UNIT_TO_SITE[point.unit] * base
+    factor = point.scale * (10.0**sf_exponent) * UNIT_TO_SITE[point.unit] * base
     if factor == 0 or not math.isfinite(factor):
         # A share of a 0 W rating (or of an unreadable one) cannot express any power.
         raise ValueError(f"{value} cannot be written as a share of {base}")

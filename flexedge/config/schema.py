@@ -148,8 +148,9 @@ class MqttDeviceSettings(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.port is not None and self.host is None:
-            raise ValueError("mqtt_device.port needs mqtt_device.host "
-                             "(without host the site broker is used)")
+            raise ValueError(
+                "mqtt_device.port needs mqtt_device.host (without host the site broker is used)"
+            )
         if self.relay_on_payload.strip() == self.relay_off_payload.strip():
             raise ValueError("mqtt_device.relay_on_payload and relay_off_payload must differ")
         return self
@@ -194,8 +195,7 @@ class DeviceBase(Strict):
         default = {"consumption_positive": cls.mqtt_consumption_positive}
         if isinstance(md, dict) and "consumption_positive" not in md:
             return {**data, "mqtt_device": {**md, **default}}
-        if isinstance(md, MqttDeviceSettings) \
-                and "consumption_positive" not in md.model_fields_set:
+        if isinstance(md, MqttDeviceSettings) and "consumption_positive" not in md.model_fields_set:
             return {**data, "mqtt_device": md.model_copy(update=default)}
         return data
 
@@ -208,8 +208,9 @@ class DeviceBase(Strict):
             raise ValueError("mqtt_device is only for transport mqtt")
         if self.transport == "modbus-tcp":
             if self.serial is not None:
-                raise ValueError("serial is only for transport modbus-rtu; "
-                                 "modbus-tcp uses host and port")
+                raise ValueError(
+                    "serial is only for transport modbus-rtu; modbus-tcp uses host and port"
+                )
             if self.simulator.serial_port is not None:
                 raise ValueError("simulator.serial_port is only for transport modbus-rtu")
             return self
@@ -218,19 +219,23 @@ class DeviceBase(Strict):
         if {"host", "port"} & self.model_fields_set:
             raise ValueError("host and port are for modbus-tcp; modbus-rtu uses serial.port")
         if self.unit_id == 0:
-            raise ValueError("unit_id 0 is the broadcast address on a serial bus: "
-                             "no device answers it; use 1..247")
+            raise ValueError(
+                "unit_id 0 is the broadcast address on a serial bus: "
+                "no device answers it; use 1..247"
+            )
         return self
 
     def _mqtt_fields(self) -> Self:
         if self.mqtt_device is None:
-            raise ValueError("transport mqtt needs an mqtt_device section "
-                             "(state_topic, command_topic, ...)")
-        modbus_only = {"host", "port", "serial", "unit_id", "register_map"} \
-            & self.model_fields_set
+            raise ValueError(
+                "transport mqtt needs an mqtt_device section (state_topic, command_topic, ...)"
+            )
+        modbus_only = {"host", "port", "serial", "unit_id", "register_map"} & self.model_fields_set
         if modbus_only:
-            raise ValueError(f"{', '.join(sorted(modbus_only))} only apply to Modbus; transport "
-                             "mqtt uses mqtt_device.host/port or the site broker")
+            raise ValueError(
+                f"{', '.join(sorted(modbus_only))} only apply to Modbus; transport "
+                "mqtt uses mqtt_device.host/port or the site broker"
+            )
         if self.simulator.serial_port is not None:
             raise ValueError("simulator.serial_port is only for transport modbus-rtu")
         md = self.mqtt_device
@@ -238,14 +243,18 @@ class DeviceBase(Strict):
         if control is None:
             return self._mqtt_setpoint_fields(md)
         if md.command == "setpoint":
-            raise ValueError(f"mqtt_device.command 'setpoint' is for batteries and generators; "
-                             f"a flexible load takes its control {control!r}; leave command "
-                             "out to follow control")
+            raise ValueError(
+                f"mqtt_device.command 'setpoint' is for batteries and generators; "
+                f"a flexible load takes its control {control!r}; leave command "
+                "out to follow control"
+            )
         if md.command is not None and md.command != control:
             # The controller plans with `control`; a device commanded otherwise would not
             # deliver what was offered.
-            raise ValueError(f"mqtt_device.command {md.command!r} differs from control "
-                             f"{control!r}; leave command out to follow control")
+            raise ValueError(
+                f"mqtt_device.command {md.command!r} differs from control "
+                f"{control!r}; leave command out to follow control"
+            )
         _refuse_set(md, {"setpoint_field", "soc_field"}, "batteries and generators")
         return self
 
@@ -254,11 +263,16 @@ class DeviceBase(Strict):
         if md.command not in (None, "setpoint"):
             # relay and limit turn a cap into a command; a battery or generator is given the
             # power itself, so either would silently drop the sign and the amount.
-            raise ValueError(f"mqtt_device.command {md.command!r} is only for flexible loads; "
-                             f"a {self.kind_name} takes command 'setpoint' (or leave command "
-                             "out)")
-        _refuse_set(md, {"relay_on_payload", "relay_off_payload", "limit_field"},
-                    "flexible loads (command relay or limit)")
+            raise ValueError(
+                f"mqtt_device.command {md.command!r} is only for flexible loads; "
+                f"a {self.kind_name} takes command 'setpoint' (or leave command "
+                "out)"
+            )
+        _refuse_set(
+            md,
+            {"relay_on_payload", "relay_off_payload", "limit_field"},
+            "flexible loads (command relay or limit)",
+        )
         fields = {"power_field": md.power_field, "setpoint_field": md.setpoint_field}
         if self.kind_name == "battery":
             fields["soc_field"] = md.soc_field
@@ -266,13 +280,15 @@ class DeviceBase(Strict):
             _refuse_set(md, {"soc_field"}, "batteries")
         named = sorted(fields.items())
         for index, (name, path) in enumerate(named):
-            for other, other_path in named[index + 1:]:
+            for other, other_path in named[index + 1 :]:
                 # One place in the state cannot hold two values (nor a value and an object):
                 # equal paths, or one inside the other.
                 a, b = f"{path}.", f"{other_path}."
                 if a.startswith(b) or b.startswith(a):
-                    raise ValueError(f"mqtt_device.{name} {path!r} and {other} {other_path!r} "
-                                     "name the same place in the state message")
+                    raise ValueError(
+                        f"mqtt_device.{name} {path!r} and {other} {other_path!r} "
+                        "name the same place in the state message"
+                    )
         return self
 
 
@@ -351,8 +367,11 @@ Device = Annotated[
     Annotated[Battery, Tag("battery")]
     | Annotated[FlexibleLoad, Tag("flexible_load")]
     | Annotated[Generator, Tag("generator")],
-    Discriminator(_device_kind, custom_error_type="device_kind",
-                  custom_error_message="kind must be battery, flexible_load or generator"),
+    Discriminator(
+        _device_kind,
+        custom_error_type="device_kind",
+        custom_error_message="kind must be battery, flexible_load or generator",
+    ),
 ]
 
 
@@ -378,8 +397,10 @@ class SiteConfig(Strict):
 
     def registry_rates(self) -> dict[str, tuple[float, float]]:
         """The asset registry as the core takes it: {asset: (demand rate, supply rate)}."""
-        return {name: (r.demand_rate_ct_per_kwh, r.supply_rate_ct_per_kwh)
-                for name, r in self.asset_registry.items()}
+        return {
+            name: (r.demand_rate_ct_per_kwh, r.supply_rate_ct_per_kwh)
+            for name, r in self.asset_registry.items()
+        }
 
 
 def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
@@ -400,14 +421,21 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
         where = f"devices[{index}] ({device.name})"
         first, units = buses.setdefault(device.serial.port, (device, set()))
         if first.serial != device.serial:
-            problems.append((f"{where}.serial", f"line settings differ from {first.name!r} "
-                             f"on the same port {device.serial.port}"))
+            problems.append(
+                (
+                    f"{where}.serial",
+                    f"line settings differ from {first.name!r} "
+                    f"on the same port {device.serial.port}",
+                )
+            )
         elif first.simulator.serial_port != device.simulator.serial_port:
-            problems.append((f"{where}.simulator.serial_port",
-                             f"differs from {first.name!r} on the same port"))
+            problems.append(
+                (f"{where}.simulator.serial_port", f"differs from {first.name!r} on the same port")
+            )
         elif device.unit_id in units:
-            problems.append((f"{where}.unit_id", f"unit {device.unit_id} is used twice "
-                             f"on {device.serial.port}"))
+            problems.append(
+                (f"{where}.unit_id", f"unit {device.unit_id} is used twice on {device.serial.port}")
+            )
         units.add(device.unit_id)
     # Two devices reading one state topic would count the same power twice.
     state_topics: dict[tuple[str | None, int | None, str], str] = {}
@@ -417,8 +445,12 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
             continue
         first_name = state_topics.setdefault((md.host, md.port, md.state_topic), device.name)
         if first_name != device.name:
-            problems.append((f"devices[{index}] ({device.name}).mqtt_device.state_topic",
-                             f"{md.state_topic!r} is already {first_name!r}'s state topic"))
+            problems.append(
+                (
+                    f"devices[{index}] ({device.name}).mqtt_device.state_topic",
+                    f"{md.state_topic!r} is already {first_name!r}'s state topic",
+                )
+            )
     seen: set[str] = set()
     for index, tariff in enumerate(config.tariffs):
         if tariff.id in seen:
@@ -426,6 +458,7 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
         seen.add(tariff.id)
         for asset in tariff.assets:
             if asset not in names:
-                problems.append((f"tariffs[{index}] ({tariff.id}).assets",
-                                 f"{asset!r} is not a device"))
+                problems.append(
+                    (f"tariffs[{index}] ({tariff.id}).assets", f"{asset!r} is not a device")
+                )
     return problems

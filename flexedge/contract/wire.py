@@ -115,8 +115,7 @@ def to_ts(moment: datetime) -> float:
 
 def iso(ts: float) -> str:
     """UTC ISO 8601 with milliseconds and a Z."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def peek_id(payload: bytes) -> str | None:
@@ -146,7 +145,8 @@ def _reason(exc: ValidationError) -> str:
 
 
 def parse_inbound(
-    topic_type: str, payload: bytes,
+    topic_type: str,
+    payload: bytes,
 ) -> SpotTrade | TradeRequest | ControlRequest | EconomicControl:
     """Validate a payload that arrived on the topic for `topic_type`."""
     try:
@@ -159,29 +159,45 @@ def parse_inbound(
         raise MessageRejected("payload must be a JSON object")
     if data.get("type") != topic_type:
         raise MessageRejected(
-            f"field 'type' must be {topic_type!r} on this topic (got {data.get('type')!r})")
+            f"field 'type' must be {topic_type!r} on this topic (got {data.get('type')!r})"
+        )
     try:
         if topic_type == "spot_trade":
             spot = SpotTradeMsg.model_validate(data)
-            return SpotTrade(id=spot.id, asset=spot.asset, slot_start=to_ts(spot.slot_start),
-                             energy_kwh=spot.energy_kwh, side=spot.side,
-                             rate_ct_per_kwh=spot.rate_ct_per_kwh)
+            return SpotTrade(
+                id=spot.id,
+                asset=spot.asset,
+                slot_start=to_ts(spot.slot_start),
+                energy_kwh=spot.energy_kwh,
+                side=spot.side,
+                rate_ct_per_kwh=spot.rate_ct_per_kwh,
+            )
         if topic_type == "balancing_trade":
             trade = BalancingTradeMsg.model_validate(data)
             return TradeRequest(
-                id=trade.id, offer_id=trade.offer_id, asset=trade.asset,
-                slot_start=to_ts(trade.slot_start), energy_kwh=trade.energy_kwh,
-                price_ct=trade.price_ct)
+                id=trade.id,
+                offer_id=trade.offer_id,
+                asset=trade.asset,
+                slot_start=to_ts(trade.slot_start),
+                energy_kwh=trade.energy_kwh,
+                price_ct=trade.price_ct,
+            )
         if topic_type == "economic_control":
             economic = EconomicControlMsg.model_validate(data)
-            return EconomicControl(id=economic.id, tariff_id=economic.tariff_id,
-                                   timeslot_start=to_ts(economic.timeslot_start),
-                                   curtailment_ratio=economic.curtailment_ratio)
+            return EconomicControl(
+                id=economic.id,
+                tariff_id=economic.tariff_id,
+                timeslot_start=to_ts(economic.timeslot_start),
+                curtailment_ratio=economic.curtailment_ratio,
+            )
         control = BalancingControlMsg.model_validate(data)
         return ControlRequest(
-            id=control.id, tariff_id=control.tariff_id,
-            timeslot_start=to_ts(control.timeslot_start), kwh=control.kwh,
-            payment=control.payment)
+            id=control.id,
+            tariff_id=control.tariff_id,
+            timeslot_start=to_ts(control.timeslot_start),
+            kwh=control.kwh,
+            payment=control.payment,
+        )
     except ValidationError as exc:
         raise MessageRejected(_reason(exc)) from None
 
@@ -195,12 +211,21 @@ def _envelope(kind: str, message_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def ack(
-    *, ref: str | None, ref_type: str | None, status: AckStatus, reason: str,
-    commitment_id: str | None, accepted_kwh: float | None = None,
+    *,
+    ref: str | None,
+    ref_type: str | None,
+    status: AckStatus,
+    reason: str,
+    commitment_id: str | None,
+    accepted_kwh: float | None = None,
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "ref": ref, "ref_type": ref_type, "status": status.value, "reason": reason,
-        "commitment_id": commitment_id}
+        "ref": ref,
+        "ref_type": ref_type,
+        "status": status.value,
+        "reason": reason,
+        "commitment_id": commitment_id,
+    }
     if accepted_kwh is not None:
         fields["accepted_kwh"] = accepted_kwh
     return _envelope("ack", new_id(), **fields)
@@ -208,35 +233,64 @@ def ack(
 
 def balancing_offer(offer: Offer) -> dict[str, Any]:
     return _envelope(
-        "balancing_offer", offer.id, asset=offer.asset, slot_start=iso(offer.slot_start),
-        slot_end=iso(offer.slot_end), energy_kwh=offer.energy_kwh,
-        rate_ct_per_kwh=offer.rate_ct_per_kwh, price_ct=offer.price_ct)
+        "balancing_offer",
+        offer.id,
+        asset=offer.asset,
+        slot_start=iso(offer.slot_start),
+        slot_end=iso(offer.slot_end),
+        energy_kwh=offer.energy_kwh,
+        rate_ct_per_kwh=offer.rate_ct_per_kwh,
+        price_ct=offer.price_ct,
+    )
 
 
-def balancing_order(tariff_id: str, exercise_ratio: float, price_per_kwh: float,
-                    message_id: str) -> dict[str, Any]:
-    return _envelope("balancing_order", message_id, tariff_id=tariff_id,
-                     exercise_ratio=exercise_ratio, price_per_kwh=price_per_kwh)
+def balancing_order(
+    tariff_id: str, exercise_ratio: float, price_per_kwh: float, message_id: str
+) -> dict[str, Any]:
+    return _envelope(
+        "balancing_order",
+        message_id,
+        tariff_id=tariff_id,
+        exercise_ratio=exercise_ratio,
+        price_per_kwh=price_per_kwh,
+    )
 
 
 def delivery_report(report: DeliveryReport) -> dict[str, Any]:
     return _envelope(
-        "delivery_report", f"dr-{report.commitment_id}", commitment_id=report.commitment_id,
-        ref=report.ref, ref_type=report.ref_type, window_start=iso(report.window_start),
-        window_end=iso(report.window_end), requested_kwh=report.requested_kwh,
-        accepted_kwh=report.accepted_kwh, delivered_kwh=report.delivered_kwh,
-        status=report.status, coverage=report.coverage, settlement=report.settlement,
-        assets=[{"asset": a.asset, "baseline_kw": a.baseline_kw,
-                 "delivered_kwh": a.delivered_kwh} for a in report.assets])
+        "delivery_report",
+        f"dr-{report.commitment_id}",
+        commitment_id=report.commitment_id,
+        ref=report.ref,
+        ref_type=report.ref_type,
+        window_start=iso(report.window_start),
+        window_end=iso(report.window_end),
+        requested_kwh=report.requested_kwh,
+        accepted_kwh=report.accepted_kwh,
+        delivered_kwh=report.delivered_kwh,
+        status=report.status,
+        coverage=report.coverage,
+        settlement=report.settlement,
+        assets=[
+            {"asset": a.asset, "baseline_kw": a.baseline_kw, "delivered_kwh": a.delivered_kwh}
+            for a in report.assets
+        ],
+    )
 
 
-def measurement(site: str, asset: str, slot_start: float, energy_kwh: float,
-                coverage: float) -> dict[str, Any]:
+def measurement(
+    site: str, asset: str, slot_start: float, energy_kwh: float, coverage: float
+) -> dict[str, Any]:
     """Metered energy of one asset in one slot, against its baseline; the id is stable."""
     stamp = datetime.fromtimestamp(slot_start, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return _envelope("measurement", f"ms-{site}.{asset}.{stamp}", asset=asset,
-                     slot_start=iso(slot_start), energy_kwh=round(energy_kwh, 6),
-                     coverage=round(coverage, 4))
+    return _envelope(
+        "measurement",
+        f"ms-{site}.{asset}.{stamp}",
+        asset=asset,
+        slot_start=iso(slot_start),
+        energy_kwh=round(energy_kwh, 6),
+        coverage=round(coverage, 4),
+    )
 
 
 def status(state: str, assets: dict[str, dict[str, Any]], ts: float) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.drivers.mqtt_device import MqttJsonDevice
 
 
-def build_device(device: DeviceConfig, register_map: LoadedMap, *,
-                 mqtt: MqttSettings | None = None) -> Device:
+def build_device(
+    device: DeviceConfig, register_map: LoadedMap, *, mqtt: MqttSettings | None = None
+) -> Device:
     """`mqtt` is the site broker (SiteConfig.mqtt), which transport mqtt devices use unless
     their mqtt_device section names another; without it they must name one."""
     if device.transport == "mqtt":

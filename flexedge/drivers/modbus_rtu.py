@@ -66,14 +66,25 @@ def join_bus(settings: SerialSettings) -> SerialBus:
     bus = _BUSES.get(settings.port)
     if bus is not None and bus.loop is loop:
         if bus.settings != settings:
-            raise ConfigError(settings.port, "serial",
-                              f"line settings {_describe(settings)} differ from "
-                              f"{_describe(bus.settings)} of a device already on this port")
+            raise ConfigError(
+                settings.port,
+                "serial",
+                f"line settings {_describe(settings)} differ from "
+                f"{_describe(bus.settings)} of a device already on this port",
+            )
     else:
         client = AsyncModbusSerialClient(
-            settings.port, framer=FramerType.RTU, baudrate=settings.baudrate,
-            bytesize=settings.bytesize, parity=settings.parity, stopbits=settings.stopbits,
-            name=settings.port, timeout=_CLIENT_TIMEOUT_S, retries=0, reconnect_delay=0)
+            settings.port,
+            framer=FramerType.RTU,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            name=settings.port,
+            timeout=_CLIENT_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,
+        )
         bus = _BUSES[settings.port] = SerialBus(settings, client, asyncio.Lock(), loop)
     bus.users += 1
     return bus
@@ -97,33 +108,55 @@ def _describe(settings: SerialSettings) -> str:
 class ModbusRtuDevice(ModbusDevice):
     """A device at `unit_id` on the serial bus `serial.port`. Needs a running event loop."""
 
-    def __init__(self, name: str, serial: SerialSettings, unit_id: int, timeout_s: float,
-                 register_map: LoadedMap, *, release_limit_kw: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        serial: SerialSettings,
+        unit_id: int,
+        timeout_s: float,
+        register_map: LoadedMap,
+        *,
+        release_limit_kw: float | None = None,
+    ) -> None:
         bus = join_bus(serial)
-        super().__init__(name, unit_id, timeout_s, register_map, client=bus.client,
-                         lock=bus.lock, endpoint=f"{serial.port} unit {unit_id}",
-                         release_limit_kw=release_limit_kw)
+        super().__init__(
+            name,
+            unit_id,
+            timeout_s,
+            register_map,
+            client=bus.client,
+            lock=bus.lock,
+            endpoint=f"{serial.port} unit {unit_id}",
+            release_limit_kw=release_limit_kw,
+        )
         self.serial = serial
         self.bus = bus
         self._joined = True
 
     @classmethod
-    def from_config(cls, device: DeviceBase, register_map: LoadedMap, *,
-                    port: str | None = None) -> ModbusRtuDevice:
+    def from_config(
+        cls, device: DeviceBase, register_map: LoadedMap, *, port: str | None = None
+    ) -> ModbusRtuDevice:
         """The driver for a site-file device; `port` overrides serial.port (tests, sims)."""
         if device.serial is None:  # the schema requires it for modbus-rtu
             raise ValueError(f"device {device.name} has no serial section")
-        serial = device.serial if port is None else device.serial.model_copy(
-            update={"port": port})
-        return cls(device.name, serial, device.unit_id, device.timeout_s, register_map,
-                   release_limit_kw=release_limit_of(device))
+        serial = device.serial if port is None else device.serial.model_copy(update={"port": port})
+        return cls(
+            device.name,
+            serial,
+            device.unit_id,
+            device.timeout_s,
+            register_map,
+            release_limit_kw=release_limit_of(device),
+        )
 
     async def _ensure_connected(self) -> None:
         try:
             await super()._ensure_connected()
         except LINE_REFUSED as exc:
-            raise DeviceUnavailable(self.name, f"cannot open {self.serial.port} with "
-                                    f"{_describe(self.serial)}: {exc}") from exc
+            raise DeviceUnavailable(
+                self.name, f"cannot open {self.serial.port} with {_describe(self.serial)}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         """Leave the bus (closing the port if this was its last device); safe to call twice."""

@@ -2,7 +2,7 @@
 in site units.
 
 ModbusDevice holds everything that does not depend on the transport (read plan, SunSpec scale
-factors, error translation); ModbusTcpDevice and flexedge.drivers.modbus_rtu.ModbusRtuDevice only give
+factors, error translation); ModbusTcpDevice and modbus_rtu.ModbusRtuDevice only give
 it a client and the lock that serialises requests on that client.
 
 Timing is kept predictable for the controller: one attempt per request (retries=0) bounded by
@@ -52,25 +52,34 @@ class ReadBlock:
     points: tuple[str, ...]
 
 
-def plan_reads(spec: RegisterMap, names: Iterable[str] | None = None,
-               max_count: int = MAX_READ_COUNT) -> tuple[ReadBlock, ...]:
+def plan_reads(
+    spec: RegisterMap, names: Iterable[str] | None = None, max_count: int = MAX_READ_COUNT
+) -> tuple[ReadBlock, ...]:
     """Fewest requests that read `names` (default: all points): points of one table that are
     back to back share a request. A gap is bridged only when the map declares every register
     in it (another point, a constant, an unimplemented run: a SunSpec model block), since
     devices (and the simulator) may answer ILLEGAL_ADDRESS for registers the map does not."""
-    wanted = sorted(spec.points if names is None else set(names),
-                    key=lambda n: (spec.points[n].table, spec.points[n].address))
+    wanted = sorted(
+        spec.points if names is None else set(names),
+        key=lambda n: (spec.points[n].table, spec.points[n].address),
+    )
     served = set(spec.fixed_registers())
-    served.update((p.table, a) for p in spec.points.values()
-                  for a in range(p.address, p.address + p.width))
+    served.update(
+        (p.table, a) for p in spec.points.values() for a in range(p.address, p.address + p.width)
+    )
     blocks: list[ReadBlock] = []
     for name in wanted:
         point = spec.points[name]
         last = blocks[-1] if blocks else None
         span = 0 if last is None else point.address + point.width - last.address
-        if (last is not None and last.table == point.table and span <= max_count
-                and all((point.table, a) in served
-                        for a in range(last.address + last.count, point.address))):
+        if (
+            last is not None
+            and last.table == point.table
+            and span <= max_count
+            and all(
+                (point.table, a) in served for a in range(last.address + last.count, point.address)
+            )
+        ):
             blocks[-1] = ReadBlock(last.table, last.address, span, (*last.points, name))
         else:
             blocks.append(ReadBlock(point.table, point.address, point.width, (name,)))
@@ -87,19 +96,31 @@ def control_point(register_map: LoadedMap) -> str:
     for name in ("power_limit", "relay"):
         if name in spec.points and spec.points[name].access == "rw":
             return name
-    raise ConfigError(register_map.source, "points.power_limit",
-                      "a flexible_load map needs an rw power_limit or relay point")
+    raise ConfigError(
+        register_map.source,
+        "points.power_limit",
+        "a flexible_load map needs an rw power_limit or relay point",
+    )
 
 
 class ModbusDevice:
-    """flexedge.drivers.base.Device for a device whose registers a LoadedMap describes, over any
+    """base.Device for a device whose registers a LoadedMap describes, over any
     pymodbus async client. `lock` must be shared by every device that shares `client`: it
     keeps a whole read plan (and a reconnect) from interleaving with another device's.
     `release_limit_kw` is a power_limit load's rating, the limit that releases it."""
 
-    def __init__(self, name: str, unit_id: int, timeout_s: float, register_map: LoadedMap, *,
-                 client: ModbusBaseClient, lock: asyncio.Lock, endpoint: str,
-                 release_limit_kw: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        unit_id: int,
+        timeout_s: float,
+        register_map: LoadedMap,
+        *,
+        client: ModbusBaseClient,
+        lock: asyncio.Lock,
+        endpoint: str,
+        release_limit_kw: float | None = None,
+    ) -> None:
         self._name = name
         self.endpoint = endpoint  # where the device is, for messages: "host:port", a tty
         self.unit_id = unit_id
@@ -109,8 +130,11 @@ class ModbusDevice:
         self.release_limit_kw = release_limit_kw
         for written in (self.control, "setpoint_timeout"):
             if register_map.has(written) and register_map.point(written).table != "holding":
-                raise ConfigError(register_map.source, f"points.{written}.table",
-                                  "must be holding: input registers cannot be written")
+                raise ConfigError(
+                    register_map.source,
+                    f"points.{written}.table",
+                    "must be holding: input registers cannot be written",
+                )
         self.read_plan = plan_reads(register_map.spec)
         self._client = client
         self._lock = lock
@@ -134,13 +158,18 @@ class ModbusDevice:
         heartbeat = values.get("heartbeat")
         # Loads have no setpoint to read back (None): the controller confirms their writes
         # by the heartbeat. Only batteries have a state of charge.
-        return Reading(asset=self._name, ts=time.time(), p_kw=values["power"],
-                       soc=values.get("soc"), available=True,
-                       setpoint_kw=values.get("power_setpoint"),
-                       heartbeat=None if heartbeat is None else round(heartbeat))
+        return Reading(
+            asset=self._name,
+            ts=time.time(),
+            p_kw=values["power"],
+            soc=values.get("soc"),
+            available=True,
+            setpoint_kw=values.get("power_setpoint"),
+            heartbeat=None if heartbeat is None else round(heartbeat),
+        )
 
     async def write_setpoint(self, p_kw: float | None) -> None:
-        """Command the device (flexedge.drivers.base.Device.write_setpoint): batteries and generators
+        """Command the device (base.Device.write_setpoint): batteries and generators
         get power_setpoint = p_kw; a load gets a cap of -p_kw kW on power_limit (its rating
         for None), or its relay opened for any cap (closed for None).
 
@@ -150,8 +179,9 @@ class ModbusDevice:
             raise ValueError(f"{self._name}: setpoint is NaN")
         if self.control == "power_setpoint":
             if p_kw is None:
-                raise ValueError(f"{self._name}: a battery or generator needs a setpoint "
-                                 "in kW, not None")
+                raise ValueError(
+                    f"{self._name}: a battery or generator needs a setpoint in kW, not None"
+                )
             await self.write_point("power_setpoint", p_kw)
         elif self.control == "power_limit":
             if p_kw is not None:
@@ -160,8 +190,9 @@ class ModbusDevice:
             elif self.release_limit_kw is not None:
                 await self.write_point("power_limit", self.release_limit_kw)
             else:
-                raise ValueError(f"{self._name}: no release_limit_kw (the load's max_kw) "
-                                 "to write for a release")
+                raise ValueError(
+                    f"{self._name}: no release_limit_kw (the load's max_kw) to write for a release"
+                )
         else:
             await self.write_point("relay", 1 if p_kw is None else 0)
 
@@ -192,16 +223,24 @@ class ModbusDevice:
                 for name in block.points:
                     point = self.register_map.point(name)
                     begin = point.address - block.address
-                    raw[name] = registers[begin:begin + point.width]
+                    raw[name] = registers[begin : begin + point.width]
         points = self.register_map.spec.points
         # Scale-factor points first: they are the exponents of the others.
-        self._sf = {name: round(decode(points[name], raw[name]))
-                    for name in {p.scale_factor_point for p in points.values()} if name}
+        self._sf = {
+            name: round(decode(points[name], raw[name]))
+            for name in {p.scale_factor_point for p in points.values()}
+            if name
+        }
         # Then scale points: percentage points are shares of their values.
-        self._bases = {name: decode(points[name], raw[name], self._exponent(name))
-                       for name in {p.scale_point for p in points.values()} if name}
-        return {name: decode(points[name], regs, self._exponent(name), self._base(name))
-                for name, regs in raw.items()}
+        self._bases = {
+            name: decode(points[name], raw[name], self._exponent(name))
+            for name in {p.scale_point for p in points.values()}
+            if name
+        }
+        return {
+            name: decode(points[name], regs, self._exponent(name), self._base(name))
+            for name, regs in raw.items()
+        }
 
     async def write_point(self, name: str, value: float) -> None:
         """Write one point of the map in site units (e.g. a heartbeat). KeyError for a point
@@ -217,16 +256,21 @@ class ModbusDevice:
         registers: list[int] = []
         for member in run:
             await self._ensure_scales(member)
-            registers += encode(spec.points[member], value, self._exponent(member),
-                                self._base(member))
+            registers += encode(
+                spec.points[member], value, self._exponent(member), self._base(member)
+            )
         address = spec.points[run[0]].address
         logger.debug("%s: write %s = %s -> %s", self._name, name, value, registers)
         if len(registers) == 1:
-            await self._request(f"write {name}", lambda: self._client.write_register(
-                address, registers[0], device_id=self.unit_id))
+            await self._request(
+                f"write {name}",
+                lambda: self._client.write_register(address, registers[0], device_id=self.unit_id),
+            )
         else:
-            await self._request(f"write {name}", lambda: self._client.write_registers(
-                address, registers, device_id=self.unit_id))
+            await self._request(
+                f"write {name}",
+                lambda: self._client.write_registers(address, registers, device_id=self.unit_id),
+            )
 
     async def _ensure_scales(self, name: str) -> None:
         """Read the exponents and the scale-point value that encoding `name` needs, when no
@@ -241,8 +285,9 @@ class ModbusDevice:
 
     async def _read_point(self, name: str) -> float:
         block = plan_reads(self.register_map.spec, [name])[0]
-        return decode(self.register_map.point(name), await self._read_block(block),
-                      self._exponent(name))
+        return decode(
+            self.register_map.point(name), await self._read_block(block), self._exponent(name)
+        )
 
     def _exponent(self, name: str) -> int:
         sf_name = self.register_map.point(name).scale_factor_point
@@ -253,15 +298,22 @@ class ModbusDevice:
         return 1.0 if base is None else self._bases[base]
 
     async def _read_block(self, block: ReadBlock) -> list[int]:
-        read = (self._client.read_holding_registers if block.table == "holding"
-                else self._client.read_input_registers)
+        read = (
+            self._client.read_holding_registers
+            if block.table == "holding"
+            else self._client.read_input_registers
+        )
         response = await self._request(
             f"read {block.table} {block.address}+{block.count}",
-            lambda: read(block.address, count=block.count, device_id=self.unit_id))
+            lambda: read(block.address, count=block.count, device_id=self.unit_id),
+        )
         registers = list(response.registers)
         if len(registers) != block.count:
-            raise DeviceProtocolError(self._name, f"asked {block.count} registers at "
-                                      f"{block.table} {block.address}, got {len(registers)}")
+            raise DeviceProtocolError(
+                self._name,
+                f"asked {block.count} registers at "
+                f"{block.table} {block.address}, got {len(registers)}",
+            )
         return registers
 
     # -- transport -----------------------------------------------------------------------
@@ -274,8 +326,9 @@ class ModbusDevice:
         try:
             connected = await self._client.connect()
         except (ModbusException, OSError) as exc:  # pymodbus returns False for most causes
-            raise DeviceUnavailable(self._name, f"cannot connect to {self.endpoint}: "
-                                    f"{exc}") from exc
+            raise DeviceUnavailable(
+                self._name, f"cannot connect to {self.endpoint}: {exc}"
+            ) from exc
         if not connected:
             raise DeviceUnavailable(self._name, f"cannot connect to {self.endpoint}")
         logger.info("%s: connected to %s", self._name, self.endpoint)
@@ -296,8 +349,7 @@ class ModbusDevice:
             self._init_pending = True
             raise
 
-    async def _request(self, what: str,
-                       send: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+    async def _request(self, what: str, send: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
         """One request, with every failure mapped to the flexedge error family."""
         await self._ensure_connected()
         try:
@@ -310,8 +362,11 @@ class ModbusDevice:
             # the answer to the next request; the next call reconnects.
             self._client.close()
             # A timeout has no text of its own; say what it was.
-            reason = (f"no answer within {self.timeout_s} s" if isinstance(exc, TimeoutError)
-                      else str(exc) or type(exc).__name__)
+            reason = (
+                f"no answer within {self.timeout_s} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc) or type(exc).__name__
+            )
             # Debug only: the control loop logs the device going and coming back once,
             # not every failed attempt of its back-off.
             logger.debug("%s: %s failed: %s", self._name, what, reason)
@@ -330,25 +385,54 @@ class ModbusDevice:
 class ModbusTcpDevice(ModbusDevice):
     """A device behind its own TCP connection."""
 
-    def __init__(self, name: str, host: str, port: int, unit_id: int, timeout_s: float,
-                 register_map: LoadedMap, *, release_limit_kw: float | None = None) -> None:
-        client = AsyncModbusTcpClient(host, port=port, name=name, timeout=timeout_s,
-                                      retries=0, reconnect_delay=0)
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        unit_id: int,
+        timeout_s: float,
+        register_map: LoadedMap,
+        *,
+        release_limit_kw: float | None = None,
+    ) -> None:
+        client = AsyncModbusTcpClient(
+            host, port=port, name=name, timeout=timeout_s, retries=0, reconnect_delay=0
+        )
         # One request at a time: the controller's and telemetry's calls must not interleave
         # a reconnect with a request on the same client.
-        super().__init__(name, unit_id, timeout_s, register_map, client=client,
-                         lock=asyncio.Lock(), endpoint=f"{host}:{port}",
-                         release_limit_kw=release_limit_kw)
+        super().__init__(
+            name,
+            unit_id,
+            timeout_s,
+            register_map,
+            client=client,
+            lock=asyncio.Lock(),
+            endpoint=f"{host}:{port}",
+            release_limit_kw=release_limit_kw,
+        )
         self.host = host
         self.port = port
 
     @classmethod
-    def from_config(cls, device: DeviceBase, register_map: LoadedMap, *, host: str | None = None,
-                    port: int | None = None) -> ModbusTcpDevice:
+    def from_config(
+        cls,
+        device: DeviceBase,
+        register_map: LoadedMap,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> ModbusTcpDevice:
         """The driver for a site-file device; host/port override the file (tests, sims)."""
-        return cls(device.name, host or device.host, device.port if port is None else port,
-                   device.unit_id, device.timeout_s, register_map,
-                   release_limit_kw=release_limit_of(device))
+        return cls(
+            device.name,
+            host or device.host,
+            device.port if port is None else port,
+            device.unit_id,
+            device.timeout_s,
+            register_map,
+            release_limit_kw=release_limit_of(device),
+        )
 
 
 def release_limit_of(device: DeviceBase) -> float | None:

@@ -9,7 +9,7 @@ command_topic: a relay load gets the plain-text on/off payloads, a limit load a 
 is turned into the site convention by consumption_positive (flexedge.config.schema); a battery's
 soc_field is a percentage, read() gives it as a fraction.
 
-Every device on one broker shares one MqttLink (flexedge.drivers.mqtt_links): connect() acquires it,
+Every device on one broker shares one MqttLink (mqtt_links): connect() acquires it,
 close() releases it.
 """
 
@@ -70,14 +70,27 @@ class MqttJsonDevice:
     or a battery or generator taking a power setpoint ("setpoint"). `soc_field` None: the
     device has no storage (Reading.soc None)."""
 
-    def __init__(self, name: str, broker: Broker, *, state_topic: str, command_topic: str,
-                 command: Command, power_field: str = "power",
-                 power_unit: Literal["W", "kW"] = "W", consumption_positive: bool = True,
-                 relay_on_payload: str = "on", relay_off_payload: str = "off",
-                 limit_field: str = "limit_w", setpoint_field: str = "setpoint_w",
-                 soc_field: str | None = None, stale_after_s: float = 10.0,
-                 timeout_s: float = 1.0, clock: Clock = time.monotonic,
-                 wall_clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        broker: Broker,
+        *,
+        state_topic: str,
+        command_topic: str,
+        command: Command,
+        power_field: str = "power",
+        power_unit: Literal["W", "kW"] = "W",
+        consumption_positive: bool = True,
+        relay_on_payload: str = "on",
+        relay_off_payload: str = "off",
+        limit_field: str = "limit_w",
+        setpoint_field: str = "setpoint_w",
+        soc_field: str | None = None,
+        stale_after_s: float = 10.0,
+        timeout_s: float = 1.0,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self._name = name
         self.broker = broker
         self.state_topic = state_topic
@@ -112,24 +125,34 @@ class MqttJsonDevice:
         # The schema refused mismatches; left out, a load follows its control and the
         # others take setpoints.
         command: Command = md.command or getattr(device, "control", None) or "setpoint"
-        if md.host is not None and (site_mqtt is None
-                                    or (md.host, md.port or 1883) != (site_mqtt.host,
-                                                                      site_mqtt.port)):
+        if md.host is not None and (
+            site_mqtt is None or (md.host, md.port or 1883) != (site_mqtt.host, site_mqtt.port)
+        ):
             broker = Broker(md.host, md.port or 1883)
         elif site_mqtt is not None:
             password = site_mqtt.password.get_secret_value() if site_mqtt.password else None
-            broker = Broker(site_mqtt.host, site_mqtt.port, site_mqtt.username, password,
-                            site_mqtt.keepalive_s)
+            broker = Broker(
+                site_mqtt.host, site_mqtt.port, site_mqtt.username, password, site_mqtt.keepalive_s
+            )
         else:
             raise ValueError(f"{device.name}: uses the site broker, but none was given")
-        return cls(device.name, broker, state_topic=md.state_topic,
-                   command_topic=md.command_topic, command=command,
-                   power_field=md.power_field, power_unit=md.power_unit,
-                   consumption_positive=md.consumption_positive,
-                   relay_on_payload=md.relay_on_payload, relay_off_payload=md.relay_off_payload,
-                   limit_field=md.limit_field, setpoint_field=md.setpoint_field,
-                   soc_field=md.soc_field if device.kind_name == "battery" else None,
-                   stale_after_s=md.stale_after_s, timeout_s=device.timeout_s)
+        return cls(
+            device.name,
+            broker,
+            state_topic=md.state_topic,
+            command_topic=md.command_topic,
+            command=command,
+            power_field=md.power_field,
+            power_unit=md.power_unit,
+            consumption_positive=md.consumption_positive,
+            relay_on_payload=md.relay_on_payload,
+            relay_off_payload=md.relay_off_payload,
+            limit_field=md.limit_field,
+            setpoint_field=md.setpoint_field,
+            soc_field=md.soc_field if device.kind_name == "battery" else None,
+            stale_after_s=md.stale_after_s,
+            timeout_s=device.timeout_s,
+        )
 
     @property
     def name(self) -> str:
@@ -164,8 +187,13 @@ class MqttJsonDevice:
                     raise DeviceUnavailable(self._name, str(exc)) from exc
                 raise
             self._shared = shared
-            log.debug("%s: state on %s, commands to %s via %s", self._name, self.state_topic,
-                      self.command_topic, self.endpoint)
+            log.debug(
+                "%s: state on %s, commands to %s via %s",
+                self._name,
+                self.state_topic,
+                self.command_topic,
+                self.endpoint,
+            )
 
     async def read(self) -> Reading:
         await self._connected()
@@ -174,20 +202,30 @@ class MqttJsonDevice:
             raise DeviceUnavailable(self._name, f"no state message on {self.state_topic} yet")
         age = self._clock() - state.arrived
         if age > self.stale_after_s:
-            raise DeviceUnavailable(self._name, f"no state message on {self.state_topic} for "
-                                    f"{age:.1f} s (stale_after_s {self.stale_after_s:g})")
+            raise DeviceUnavailable(
+                self._name,
+                f"no state message on {self.state_topic} for "
+                f"{age:.1f} s (stale_after_s {self.stale_after_s:g})",
+            )
         # An echo older than the last change of command cannot show it yet; report none
         # rather than a mismatch the device had no chance to avoid.
         echo = state.echo_kw if state.arrived >= self._command_changed else None
-        return Reading(asset=self._name, ts=state.ts, p_kw=state.p_kw, soc=state.soc,
-                       available=True, setpoint_kw=echo)
+        return Reading(
+            asset=self._name,
+            ts=state.ts,
+            p_kw=state.p_kw,
+            soc=state.soc,
+            available=True,
+            setpoint_kw=echo,
+        )
 
     async def write_setpoint(self, p_kw: float | None) -> None:
         if p_kw is not None and not math.isfinite(p_kw):
             raise ValueError(f"{self._name}: setpoint must be finite, got {p_kw}")
         if p_kw is None and self.command == "setpoint":
-            raise ValueError(f"{self._name}: a battery or generator needs a setpoint in kW, "
-                             "not None")
+            raise ValueError(
+                f"{self._name}: a battery or generator needs a setpoint in kW, not None"
+            )
         link = await self._connected()
         payload = self._command_payload(p_kw)
         # State that arrives from now on may show this command; older state cannot.
@@ -199,8 +237,10 @@ class MqttJsonDevice:
         if mid is None:
             raise DeviceUnavailable(self._name, f"lost {self.endpoint}; command not sent")
         if not await link.wait_published(mid, self.timeout_s):
-            raise DeviceUnavailable(self._name, f"{self.endpoint} did not acknowledge the "
-                                    f"command within {self.timeout_s:g} s")
+            raise DeviceUnavailable(
+                self._name,
+                f"{self.endpoint} did not acknowledge the command within {self.timeout_s:g} s",
+            )
         if payload != self._last_payload:
             self._last_payload = payload
             self._command_changed = sent_at
@@ -263,14 +303,25 @@ class MqttJsonDevice:
         except (UnicodeDecodeError, ValueError) as exc:
             # Every second from a broken device: say it once, until it sends a good one.
             level = logging.DEBUG if self._warned_malformed else logging.WARNING
-            log.log(level, "%s: ignoring state on %s (%s): %r", self._name, self.state_topic,
-                    exc, payload[:200])
+            log.log(
+                level,
+                "%s: ignoring state on %s (%s): %r",
+                self._name,
+                self.state_topic,
+                exc,
+                payload[:200],
+            )
             self._warned_malformed = True
             return
         self._warned_malformed = False
         # + 0.0: a plug drawing nothing reads 0.0, not -0.0.
-        self._state = _State(p_kw=self._sign * power * self._scale + 0.0, soc=soc,
-                             echo_kw=echo, ts=self._wall_clock(), arrived=self._clock())
+        self._state = _State(
+            p_kw=self._sign * power * self._scale + 0.0,
+            soc=soc,
+            echo_kw=echo,
+            ts=self._wall_clock(),
+            arrived=self._clock(),
+        )
 
     def _soc(self, state: dict[str, object]) -> float | None:
         """The state of charge as a fraction. A battery state without it is malformed: a

@@ -1,4 +1,4 @@
-"""One MQTT connection per broker for every MQTT JSON device on it (flexedge.drivers.mqtt_device).
+"""One MQTT connection per broker for every MQTT JSON device on it (mqtt_device).
 
 A site with twenty plugs keeps one TCP connection and one client id: inbound state messages
 are routed to each device by exact topic. The link is started by the first acquire() and
@@ -45,8 +45,14 @@ class SharedLink:
 
     def _new_link(self) -> MqttLink:
         b = self.broker
-        return MqttLink(host=b.host, port=b.port, client_id=f"flexedge-dev-{uuid.uuid4().hex[:8]}",
-                        username=b.username, password=b.password, keepalive=b.keepalive)
+        return MqttLink(
+            host=b.host,
+            port=b.port,
+            client_id=f"flexedge-dev-{uuid.uuid4().hex[:8]}",
+            username=b.username,
+            password=b.password,
+            keepalive=b.keepalive,
+        )
 
     async def ensure_started(self, wait: float) -> None:
         async with self._lock:

@@ -35,14 +35,23 @@ SLOT = 3600
 
 def _bench_site(workdir: Path, mqtt_port: int) -> Path:
     raw: dict[str, Any] = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
-    raw.update(site="bench-site", slot_seconds=SLOT, control_period_s=3600,
-               log_db=str(workdir / "bench.sqlite"))
+    raw.update(
+        site="bench-site",
+        slot_seconds=SLOT,
+        control_period_s=3600,
+        log_db=str(workdir / "bench.sqlite"),
+    )
     raw["mqtt"]["port"] = mqtt_port
     raw["balancing"]["enable_balancing_market"] = False
     raw["tariffs"][0]["exercise_ratio"] = 2.0
     device = raw["devices"][0]
-    device.update(port=free_port(), capacity_kwh=1000, max_charge_kw=300, max_discharge_kw=300,
-                  setpoint_timeout_s=3600)
+    device.update(
+        port=free_port(),
+        capacity_kwh=1000,
+        max_charge_kw=300,
+        max_discharge_kw=300,
+        setpoint_timeout_s=3600,
+    )
     path = workdir / "site.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
@@ -89,8 +98,9 @@ def _bare_mqtt(port: int, count: int) -> list[float]:
     return samples
 
 
-async def _bare_modbus(port: int, register: int, count: int,
-                       arrivals: asyncio.Queue[float]) -> list[float]:
+async def _bare_modbus(
+    port: int, register: int, count: int, arrivals: asyncio.Queue[float]
+) -> list[float]:
     client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0)
     await client.connect()
     samples = []
@@ -104,16 +114,18 @@ async def _bare_modbus(port: int, register: int, count: int,
     return samples
 
 
-async def _through_flexedge(site_path: Path, broker: PrivateBroker, count: int,
-                            arrivals: asyncio.Queue[float]) -> list[float]:
+async def _through_flexedge(
+    site_path: Path, broker: PrivateBroker, count: int, arrivals: asyncio.Queue[float]
+) -> list[float]:
     site = load_site(site_path)
     cfg = site.config
     market = MarketClient("127.0.0.1", broker.port, cfg.mqtt.prefix, cfg.site)
     await market.start()
     samples = []
     try:
-        await market.wait_for(lambda m: m.get("type") == "status"
-                              and m.get("state") == "online", 30)
+        await market.wait_for(
+            lambda m: m.get("type") == "status" and m.get("state") == "online", 30
+        )
         while not arrivals.empty():
             arrivals.get_nowait()
         for _ in range(count):
@@ -126,8 +138,9 @@ async def _through_flexedge(site_path: Path, broker: PrivateBroker, count: int,
     return samples
 
 
-async def _bench(site_path: Path, broker: PrivateBroker, events: int,
-                 workdir: Path) -> dict[str, list[float]]:
+async def _bench(
+    site_path: Path, broker: PrivateBroker, events: int, workdir: Path
+) -> dict[str, list[float]]:
     site = load_site(site_path)
     arrivals: asyncio.Queue[float] = asyncio.Queue()
     register = site.maps["battery-1"].point("power_setpoint").address
@@ -159,21 +172,29 @@ def run_latency_bench(events: int = 1000) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flexedge-bench-"))
     with PrivateBroker() as broker:
         site_path = _bench_site(workdir, broker.port)
-        print(f"latency: {events} balancing control events, private broker, work dir {workdir}",
-              flush=True)
+        print(
+            f"latency: {events} balancing control events, private broker, work dir {workdir}",
+            flush=True,
+        )
         result = asyncio.run(_bench(site_path, broker, events, workdir))
     ms = {name: [v * 1000 for v in values] for name, values in result.items()}
     floor = [a + b for a, b in zip(ms["mqtt"], ms["modbus"], strict=False)]
-    rows = [("flexedge: event -> Modbus write", ms["flexedge"]),
-            ("floor: bare MQTT publish -> receive", ms["mqtt"]),
-            ("floor: bare pymodbus write", ms["modbus"]),
-            ("floor: MQTT + Modbus", floor)]
+    rows = [
+        ("flexedge: event -> Modbus write", ms["flexedge"]),
+        ("floor: bare MQTT publish -> receive", ms["mqtt"]),
+        ("floor: bare pymodbus write", ms["modbus"]),
+        ("floor: MQTT + Modbus", floor),
+    ]
     print(f"{'path':<38} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, values in rows:
-        print(f"{name:<38} {_pct(values, 0.5):>8.3f} {_pct(values, 0.99):>8.3f} "
-              f"{statistics.fmean(values):>8.3f}")
-    print(f"ratio flexedge / floor: p50 {_pct(ms['flexedge'], 0.5) / _pct(floor, 0.5):.2f}x, "
-          f"p99 {_pct(ms['flexedge'], 0.99) / _pct(floor, 0.99):.2f}x")
+        print(
+            f"{name:<38} {_pct(values, 0.5):>8.3f} {_pct(values, 0.99):>8.3f} "
+            f"{statistics.fmean(values):>8.3f}"
+        )
+    print(
+        f"ratio flexedge / floor: p50 {_pct(ms['flexedge'], 0.5) / _pct(floor, 0.5):.2f}x, "
+        f"p99 {_pct(ms['flexedge'], 0.99) / _pct(floor, 0.99):.2f}x"
+    )
     # Every event stays an open commitment for the rest of the hour, so event i is decided
     # with i others open on the same battery: the figure by how many were open.
     print(f"{'open commitments':<38} {'p50 ms':>8} {'p99 ms':>8}")

@@ -159,8 +159,9 @@ class SimulatorProcess:
         # spawn: a fresh interpreter, none of this process' threads, loop or sockets.
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(str(self.site_path), child),
-                              name="flexedge-bench-sim", daemon=True)
+        process = ctx.Process(
+            target=_serve, args=(str(self.site_path), child), name="flexedge-bench-sim", daemon=True
+        )
         process.start()
         child.close()  # ours: so a dead child shows as EOF on `parent`
         self._conn, self._process = parent, process
@@ -172,8 +173,9 @@ class SimulatorProcess:
             process.join(5)
             code = process.exitcode
             self.__exit__(None, None, None)
-            raise RuntimeError(f"simulator process exited (code {code}) before serving; its "
-                               "traceback is above") from None
+            raise RuntimeError(
+                f"simulator process exited (code {code}) before serving; its traceback is above"
+            ) from None
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -192,8 +194,12 @@ class SimulatorProcess:
         cpu, wall = self._conn.recv()
         return float(cpu), float(wall)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._conn is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send("stop")
@@ -216,13 +222,27 @@ def write_site(path: Path, n: int, log_db: Path) -> Path:
     """N generic batteries. Ports are placeholders: the simulators bind free ones (port 0)
     and both pollers are pointed at what they bound."""
     raw: dict[str, Any] = {
-        "site": f"bench-poll-{n}", "control_period_s": PERIOD_S, "log_db": str(log_db),
-        "devices": [{"name": f"battery-{i:03d}", "kind": "battery", "transport": "modbus-tcp",
-                     "host": "127.0.0.1", "port": 502, "unit_id": 1,
-                     "register_map": "battery_generic", "capacity_kwh": 10,
-                     "max_charge_kw": 5, "max_discharge_kw": 5, "setpoint_timeout_s": 60,
-                     "simulator": {"initial_soc": 0.6}}
-                    for i in range(1, n + 1)]}
+        "site": f"bench-poll-{n}",
+        "control_period_s": PERIOD_S,
+        "log_db": str(log_db),
+        "devices": [
+            {
+                "name": f"battery-{i:03d}",
+                "kind": "battery",
+                "transport": "modbus-tcp",
+                "host": "127.0.0.1",
+                "port": 502,
+                "unit_id": 1,
+                "register_map": "battery_generic",
+                "capacity_kwh": 10,
+                "max_charge_kw": 5,
+                "max_discharge_kw": 5,
+                "setpoint_timeout_s": 60,
+                "simulator": {"initial_soc": 0.6},
+            }
+            for i in range(1, n + 1)
+        ],
+    }
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
 
@@ -240,8 +260,9 @@ class _Window:
     readings: list[int]
 
 
-async def at_rate(tick: TickFn, seconds: float, sim: SimulatorProcess,
-                  period: float = PERIOD_S) -> _Window:
+async def at_rate(
+    tick: TickFn, seconds: float, sim: SimulatorProcess, period: float = PERIOD_S
+) -> _Window:
     """Run `tick` on a fixed grid of `period` for `seconds`. Like the daemon's scheduler
     (max_instances=1, coalesce), a grid point that falls while a tick is still running is
     skipped, not queued: it counts as a tick that read nothing."""
@@ -270,14 +291,27 @@ async def at_rate(tick: TickFn, seconds: float, sim: SimulatorProcess,
     await asyncio.sleep(max(0.0, start + count * period - loop.time()))
     cpu1, wall1 = time.process_time(), loop.time()
     sim_cpu1, sim_wall1 = sim.cpu()
-    return _Window(count, 100 * (cpu1 - cpu0) / (wall1 - wall0),
-                   100 * (sim_cpu1 - sim_cpu0) / (sim_wall1 - sim_wall0),
-                   jitter, done_ms, readings)
+    return _Window(
+        count,
+        100 * (cpu1 - cpu0) / (wall1 - wall0),
+        100 * (sim_cpu1 - sim_cpu0) / (sim_wall1 - sim_wall0),
+        jitter,
+        done_ms,
+        readings,
+    )
 
 
 def _stats(kind: str, n: int, window: _Window) -> PollStats:
-    return PollStats(kind, n, window.scheduled, window.cpu_pct, window.sim_cpu_pct,
-                     tuple(window.jitter_ms), tuple(window.done_ms), tuple(window.readings))
+    return PollStats(
+        kind,
+        n,
+        window.scheduled,
+        window.cpu_pct,
+        window.sim_cpu_pct,
+        tuple(window.jitter_ms),
+        tuple(window.done_ms),
+        tuple(window.readings),
+    )
 
 
 # -- flexedge ------------------------------------------------------------------------------
@@ -300,6 +334,7 @@ class _TimedControlLoop(ControlLoop):
 async def _connect(site: Site, devices: dict[str, ModbusTcpDevice]) -> None:
     """As the daemon's start: connect and set each device's lease (here all at once: one by
     one, 500 devices take a while and that is not what is measured)."""
+
     async def one(device: ModbusTcpDevice, lease_s: int) -> None:
         try:
             await device.connect()
@@ -307,8 +342,7 @@ async def _connect(site: Site, devices: dict[str, ModbusTcpDevice]) -> None:
         except DeviceError as exc:
             log.warning("%s; the controller will keep trying", exc)
 
-    await asyncio.gather(*(one(devices[c.name], c.setpoint_timeout_s)
-                           for c in site.config.devices))
+    await asyncio.gather(*(one(devices[c.name], c.setpoint_timeout_s) for c in site.config.devices))
 
 
 async def _checkpoints(store: Store) -> None:
@@ -319,10 +353,13 @@ async def _checkpoints(store: Store) -> None:
         await asyncio.to_thread(store.checkpoint)
 
 
-async def poll_flexedge(site: Site, ports: dict[str, int], seconds: float,
-                        sim: SimulatorProcess) -> PollStats:
-    devices = {c.name: ModbusTcpDevice.from_config(c, site.maps[c.name], port=ports[c.name])
-               for c in site.config.devices}
+async def poll_flexedge(
+    site: Site, ports: dict[str, int], seconds: float, sim: SimulatorProcess
+) -> PollStats:
+    devices = {
+        c.name: ModbusTcpDevice.from_config(c, site.maps[c.name], port=ports[c.name])
+        for c in site.config.devices
+    }
     store = Store(site.log_db_path)
     link = MqttLink(host="127.0.0.1", port=1, client_id="bench-poll")  # never connected
     outbox = Outbox(store, link, f"flexedge/{site.config.site}", time.time)
@@ -354,34 +391,42 @@ async def poll_flexedge(site: Site, ports: dict[str, int], seconds: float,
 # -- bare pymodbus -------------------------------------------------------------------------
 
 
-async def _read_bare(client: AsyncModbusTcpClient, blocks: Sequence[ReadBlock],
-                     unit: int) -> bool:
+async def _read_bare(client: AsyncModbusTcpClient, blocks: Sequence[ReadBlock], unit: int) -> bool:
     # The blocks of one device go one after the other, as the driver sends them.
     for block in blocks:
-        read = (client.read_input_registers if block.table == "input"
-                else client.read_holding_registers)
+        read = (
+            client.read_input_registers if block.table == "input" else client.read_holding_registers
+        )
         response = await read(block.address, count=block.count, device_id=unit)
         if response.isError():
             return False
     return True
 
 
-async def poll_bare(site: Site, ports: dict[str, int], seconds: float,
-                    sim: SimulatorProcess) -> PollStats:
+async def poll_bare(
+    site: Site, ports: dict[str, int], seconds: float, sim: SimulatorProcess
+) -> PollStats:
     configs = site.config.devices
     # Same client settings as the driver: one attempt, bounded by the device timeout, no
     # background reconnects.
-    clients = [AsyncModbusTcpClient("127.0.0.1", port=ports[c.name], timeout=c.timeout_s,
-                                    retries=0, reconnect_delay=0) for c in configs]
+    clients = [
+        AsyncModbusTcpClient(
+            "127.0.0.1", port=ports[c.name], timeout=c.timeout_s, retries=0, reconnect_delay=0
+        )
+        for c in configs
+    ]
     plans = [plan_reads(site.maps[c.name].spec) for c in configs]
     try:
         await asyncio.gather(*(client.connect() for client in clients))
 
         async def tick() -> tuple[float, int]:
             results = await asyncio.gather(
-                *(_read_bare(client, blocks, c.unit_id)
-                  for client, blocks, c in zip(clients, plans, configs, strict=True)),
-                return_exceptions=True)
+                *(
+                    _read_bare(client, blocks, c.unit_id)
+                    for client, blocks, c in zip(clients, plans, configs, strict=True)
+                ),
+                return_exceptions=True,
+            )
             return asyncio.get_running_loop().time(), sum(r is True for r in results)
 
         window = await at_rate(tick, seconds, sim)
@@ -406,8 +451,9 @@ def _quiet_devices() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def bench_poll(n: int, seconds: float = DEFAULT_SECONDS,
-               workdir: Path | None = None) -> tuple[PollStats, PollStats]:
+def bench_poll(
+    n: int, seconds: float = DEFAULT_SECONDS, workdir: Path | None = None
+) -> tuple[PollStats, PollStats]:
     """Serve N batteries in a separate process; poll them with flexedge, then bare pymodbus."""
     raise_fd_limit()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="flexedge-bench-poll-"))
@@ -433,36 +479,51 @@ def requests_per_tick(site: Site) -> tuple[int, int]:
 
 
 def _row(stats: PollStats, ratio: str) -> str:
-    return (f"{stats.devices:>5} {stats.kind:<14} {stats.cpu_pct:>6.1f} {stats.sim_cpu_pct:>6.1f} "
-            f"{stats.jitter_p(0.5):>8.1f} {stats.jitter_p(0.99):>8.1f} "
-            f"{stats.done_p(0.5):>8.1f} {stats.done_p(0.99):>8.1f} "
-            f"{stats.readings_per_tick:>9.1f} {100 * stats.read_share:>6.1f} "
-            f"{stats.ran:>3}/{stats.scheduled:<3} {ratio:>6}")
+    return (
+        f"{stats.devices:>5} {stats.kind:<14} {stats.cpu_pct:>6.1f} {stats.sim_cpu_pct:>6.1f} "
+        f"{stats.jitter_p(0.5):>8.1f} {stats.jitter_p(0.99):>8.1f} "
+        f"{stats.done_p(0.5):>8.1f} {stats.done_p(0.99):>8.1f} "
+        f"{stats.readings_per_tick:>9.1f} {100 * stats.read_share:>6.1f} "
+        f"{stats.ran:>3}/{stats.scheduled:<3} {ratio:>6}"
+    )
 
 
-def run_poll_bench(devices: Sequence[int] = DEFAULT_DEVICES,
-                   seconds: float = DEFAULT_SECONDS) -> int:
+def run_poll_bench(
+    devices: Sequence[int] = DEFAULT_DEVICES, seconds: float = DEFAULT_SECONDS
+) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flexedge-bench-poll-"))
     nofile = raise_fd_limit()
     flexedge_requests, bare_requests = requests_per_tick(
-        load_site(write_site(workdir / "probe.yaml", 1, workdir / "probe.sqlite")))
-    print(f"poll: N = {', '.join(map(str, devices))} simulated batteries, 1 Hz for "
-          f"{seconds:g} s each; simulators in a separate process; RLIMIT_NOFILE {nofile}; "
-          f"work dir {workdir}", flush=True)
-    print(f"Modbus requests per device per tick: flexedge {flexedge_requests} (read, "
-          f"heartbeat + setpoint writes, read-back), bare {bare_requests} (read)", flush=True)
-    header = (f"{'N':>5} {'kind':<14} {'CPU %':>6} {'sim %':>6} {'jit p50':>8} "
-              f"{'jit p99':>8} {'done p50':>8} {'done p99':>8} {'read/tick':>9} "
-              f"{'read %':>6} {'ticks':>7} {'CPU x':>6}")
+        load_site(write_site(workdir / "probe.yaml", 1, workdir / "probe.sqlite"))
+    )
+    print(
+        f"poll: N = {', '.join(map(str, devices))} simulated batteries, 1 Hz for "
+        f"{seconds:g} s each; simulators in a separate process; RLIMIT_NOFILE {nofile}; "
+        f"work dir {workdir}",
+        flush=True,
+    )
+    print(
+        f"Modbus requests per device per tick: flexedge {flexedge_requests} (read, "
+        f"heartbeat + setpoint writes, read-back), bare {bare_requests} (read)",
+        flush=True,
+    )
+    header = (
+        f"{'N':>5} {'kind':<14} {'CPU %':>6} {'sim %':>6} {'jit p50':>8} "
+        f"{'jit p99':>8} {'done p50':>8} {'done p99':>8} {'read/tick':>9} "
+        f"{'read %':>6} {'ticks':>7} {'CPU x':>6}"
+    )
     print(header, flush=True)
     for n in devices:
         flexedge, bare = bench_poll(n, seconds, workdir)
         ratio = flexedge.cpu_pct / bare.cpu_pct if bare.cpu_pct > 0 else float("nan")
         print(_row(flexedge, f"{ratio:.2f}"), flush=True)
         print(_row(bare, "1.00"), flush=True)
-    print("CPU %: this process, CPU time / wall time, % of one core (2 cores here); sim %: the "
-          "simulator process. jit: ms from a tick's scheduled time until all its readings were "
-          "in; done: until the tick finished (flexedge: after writes, read-back and SQLite). "
-          "read/tick: devices read per scheduled tick (a skipped tick reads 0). "
-          "CPU x: flexedge CPU / bare CPU at the same N.", flush=True)
+    print(
+        "CPU %: this process, CPU time / wall time, % of one core (2 cores here); sim %: the "
+        "simulator process. jit: ms from a tick's scheduled time until all its readings were "
+        "in; done: until the tick finished (flexedge: after writes, read-back and SQLite). "
+        "read/tick: devices read per scheduled tick (a skipped tick reads 0). "
+        "CPU x: flexedge CPU / bare CPU at the same N.",
+        flush=True,
+    )
     return 0

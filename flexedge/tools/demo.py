@@ -44,11 +44,15 @@ def _within_tolerance(db: Path) -> tuple[int, list[str]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT commitment_id, accepted_kwh, delivered_kwh FROM reports").fetchall()
+            "SELECT commitment_id, accepted_kwh, delivered_kwh FROM reports"
+        ).fetchall()
     finally:
         conn.close()
-    off = [f"{cid}: {delivered:+.4f} of {accepted:+.4f} kWh" for cid, accepted, delivered
-           in rows if abs(delivered - accepted) > TOLERANCE * abs(accepted)]
+    off = [
+        f"{cid}: {delivered:+.4f} of {accepted:+.4f} kWh"
+        for cid, accepted, delivered in rows
+        if abs(delivered - accepted) > TOLERANCE * abs(accepted)
+    ]
     return len(rows), off
 
 
@@ -62,8 +66,10 @@ def run_demo(config: Path = DEMO_SITE, scenario: str = "demo") -> int:
         site_path = _demo_site(config, workdir, broker.port)
         print(f"private Mosquitto on 127.0.0.1:{broker.port}; work dir {workdir}", flush=True)
         # --mqtt: the scenario may switch simulator faults (a device lost mid-delivery).
-        sim = spawn_flexedge(["sim", "--config", str(site_path), "--mqtt",
-                              f"127.0.0.1:{broker.port}"], workdir / "sim.log")
+        sim = spawn_flexedge(
+            ["sim", "--config", str(site_path), "--mqtt", f"127.0.0.1:{broker.port}"],
+            workdir / "sim.log",
+        )
         daemon = spawn_flexedge(["run", "--config", str(site_path)], workdir / "daemon.log")
         print("simulators and daemon started; playing the markets", flush=True)
         try:
@@ -80,6 +86,8 @@ def run_demo(config: Path = DEMO_SITE, scenario: str = "demo") -> int:
     if market_rc == 0 and reported and not off:
         print(f"all {reported} commitments delivered within {TOLERANCE:.0%}")
         return 0
-    print(f"DEMO FAILED: {reported} reported; off by more than {TOLERANCE:.0%}: "
-          f"{'; '.join(off) or 'none'}; market simulator exit {market_rc}")
+    print(
+        f"DEMO FAILED: {reported} reported; off by more than {TOLERANCE:.0%}: "
+        f"{'; '.join(off) or 'none'}; market simulator exit {market_rc}"
+    )
     return 1

@@ -1,6 +1,6 @@
 """`flexedge report`: a scorecard of every commitment in a SQLite log, and an optional plot.
 
-The shell around flexedge/controller/core/scoring.py: it reads the log read-only (a running daemon may
+The shell around controller/core/scoring.py: it reads the log read-only (a running daemon may
 keep writing to it), turns rows into plain data, and renders. Baselines come from the delivery
 reports (each asset's baseline at its window's start), since the log has no site file.
 """
@@ -35,9 +35,21 @@ from flexedge.errors import FlexedgeError
 
 # What the report reads; a file without these is not a flexedge log.
 REQUIRED = {
-    "commitments": {"id", "ref", "ref_type", "window_start", "window_end", "requested_kwh",
-                    "accepted_kwh", "shares", "settlement", "delivered_kwh",
-                    "covered_s_by_asset", "by_asset", "state"},
+    "commitments": {
+        "id",
+        "ref",
+        "ref_type",
+        "window_start",
+        "window_end",
+        "requested_kwh",
+        "accepted_kwh",
+        "shares",
+        "settlement",
+        "delivered_kwh",
+        "covered_s_by_asset",
+        "by_asset",
+        "state",
+    },
     "setpoints": {"ts", "asset", "allocations"},
     "telemetry": {"ts", "asset", "p_kw"},
     "reports": {"commitment_id", "payload"},
@@ -59,8 +71,10 @@ def open_log(path: Path) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         try:
-            tables = {name: {col[1] for col in conn.execute(f"PRAGMA table_info({name})")}
-                      for name in REQUIRED}
+            tables = {
+                name: {col[1] for col in conn.execute(f"PRAGMA table_info({name})")}
+                for name in REQUIRED
+            }
         except sqlite3.DatabaseError as exc:
             raise ReportError(f"{path}: not a flexedge log ({exc})") from exc
         missing = []
@@ -113,10 +127,12 @@ class Baselines:
         self.by_asset: dict[str, list[tuple[float, float]]] = {}
         rows = conn.execute(
             "SELECT r.commitment_id, r.payload, c.window_start FROM reports r "
-            "JOIN commitments c ON c.id = r.commitment_id ORDER BY c.window_start")
+            "JOIN commitments c ON c.id = r.commitment_id ORDER BY c.window_start"
+        )
         for cid, payload, start in rows:
-            assets = {a["asset"]: float(a["baseline_kw"])
-                      for a in json.loads(payload).get("assets", [])}
+            assets = {
+                a["asset"]: float(a["baseline_kw"]) for a in json.loads(payload).get("assets", [])
+            }
             self.by_commitment[cid] = assets
             for asset, kw in assets.items():
                 self.by_asset.setdefault(asset, []).append((start, kw))
@@ -135,9 +151,10 @@ class Baselines:
 
 def control_period(conn: sqlite3.Connection) -> float:
     """The median spacing of recent control ticks (the log does not record the setting)."""
-    for sql in ("SELECT DISTINCT ts FROM setpoints WHERE cause = 'tick' "
-                "ORDER BY ts DESC LIMIT 1001",
-                "SELECT DISTINCT ts FROM telemetry ORDER BY ts DESC LIMIT 1001"):
+    for sql in (
+        "SELECT DISTINCT ts FROM setpoints WHERE cause = 'tick' ORDER BY ts DESC LIMIT 1001",
+        "SELECT DISTINCT ts FROM telemetry ORDER BY ts DESC LIMIT 1001",
+    ):
         stamps = [row[0] for row in conn.execute(sql)]
         gaps = [a - b for a, b in itertools.pairwise(stamps) if a > b]
         if gaps:
@@ -145,28 +162,43 @@ def control_period(conn: sqlite3.Connection) -> float:
     return 1.0
 
 
-def _allocation_rows(conn: sqlite3.Connection, asset: str, start: float,
-                     end: float) -> list[tuple[float, dict[str, float]]]:
+def _allocation_rows(
+    conn: sqlite3.Connection, asset: str, start: float, end: float
+) -> list[tuple[float, dict[str, float]]]:
     """Setpoint rows in [start, end), from the one in force at start."""
     rows = conn.execute(
         "SELECT ts, allocations FROM setpoints WHERE asset = ? AND ts < ? AND ts >= "
         "COALESCE((SELECT MAX(ts) FROM setpoints WHERE asset = ? AND ts <= ?), ?) "
-        "ORDER BY ts, rowid", (asset, end, asset, start, start))
+        "ORDER BY ts, rowid",
+        (asset, end, asset, start, start),
+    )
     return [(ts, json.loads(alloc) if alloc else {}) for ts, alloc in rows]
 
 
-def _telemetry_rows(conn: sqlite3.Connection, asset: str, start: float,
-                    end: float) -> list[tuple[float, float]]:
+def _telemetry_rows(
+    conn: sqlite3.Connection, asset: str, start: float, end: float
+) -> list[tuple[float, float]]:
     """Telemetry in [start, end) plus the samples just outside, to interpolate to the edges."""
-    return [(ts, p) for ts, p in conn.execute(
-        "SELECT ts, p_kw FROM telemetry WHERE asset = ? AND p_kw IS NOT NULL AND ts >= "
-        "COALESCE((SELECT MAX(ts) FROM telemetry WHERE asset = ? AND ts <= ?), ?) AND ts <= "
-        "COALESCE((SELECT MIN(ts) FROM telemetry WHERE asset = ? AND ts >= ?), ?) "
-        "ORDER BY ts", (asset, asset, start, start, asset, end, end))]
+    return [
+        (ts, p)
+        for ts, p in conn.execute(
+            "SELECT ts, p_kw FROM telemetry WHERE asset = ? AND p_kw IS NOT NULL AND ts >= "
+            "COALESCE((SELECT MAX(ts) FROM telemetry WHERE asset = ? AND ts <= ?), ?) AND ts <= "
+            "COALESCE((SELECT MIN(ts) FROM telemetry WHERE asset = ? AND ts >= ?), ?) "
+            "ORDER BY ts",
+            (asset, asset, start, start, asset, end, end),
+        )
+    ]
 
 
-def _line(conn: sqlite3.Connection, row: sqlite3.Row, baselines: Baselines,
-          reported: dict[str, dict[str, Any]], max_gap_s: float, delay_max_s: float) -> Line:
+def _line(
+    conn: sqlite3.Connection,
+    row: sqlite3.Row,
+    baselines: Baselines,
+    reported: dict[str, dict[str, Any]],
+    max_gap_s: float,
+    delay_max_s: float,
+) -> Line:
     shares = tuple((a, float(s)) for a, s in json.loads(row["shares"]))
     # Logs from before backups existed have no such column. (`in row` would search the
     # values of an sqlite3.Row, not its column names.)
@@ -184,35 +216,60 @@ def _line(conn: sqlite3.Connection, row: sqlite3.Row, baselines: Baselines,
             kw = 0.0
         base_kw[asset] = kw
         measured = [(ts, p - kw) for ts, p in _telemetry_rows(conn, asset, start, end)]
-        traces[asset] = AssetTrace(_allocation_rows(conn, asset, start, end), measured,
-                                   backup=asset in backups)
-    score = score_commitment(row["id"], (start, end), traces, max_gap_s,
-                             delay_max_s=delay_max_s)
+        traces[asset] = AssetTrace(
+            _allocation_rows(conn, asset, start, end), measured, backup=asset in backups
+        )
+    score = score_commitment(row["id"], (start, end), traces, max_gap_s, delay_max_s=delay_max_s)
     report = reported.get(row["id"])
     if report is not None:
         status, cover = report["status"], float(report["coverage"])
         delivered, settlement = float(report["delivered_kwh"]), float(report["settlement"])
     else:
-        commitment = Commitment(row["id"], row["ref"], RefType(row["ref_type"]), start, end,
-                                row["requested_kwh"], row["accepted_kwh"], shares)
-        progress = Progress(row["delivered_kwh"], json.loads(row["by_asset"]),
-                            json.loads(row["covered_s_by_asset"]))
+        commitment = Commitment(
+            row["id"],
+            row["ref"],
+            RefType(row["ref_type"]),
+            start,
+            end,
+            row["requested_kwh"],
+            row["accepted_kwh"],
+            shares,
+        )
+        progress = Progress(
+            row["delivered_kwh"], json.loads(row["by_asset"]), json.loads(row["covered_s_by_asset"])
+        )
         status, cover = "open", coverage(commitment, progress)
         delivered, settlement = row["delivered_kwh"], None
-    return Line(row["id"], row["ref"], row["ref_type"], start, end, row["requested_kwh"],
-                row["accepted_kwh"], delivered, status, cover, settlement, base_kw,
-                tuple(assumed), score)
+    return Line(
+        row["id"],
+        row["ref"],
+        row["ref_type"],
+        start,
+        end,
+        row["requested_kwh"],
+        row["accepted_kwh"],
+        delivered,
+        status,
+        cover,
+        settlement,
+        base_kw,
+        tuple(assumed),
+        score,
+    )
 
 
-def build_scorecard(conn: sqlite3.Connection, db: Path,
-                    delay_max_s: float = DELAY_MAX_S) -> Scorecard:
+def build_scorecard(
+    conn: sqlite3.Connection, db: Path, delay_max_s: float = DELAY_MAX_S
+) -> Scorecard:
     conn.row_factory = sqlite3.Row
     period = control_period(conn)
     # The same rule as metering: an interval longer than STALE_PERIODS periods is a gap.
     max_gap_s = STALE_PERIODS * period
     baselines = Baselines(conn)
-    reported = {cid: json.loads(payload) for cid, payload in
-                conn.execute("SELECT commitment_id, payload FROM reports")}
+    reported = {
+        cid: json.loads(payload)
+        for cid, payload in conn.execute("SELECT commitment_id, payload FROM reports")
+    }
     rows = conn.execute("SELECT * FROM commitments ORDER BY window_start, id").fetchall()
     lines = [_line(conn, row, baselines, reported, max_gap_s, delay_max_s) for row in rows]
     return Scorecard(str(db), period, max_gap_s, delay_max_s, lines)
@@ -247,23 +304,39 @@ def _r(value: float | None, digits: int = 4) -> float | None:
 
 def as_json(card: Scorecard) -> dict[str, Any]:
     return {
-        "db": card.db, "control_period_s": round(card.control_period_s, 3),
-        "max_gap_s": round(card.max_gap_s, 3), "delay_max_s": card.delay_max_s,
+        "db": card.db,
+        "control_period_s": round(card.control_period_s, 3),
+        "max_gap_s": round(card.max_gap_s, 3),
+        "delay_max_s": card.delay_max_s,
         "tolerance": TOLERANCE,
-        "commitments": [{
-            "id": line.id, "ref": line.ref, "ref_type": line.ref_type,
-            "window_start": iso(line.window_start), "window_end": iso(line.window_end),
-            "requested_kwh": line.requested_kwh, "accepted_kwh": line.accepted_kwh,
-            "delivered_kwh": line.delivered_kwh, "status": line.status,
-            "coverage": _r(line.coverage), "settlement": line.settlement,
-            "baselines_kw": line.baselines_kw, "baseline_assumed": list(line.baseline_assumed),
-            "samples": line.score.samples, "scored_samples": line.score.scored,
-            "tracking": _r(line.score.tracking),
-            "performance": {"score": _r(line.score.total),
-                            "correlation": _r(line.score.correlation),
-                            "delay": _r(line.score.delay), "delay_s": line.score.delay_s,
-                            "precision": _r(line.score.precision)},
-        } for line in card.lines],
+        "commitments": [
+            {
+                "id": line.id,
+                "ref": line.ref,
+                "ref_type": line.ref_type,
+                "window_start": iso(line.window_start),
+                "window_end": iso(line.window_end),
+                "requested_kwh": line.requested_kwh,
+                "accepted_kwh": line.accepted_kwh,
+                "delivered_kwh": line.delivered_kwh,
+                "status": line.status,
+                "coverage": _r(line.coverage),
+                "settlement": line.settlement,
+                "baselines_kw": line.baselines_kw,
+                "baseline_assumed": list(line.baseline_assumed),
+                "samples": line.score.samples,
+                "scored_samples": line.score.scored,
+                "tracking": _r(line.score.tracking),
+                "performance": {
+                    "score": _r(line.score.total),
+                    "correlation": _r(line.score.correlation),
+                    "delay": _r(line.score.delay),
+                    "delay_s": line.score.delay_s,
+                    "precision": _r(line.score.precision),
+                },
+            }
+            for line in card.lines
+        ],
         "totals": totals(card),
     }
 
@@ -278,13 +351,18 @@ def _num(value: float | None) -> str:
 
 def render_text(card: Scorecard) -> str:
     width = max([len("commitment"), *(len(line.id) for line in card.lines)])
-    out = [f"flexedge report: {card.db}",
-           f"control period {card.control_period_s:.3g} s; telemetry gaps over "
-           f"{card.max_gap_s:.3g} s are not scored", ""]
-    out.append(f"{'commitment':<{width}}  {'type':<17}  {'window start (UTC)':<23} "
-               f"{'length':>7} {'requested':>10} {'accepted':>9} {'delivered':>9}  "
-               f"{'status':<9} {'cover':>6} {'track':>6}  {'score':>5} {'corr':>5} "
-               f"{'delay':>5} {'prec':>5}")
+    out = [
+        f"flexedge report: {card.db}",
+        f"control period {card.control_period_s:.3g} s; telemetry gaps over "
+        f"{card.max_gap_s:.3g} s are not scored",
+        "",
+    ]
+    out.append(
+        f"{'commitment':<{width}}  {'type':<17}  {'window start (UTC)':<23} "
+        f"{'length':>7} {'requested':>10} {'accepted':>9} {'delivered':>9}  "
+        f"{'status':<9} {'cover':>6} {'track':>6}  {'score':>5} {'corr':>5} "
+        f"{'delay':>5} {'prec':>5}"
+    )
     for line in card.lines:
         s = line.score
         start = iso(line.window_start).replace("T", " ")[:23]
@@ -293,39 +371,56 @@ def render_text(card: Scorecard) -> str:
             f"{line.window_end - line.window_start:>6.1f}s {line.requested_kwh:>+10.4f} "
             f"{line.accepted_kwh:>+9.4f} {line.delivered_kwh:>+9.4f}  {line.status:<9} "
             f"{_pct(line.coverage):>6} {_pct(s.tracking):>6}  {_num(s.total):>5} "
-            f"{_num(s.correlation):>5} {_num(s.delay):>5} {_num(s.precision):>5}")
+            f"{_num(s.correlation):>5} {_num(s.delay):>5} {_num(s.precision):>5}"
+        )
         if line.baseline_assumed:
-            out.append(f"{'':<{width}}  (no delivery report gives a baseline for "
-                       f"{', '.join(line.baseline_assumed)}: 0 kW taken)")
+            out.append(
+                f"{'':<{width}}  (no delivery report gives a baseline for "
+                f"{', '.join(line.baseline_assumed)}: 0 kW taken)"
+            )
     t = totals(card)
     by_status = ", ".join(f"{n} {status}" for status, n in sorted(t["by_status"].items()))
-    settled = "; ".join(f"{kind} {v:g} {SETTLEMENT_UNIT.get(kind, '')}".rstrip()
-                        for kind, v in t["settlement_by_type"].items()) or "none yet"
+    settled = (
+        "; ".join(
+            f"{kind} {v:g} {SETTLEMENT_UNIT.get(kind, '')}".rstrip()
+            for kind, v in t["settlement_by_type"].items()
+        )
+        or "none yet"
+    )
     mean = "n/a" if t["mean_score"] is None else f"{t['mean_score']:.3f}"
-    out += ["", f"totals: {t['commitments']} commitments ({by_status or 'none'})",
-            f"  energy: requested {t['requested_kwh']:+.4f} kWh, accepted "
-            f"{t['accepted_kwh']:+.4f} kWh, delivered {t['delivered_kwh']:+.4f} kWh",
-            f"  settlement: {settled}",
-            f"  mean performance score: {mean} over {t['scored']} scored", "",
-            f"track  share of 1-s samples within {TOLERANCE:.0%} of the target (never tighter "
-            f"than {TOLERANCE:.0%} of the mean |target|)",
-            "score  PJM-style: the mean of corr, delay and prec (of those that apply)",
-            f"corr   best correlation of target and response over delays 0-"
-            f"{card.delay_max_s:g} s; n/a for a flat target",
-            f"delay  ({card.delay_max_s:g} s - that best delay) / {card.delay_max_s:g} s",
-            "prec   1 - mean |response - target| / mean |target|"]
+    out += [
+        "",
+        f"totals: {t['commitments']} commitments ({by_status or 'none'})",
+        f"  energy: requested {t['requested_kwh']:+.4f} kWh, accepted "
+        f"{t['accepted_kwh']:+.4f} kWh, delivered {t['delivered_kwh']:+.4f} kWh",
+        f"  settlement: {settled}",
+        f"  mean performance score: {mean} over {t['scored']} scored",
+        "",
+        f"track  share of 1-s samples within {TOLERANCE:.0%} of the target (never tighter "
+        f"than {TOLERANCE:.0%} of the mean |target|)",
+        "score  PJM-style: the mean of corr, delay and prec (of those that apply)",
+        f"corr   best correlation of target and response over delays 0-"
+        f"{card.delay_max_s:g} s; n/a for a flat target",
+        f"delay  ({card.delay_max_s:g} s - that best delay) / {card.delay_max_s:g} s",
+        "prec   1 - mean |response - target| / mean |target|",
+    ]
     return "\n".join(out)
 
 
 # -- plot -----------------------------------------------------------------------------------
-STATUS_COLOUR = {"delivered": "tab:green", "partial": "tab:orange", "failed": "tab:red",
-                 "open": "tab:gray"}
+STATUS_COLOUR = {
+    "delivered": "tab:green",
+    "partial": "tab:orange",
+    "failed": "tab:red",
+    "open": "tab:gray",
+}
 PLOT_EXTRA = "--plot needs matplotlib, which is not installed: pip install 'flexedge[plot]'"
 
 
 def require_matplotlib() -> None:
     """Fail before printing anything rather than after the scorecard."""
     import importlib.util
+
     if importlib.util.find_spec("matplotlib") is None:
         raise ReportError(PLOT_EXTRA)
 
@@ -353,6 +448,7 @@ def plot_log(conn: sqlite3.Connection, card: Scorecard, out: Path) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         import matplotlib
+
         matplotlib.use("Agg")  # no display on a gateway; only files
         import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
@@ -360,17 +456,24 @@ def plot_log(conn: sqlite3.Connection, card: Scorecard, out: Path) -> None:
         raise ReportError(PLOT_EXTRA) from exc
     lo, hi = _plot_range(conn, card)
     assets = sorted({a for line in card.lines for a in line.baselines_kw}) or [
-        row[0] for row in conn.execute("SELECT DISTINCT asset FROM telemetry ORDER BY asset")]
+        row[0] for row in conn.execute("SELECT DISTINCT asset FROM telemetry ORDER BY asset")
+    ]
     baselines = Baselines(conn)
-    fig, axes = plt.subplots(len(assets), 1, sharex=True, squeeze=False,
-                             figsize=(11, 0.8 + 2.8 * len(assets)))
+    fig, axes = plt.subplots(
+        len(assets), 1, sharex=True, squeeze=False, figsize=(11, 0.8 + 2.8 * len(assets))
+    )
     for ax, asset in zip(axes[:, 0], assets, strict=True):
         rows = _allocation_rows(conn, asset, lo, hi)
         if rows:
             totals_kw = [sum(alloc.values()) for _, alloc in rows]
-            ax.step([_when(ts) for ts, _ in rows] + [_when(hi)], [*totals_kw, totals_kw[-1]],
-                    where="post", color="tab:blue", lw=1.8,
-                    label="requested: allocated kW above baseline")
+            ax.step(
+                [_when(ts) for ts, _ in rows] + [_when(hi)],
+                [*totals_kw, totals_kw[-1]],
+                where="post",
+                color="tab:blue",
+                lw=1.8,
+                label="requested: allocated kW above baseline",
+            )
         times: list[datetime] = []
         delta: list[float] = []
         previous = None
@@ -381,19 +484,43 @@ def plot_log(conn: sqlite3.Connection, card: Scorecard, out: Path) -> None:
             previous = ts
             times.append(_when(ts))
             delta.append(p_kw - (baselines.at(asset, ts) or 0.0))
-        ax.plot(times, delta, color="tab:orange", lw=1.1, marker=".", ms=3,
-                label="delivered: measured kW minus baseline")
+        ax.plot(
+            times,
+            delta,
+            color="tab:orange",
+            lw=1.1,
+            marker=".",
+            ms=3,
+            label="delivered: measured kW minus baseline",
+        )
         if not times:
-            ax.text(0.5, 0.5, "no telemetry in the log", transform=ax.transAxes,
-                    ha="center", va="center", color="tab:gray")
+            ax.text(
+                0.5,
+                0.5,
+                "no telemetry in the log",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="tab:gray",
+            )
         for line in card.lines:
             if asset not in line.baselines_kw:
                 continue
-            ax.axvspan(_when(line.window_start), _when(line.window_end), alpha=0.13,
-                       color=STATUS_COLOUR.get(line.status, "tab:gray"))
-            ax.annotate(f"{line.id}\n{line.status}", (_when(line.window_start), 1.0),
-                        xycoords=("data", "axes fraction"), xytext=(3, -3),
-                        textcoords="offset points", va="top", fontsize=7)
+            ax.axvspan(
+                _when(line.window_start),
+                _when(line.window_end),
+                alpha=0.13,
+                color=STATUS_COLOUR.get(line.status, "tab:gray"),
+            )
+            ax.annotate(
+                f"{line.id}\n{line.status}",
+                (_when(line.window_start), 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                fontsize=7,
+            )
         ax.axhline(0.0, color="black", lw=0.5)
         ax.set_title(asset, loc="left", fontsize=10)
         ax.set_ylabel("kW")
@@ -415,8 +542,9 @@ def plot_log(conn: sqlite3.Connection, card: Scorecard, out: Path) -> None:
         plt.close(fig)
 
 
-def run_report(db: Path, plot: Path | None = None, json_out: bool = False,
-               delay_max_s: float = DELAY_MAX_S) -> int:
+def run_report(
+    db: Path, plot: Path | None = None, json_out: bool = False, delay_max_s: float = DELAY_MAX_S
+) -> int:
     if plot is not None:
         require_matplotlib()
     with open_log(db) as conn:

@@ -44,29 +44,65 @@ BATTERY_BOUND_KW = (RATIO - 1.0) * BATTERY_KW
 ORDER_BOUND_KW = LOAD_BOUND_KW + BATTERY_BOUND_KW
 
 BATTERY: dict[str, Any] = {
-    "name": "battery-1", "kind": "battery", "host": "127.0.0.1", "port": 1, "unit_id": 1,
-    "capacity_kwh": CAPACITY_KWH, "soc_min": 0.1, "soc_max": 0.95, "reserve_soc": 0.05,
-    "max_charge_kw": BATTERY_KW, "max_discharge_kw": BATTERY_KW, "charge_efficiency": 0.95,
-    "discharge_efficiency": DISCHARGE_EFFICIENCY, "simulator": {"initial_soc": 0.6}}
+    "name": "battery-1",
+    "kind": "battery",
+    "host": "127.0.0.1",
+    "port": 1,
+    "unit_id": 1,
+    "capacity_kwh": CAPACITY_KWH,
+    "soc_min": 0.1,
+    "soc_max": 0.95,
+    "reserve_soc": 0.05,
+    "max_charge_kw": BATTERY_KW,
+    "max_discharge_kw": BATTERY_KW,
+    "charge_efficiency": 0.95,
+    "discharge_efficiency": DISCHARGE_EFFICIENCY,
+    "simulator": {"initial_soc": 0.6},
+}
 HEAT_PUMP: dict[str, Any] = {
-    "name": "heat-pump", "kind": "flexible_load", "host": "127.0.0.1", "port": 1,
-    "baseline_profile": [[0, HEAT_PUMP_KW]], "curtailable_share": CURTAILABLE, "max_kw": 8,
-    "control": "limit"}
+    "name": "heat-pump",
+    "kind": "flexible_load",
+    "host": "127.0.0.1",
+    "port": 1,
+    "baseline_profile": [[0, HEAT_PUMP_KW]],
+    "curtailable_share": CURTAILABLE,
+    "max_kw": 8,
+    "control": "limit",
+}
 GENSET: dict[str, Any] = {
-    "name": "genset", "kind": "generator", "host": "127.0.0.1", "port": 1,
-    "min_kw": GENSET_MIN_KW, "max_kw": GENSET_MAX_KW, "ramp_kw_per_s": 5}
+    "name": "genset",
+    "kind": "generator",
+    "host": "127.0.0.1",
+    "port": 1,
+    "min_kw": GENSET_MIN_KW,
+    "max_kw": GENSET_MAX_KW,
+    "ramp_kw_per_s": 5,
+}
 REGISTRY = {
     "battery-1": {"demand_rate_ct_per_kwh": 33, "supply_rate_ct_per_kwh": BATTERY_SUPPLY_RATE},
     "heat-pump": {"demand_rate_ct_per_kwh": 30, "supply_rate_ct_per_kwh": 34},
-    "genset": {"demand_rate_ct_per_kwh": 20, "supply_rate_ct_per_kwh": 40}}
+    "genset": {"demand_rate_ct_per_kwh": 20, "supply_rate_ct_per_kwh": 40},
+}
 SITE: dict[str, Any] = {
-    "slot_seconds": SLOT, "control_period_s": PERIOD, "delivery_tolerance": TOLERANCE,
-    "balancing": {"enable_balancing_market": True, "balancing_offer_demand_ratio": 0.002,
-                  "balancing_offer_supply_ratio": SUPPLY_RATIO},
+    "slot_seconds": SLOT,
+    "control_period_s": PERIOD,
+    "delivery_tolerance": TOLERANCE,
+    "balancing": {
+        "enable_balancing_market": True,
+        "balancing_offer_demand_ratio": 0.002,
+        "balancing_offer_supply_ratio": SUPPLY_RATIO,
+    },
     "asset_registry": REGISTRY,
-    "tariffs": [{"id": "tariff-1", "assets": ["battery-1", "heat-pump"],
-                 "exercise_ratio": RATIO, "price_per_kwh": PRICE_PER_KWH}],
-    "devices": [BATTERY, HEAT_PUMP, GENSET]}
+    "tariffs": [
+        {
+            "id": "tariff-1",
+            "assets": ["battery-1", "heat-pump"],
+            "exercise_ratio": RATIO,
+            "price_per_kwh": PRICE_PER_KWH,
+        }
+    ],
+    "devices": [BATTERY, HEAT_PUMP, GENSET],
+}
 
 
 # -- the market side ------------------------------------------------------------------------
@@ -83,12 +119,17 @@ async def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 def is_offer(message: dict[str, Any], asset: str, slot: float, sign: int) -> bool:
-    return (message.get("type") == "balancing_offer" and message["asset"] == asset
-            and message["slot_start"] == iso(slot) and message["energy_kwh"] * sign > 0)
+    return (
+        message.get("type") == "balancing_offer"
+        and message["asset"] == asset
+        and message["slot_start"] == iso(slot)
+        and message["energy_kwh"] * sign > 0
+    )
 
 
-async def fresh_battery_offer(site: RunningSite,
-                              market: MarketClient) -> tuple[float, dict[str, Any]]:
+async def fresh_battery_offer(
+    site: RunningSite, market: MarketClient
+) -> tuple[float, dict[str, Any]]:
     """(slot start, the battery's supply offer) of a slot with most of its time left: the
     current slot's if it was published at the slot start and 9 s are left (read from the
     daemon's log), else the next slot's, waited for on the wire."""
@@ -98,12 +139,21 @@ async def fresh_battery_offer(site: RunningSite,
         rows = site.query(
             "SELECT id, asset, slot_start, slot_end, energy_kwh, rate_ct_per_kwh, price_ct "
             "FROM offers WHERE asset = 'battery-1' AND slot_start = ? AND energy_kwh > 0 "
-            "AND created_ts < ?", start, start + 1.0)
+            "AND created_ts < ?",
+            start,
+            start + 1.0,
+        )
         if rows:
             oid, asset, slot, end, energy, rate, price = rows[0]
-            return start, {"id": oid, "asset": asset, "slot_start": iso(slot),
-                           "slot_end": iso(end), "energy_kwh": energy,
-                           "rate_ct_per_kwh": rate, "price_ct": price}
+            return start, {
+                "id": oid,
+                "asset": asset,
+                "slot_start": iso(slot),
+                "slot_end": iso(end),
+                "energy_kwh": energy,
+                "rate_ct_per_kwh": rate,
+                "price_ct": price,
+            }
         if time.time() > start + 1.0:
             break  # published late, or not at all: not a fresh offer
         await asyncio.sleep(0.1)
@@ -113,14 +163,26 @@ async def fresh_battery_offer(site: RunningSite,
 
 
 # -- the daemon's log ------------------------------------------------------------------------
-COMMITMENT_COLUMNS = ("id", "ref", "ref_type", "offer_id", "window_start", "window_end",
-                      "requested_kwh", "accepted_kwh", "shares", "settlement",
-                      "delivered_kwh", "by_asset", "covered_s_by_asset", "state")
+COMMITMENT_COLUMNS = (
+    "id",
+    "ref",
+    "ref_type",
+    "offer_id",
+    "window_start",
+    "window_end",
+    "requested_kwh",
+    "accepted_kwh",
+    "shares",
+    "settlement",
+    "delivered_kwh",
+    "by_asset",
+    "covered_s_by_asset",
+    "state",
+)
 
 
 def commitment_row(site: RunningSite, cid: str) -> dict[str, Any]:
-    rows = site.query(f"SELECT {', '.join(COMMITMENT_COLUMNS)} FROM commitments WHERE id = ?",
-                      cid)
+    rows = site.query(f"SELECT {', '.join(COMMITMENT_COLUMNS)} FROM commitments WHERE id = ?", cid)
     assert len(rows) == 1, f"{cid}: {rows}"
     row = dict(zip(COMMITMENT_COLUMNS, rows[0], strict=True))
     for key in ("shares", "by_asset", "covered_s_by_asset"):
@@ -129,8 +191,9 @@ def commitment_row(site: RunningSite, cid: str) -> dict[str, Any]:
 
 
 def inbound_row(site: RunningSite, msg_id: str) -> tuple[Any, ...]:
-    rows = site.query("SELECT type, topic, status, reason, commitment_id FROM inbound "
-                      "WHERE msg_id = ?", msg_id)
+    rows = site.query(
+        "SELECT type, topic, status, reason, commitment_id FROM inbound WHERE msg_id = ?", msg_id
+    )
     assert len(rows) == 1, f"{msg_id}: {rows}"
     return rows[0]
 
@@ -138,11 +201,16 @@ def inbound_row(site: RunningSite, msg_id: str) -> tuple[Any, ...]:
 Setpoint = tuple[float, float | None, dict[str, float], str]
 
 
-def setpoints(site: RunningSite, asset: str, since: float = 0.0,
-              until_ts: float = float("inf")) -> list[Setpoint]:
-    rows = site.query("SELECT ts, p_kw, allocations, cause FROM setpoints WHERE asset = ? "
-                      "AND ts >= ? AND ts <= ? ORDER BY ts", asset, since,
-                      min(until_ts, 1e12))
+def setpoints(
+    site: RunningSite, asset: str, since: float = 0.0, until_ts: float = float("inf")
+) -> list[Setpoint]:
+    rows = site.query(
+        "SELECT ts, p_kw, allocations, cause FROM setpoints WHERE asset = ? "
+        "AND ts >= ? AND ts <= ? ORDER BY ts",
+        asset,
+        since,
+        min(until_ts, 1e12),
+    )
     return [(ts, p, json.loads(alloc or "{}"), cause) for ts, p, alloc, cause in rows]
 
 
@@ -166,9 +234,16 @@ def check_every_setpoint_within_limits(site: RunningSite) -> None:
             assert p is not None and (p == 0.0 or GENSET_MIN_KW <= p <= GENSET_MAX_KW), p
 
 
-def check_report(site: RunningSite, report: dict[str, Any], *, ack: dict[str, Any],
-                 requested: float, accepted: float, full_settlement: float,
-                 baselines: dict[str, float]) -> dict[str, Any]:
+def check_report(
+    site: RunningSite,
+    report: dict[str, Any],
+    *,
+    ack: dict[str, Any],
+    requested: float,
+    accepted: float,
+    full_settlement: float,
+    baselines: dict[str, float],
+) -> dict[str, Any]:
     """Every field of a delivery report, against the commitment logged for it; returns the
     commitment row (after the report it is `reported`, with the metered progress)."""
     cid = ack["commitment_id"]
@@ -186,32 +261,38 @@ def check_report(site: RunningSite, report: dict[str, Any], *, ack: dict[str, An
     # Pay-as-delivered, capped at what was bought (from the unrounded metered energy).
     assert row["settlement"] == pytest.approx(full_settlement, abs=1e-6)
     assert report["settlement"] == pytest.approx(
-        row["settlement"] * min(1.0, row["delivered_kwh"] / row["accepted_kwh"]), abs=1e-6)
+        row["settlement"] * min(1.0, row["delivered_kwh"] / row["accepted_kwh"]), abs=1e-6
+    )
     # Coverage: the share-weighted part of the window backed by telemetry.
     duration = row["window_end"] - row["window_start"]
-    covered = sum(share * row["covered_s_by_asset"].get(asset, 0.0)
-                  for asset, share in row["shares"])
+    covered = sum(
+        share * row["covered_s_by_asset"].get(asset, 0.0) for asset, share in row["shares"]
+    )
     assert report["coverage"] == pytest.approx(min(1.0, covered / duration), abs=1e-4)
     by_asset = {a["asset"]: a for a in report["assets"]}
     for asset, baseline in baselines.items():
         assert by_asset[asset]["baseline_kw"] == pytest.approx(baseline), report
         assert by_asset[asset]["delivered_kwh"] == pytest.approx(
-            row["by_asset"].get(asset, 0.0), abs=1e-6)
-    assert sum(a["delivered_kwh"] for a in report["assets"]) == pytest.approx(
-        delivered, abs=1e-5)
+            row["by_asset"].get(asset, 0.0), abs=1e-6
+        )
+    assert sum(a["delivered_kwh"] for a in report["assets"]) == pytest.approx(delivered, abs=1e-5)
     # The log: the commitment is closed with the metered energy, the report is kept as sent.
     assert row["state"] == "reported"
     assert row["delivered_kwh"] == pytest.approx(delivered, abs=1e-6)
-    logged = site.query("SELECT commitment_id, status, delivered_kwh, accepted_kwh, payload "
-                        "FROM reports WHERE id = ?", report["id"])
+    logged = site.query(
+        "SELECT commitment_id, status, delivered_kwh, accepted_kwh, payload "
+        "FROM reports WHERE id = ?",
+        report["id"],
+    )
     assert len(logged) == 1
     assert logged[0][:4] == (cid, report["status"], delivered, report["accepted_kwh"])
     assert json.loads(logged[0][4]) == {k: v for k, v in report.items() if k != "_topic"}
     return row
 
 
-def check_ack(ack: dict[str, Any], *, ref: str, ref_type: str, status: str,
-              accepted: float | None) -> None:
+def check_ack(
+    ack: dict[str, Any], *, ref: str, ref_type: str, status: str, accepted: float | None
+) -> None:
     assert ack["type"] == "ack" and ack["ref"] == ref and ack["ref_type"] == ref_type
     assert ack["status"] == status, ack
     if accepted is None:

@@ -21,16 +21,15 @@ from flexedge.tools.harness.broker import free_port
 
 
 @asynccontextmanager
-async def offline_control(site: Site, db: Path,
-                          mqtt: MqttSettings | None = None) -> AsyncIterator[ControlLoop]:
+async def offline_control(
+    site: Site, db: Path, mqtt: MqttSettings | None = None
+) -> AsyncIterator[ControlLoop]:
     """The site's drivers, a SQLite log at `db` and a control loop on the wall clock; the
     drivers are closed and the log with them on the way out."""
-    devices = {d.name: build_device(d, site.maps[d.name], mqtt=mqtt)
-               for d in site.config.devices}
+    devices = {d.name: build_device(d, site.maps[d.name], mqtt=mqtt) for d in site.config.devices}
     store = Store(db)
     link = MqttLink(host="127.0.0.1", port=1, client_id="unused")  # never connected
-    control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time),
-                          time.time)
+    control = ControlLoop(site, devices, store, Outbox(store, link, "x/y", time.time), time.time)
     try:
         yield control
     finally:
@@ -39,11 +38,25 @@ async def offline_control(site: Site, db: Path,
         store.close()
 
 
-def batteries_site(site: str, period_s: float, names: Sequence[str],
-                   **device: object) -> str:
+def batteries_site(site: str, period_s: float, names: Sequence[str], **device: object) -> str:
     """A site file of 10-kWh, 5-kW batteries on free local ports (each with `device`'s
     extra fields), answering within 0.3 s."""
-    return yaml.safe_dump({"site": site, "control_period_s": period_s, "devices": [
-        {"name": name, "host": "127.0.0.1", "port": free_port(), "timeout_s": 0.3,
-         "capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5, **device}
-        for name in names]})
+    return yaml.safe_dump(
+        {
+            "site": site,
+            "control_period_s": period_s,
+            "devices": [
+                {
+                    "name": name,
+                    "host": "127.0.0.1",
+                    "port": free_port(),
+                    "timeout_s": 0.3,
+                    "capacity_kwh": 10,
+                    "max_charge_kw": 5,
+                    "max_discharge_kw": 5,
+                    **device,
+                }
+                for name in names
+            ],
+        }
+    )

@@ -57,14 +57,24 @@ class NullModem:
             return
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=2)
-        for fd in (self._a_master, self._a_slave, self._b_master, self._b_slave,
-                   self._wake_r, self._wake_w):
+        for fd in (
+            self._a_master,
+            self._a_slave,
+            self._b_master,
+            self._b_slave,
+            self._wake_r,
+            self._wake_w,
+        ):
             os.close(fd)
         self._wake_w = -1
 
     def __enter__(self) -> NullModem:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -37,8 +37,9 @@ class RunningSite:
 
     def start_daemon(self) -> None:
         """(Re)start `flexedge run`; its log is appended to daemon.log."""
-        self.daemon = spawn_flexedge(["run", "--config", str(self.site_file)],
-                             self.workdir / "daemon.log")
+        self.daemon = spawn_flexedge(
+            ["run", "--config", str(self.site_file)], self.workdir / "daemon.log"
+        )
 
     def kill_daemon(self) -> None:
         """kill -9: no shutdown code runs, nothing is flushed."""
@@ -81,8 +82,10 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
         if site.db.exists():
             # Online, and every device read at least once (the simulator starts alongside).
             with contextlib.suppress(sqlite3.OperationalError):
-                ready = site.query("SELECT (SELECT COUNT(*) FROM orders), "
-                                   "(SELECT COUNT(DISTINCT asset) FROM telemetry)")[0]
+                ready = site.query(
+                    "SELECT (SELECT COUNT(*) FROM orders), "
+                    "(SELECT COUNT(DISTINCT asset) FROM telemetry)"
+                )[0]
                 if (ready[0] or not site.has_tariffs) and ready[1] >= site.device_count:
                     return
         time.sleep(0.2)
@@ -90,8 +93,9 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_site(workdir: Path, broker: PrivateBroker, *, fault_control: bool = False,
-                 **changes: Any) -> Iterator[RunningSite]:
+def running_site(
+    workdir: Path, broker: PrivateBroker, *, fault_control: bool = False, **changes: Any
+) -> Iterator[RunningSite]:
     """With `fault_control`, the simulator takes `flexedge fault` messages from `broker`."""
     site_file = write_site(workdir, broker, **changes)
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
@@ -99,9 +103,17 @@ def running_site(workdir: Path, broker: PrivateBroker, *, fault_control: bool = 
     if fault_control:
         sim_args += ["--mqtt", f"{broker.host}:{broker.port}"]
     sim = spawn_flexedge(sim_args, workdir / "sim.log")
-    running = RunningSite(site_file, Path(raw["log_db"]), raw["mqtt"]["prefix"], raw["site"],
-                          broker.host, broker.port, workdir, len(raw["devices"]),
-                          bool(raw.get("tariffs")))
+    running = RunningSite(
+        site_file,
+        Path(raw["log_db"]),
+        raw["mqtt"]["prefix"],
+        raw["site"],
+        broker.host,
+        broker.port,
+        workdir,
+        len(raw["devices"]),
+        bool(raw.get("tariffs")),
+    )
     running.start_daemon()
     try:
         assert running.daemon is not None

@@ -97,8 +97,9 @@ def _fmt(kwh: float) -> str:
     return f"{kwh:.4f} kWh"
 
 
-def _d3a_problem(market_enabled: bool, registry: Mapping[str, tuple[float, float]],
-                asset: str) -> str | None:
+def _d3a_problem(
+    market_enabled: bool, registry: Mapping[str, tuple[float, float]], asset: str
+) -> str | None:
     """Why a D3A message about `asset` cannot be taken at all, if it cannot."""
     if not market_enabled:
         return "balancing market is disabled for this site (enable_balancing_market is false)"
@@ -139,24 +140,28 @@ def admit_trade(
         return Admission.reject(f"unknown offer {request.offer_id!r}")
     if offer.asset != request.asset:
         return Admission.reject(
-            f"offer {offer.id!r} is for asset {offer.asset!r}, not {request.asset!r}")
+            f"offer {offer.id!r} is for asset {offer.asset!r}, not {request.asset!r}"
+        )
     if abs(offer.slot_start - request.slot_start) > 1e-3:
         return Admission.reject(f"slot_start does not match offer {offer.id!r}'s slot")
     if request.energy_kwh * offer.energy_kwh <= 0:
         return Admission.reject(
             f"energy_kwh {request.energy_kwh:+.4f} must have the sign of offer "
-            f"{offer.id!r} ({offer.energy_kwh:+.4f}) and not be 0")
+            f"{offer.id!r} ({offer.energy_kwh:+.4f}) and not be 0"
+        )
     left = abs(offer.energy_kwh) - abs(traded_kwh.get(offer.id, 0.0))
     if abs(request.energy_kwh) > left + EPS_KWH:
         return Admission.reject(
             f"energy_kwh {_fmt(abs(request.energy_kwh))} exceeds what is left of offer "
-            f"{offer.id!r} ({_fmt(max(left, 0.0))} of {_fmt(abs(offer.energy_kwh))})")
+            f"{offer.id!r} ({_fmt(max(left, 0.0))} of {_fmt(abs(offer.energy_kwh))})"
+        )
     expected_price = offer.rate_ct_per_kwh * abs(request.energy_kwh)
     if abs(request.price_ct - expected_price) > max(0.01, 0.001 * expected_price):
         return Admission.reject(
             f"price_ct {request.price_ct:.4f} is not the offer rate "
             f"{offer.rate_ct_per_kwh} ct/kWh x {_fmt(abs(request.energy_kwh))} "
-            f"= {expected_price:.4f} (pay-as-offer)")
+            f"= {expected_price:.4f} (pay-as-offer)"
+        )
     window_end = offer.slot_start + slot_seconds
     if window_end <= now:
         return Admission.reject("the slot of this trade is already over")
@@ -168,15 +173,27 @@ def admit_trade(
     window_start = max(now, offer.slot_start)
     direction = 1 if request.energy_kwh > 0 else -1
     can_do = capability(
-        headroom, direction, window_start, window_end,
-        committed_on(request.asset, ledger.commitments, ledger.progress, now))
-    backups = merit_order(registry, {a: st.kind for a, st in assets.items()}, direction,
-                          request.asset) if cover_with_other_assets else ()
+        headroom,
+        direction,
+        window_start,
+        window_end,
+        committed_on(request.asset, ledger.commitments, ledger.progress, now),
+    )
+    backups = (
+        merit_order(registry, {a: st.kind for a, st in assets.items()}, direction, request.asset)
+        if cover_with_other_assets
+        else ()
+    )
     return _commit(
-        ref=request.id, ref_type=RefType.BALANCING_TRADE, requested=request.energy_kwh,
-        capability_by_asset={request.asset: can_do}, bound=None,
+        ref=request.id,
+        ref_type=RefType.BALANCING_TRADE,
+        requested=request.energy_kwh,
+        capability_by_asset={request.asset: can_do},
+        bound=None,
         window=(window_start, window_end),
-        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted), backups=backups)
+        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted),
+        backups=backups,
+    )
 
 
 def admit_spot_trade(
@@ -248,22 +265,26 @@ def admit_control(
         kind = "down" if order.exercise_ratio < 0 else "up"
         return Admission.reject(
             f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
-            f"(exercise_ratio {order.exercise_ratio})")
+            f"(exercise_ratio {order.exercise_ratio})"
+        )
     window_start = max(now, request.timeslot_start)
-    can_do = _capabilities(order.assets, assets, direction, (window_start, window_end),
-                           ledger, now)
+    can_do = _capabilities(order.assets, assets, direction, (window_start, window_end), ledger, now)
     if not can_do:
         return Admission.reject(
             f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
-            f"{', '.join(order.assets)}")
-    bound = order_bound_by_asset(order, direction, can_do,
-                                 {a: s.kind for a, s in assets.items()})
+            f"{', '.join(order.assets)}"
+        )
+    bound = order_bound_by_asset(order, direction, can_do, {a: s.kind for a, s in assets.items()})
     return _commit(
-        ref=request.id, ref_type=RefType.BALANCING_CONTROL, requested=request.kwh,
-        capability_by_asset=bound, bound=f"the bound of tariff {order.tariff_id!r}'s order "
+        ref=request.id,
+        ref_type=RefType.BALANCING_CONTROL,
+        requested=request.kwh,
+        capability_by_asset=bound,
+        bound=f"the bound of tariff {order.tariff_id!r}'s order "
         f"(exercise_ratio {order.exercise_ratio})",
         window=(window_start, window_end),
-        settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh))
+        settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh),
+    )
 
 
 def _capabilities(
@@ -280,8 +301,12 @@ def _capabilities(
         state = assets.get(name)
         if state is not None and state.headroom is not None:
             result[name] = capability(
-                state.headroom, direction, window[0], window[1],
-                committed_on(name, ledger.commitments, ledger.progress, now))
+                state.headroom,
+                direction,
+                window[0],
+                window[1],
+                committed_on(name, ledger.commitments, ledger.progress, now),
+            )
     return result
 
 
@@ -304,18 +329,28 @@ def _commit(
     direction = 1.0 if requested > 0 else -1.0
     accepted = direction * min(abs(requested), total)
     shares = tuple(
-        (asset, cap / total) for asset, cap in sorted(capability_by_asset.items()) if cap > 0)
+        (asset, cap / total) for asset, cap in sorted(capability_by_asset.items()) if cap > 0
+    )
     commitment = Commitment(
-        id=f"cm-{ref}", ref=ref, ref_type=ref_type, window_start=window[0],
-        window_end=window[1], requested_kwh=requested, accepted_kwh=round(accepted, 6),
-        shares=shares, settlement=round(settlement(accepted), 6), backups=backups)
+        id=f"cm-{ref}",
+        ref=ref,
+        ref_type=ref_type,
+        window_start=window[0],
+        window_end=window[1],
+        requested_kwh=requested,
+        accepted_kwh=round(accepted, 6),
+        shares=shares,
+        settlement=round(settlement(accepted), 6),
+        backups=backups,
+    )
     beyond = abs(requested) - abs(accepted)
     if beyond > EPS_KWH:
         what = bound or "the asset's power and SoC limits in the time left"
         return Admission(
             AckStatus.CLIPPED,
             f"accepted {_fmt(abs(accepted))}; {_fmt(beyond)} is beyond {what}",
-            commitment)
+            commitment,
+        )
     return Admission(AckStatus.ACCEPTED, "", commitment)
 
 
@@ -343,17 +378,27 @@ def admit_economic_control(
     if not loads:
         return Admission.reject(f"tariff {order.tariff_id!r} has no curtailable loads")
     window_start = max(now, request.timeslot_start)
-    curtail = {asset: request.curtailment_ratio * kwh for asset, kwh in _capabilities(
-        loads, assets, +1, (window_start, window_end), ledger, now).items()}
+    curtail = {
+        asset: request.curtailment_ratio * kwh
+        for asset, kwh in _capabilities(
+            loads, assets, +1, (window_start, window_end), ledger, now
+        ).items()
+    }
     if not curtail:
         return Admission.reject(
             f"no load of tariff {order.tariff_id!r} is available (no fresh telemetry): "
-            f"{', '.join(loads)}")
+            f"{', '.join(loads)}"
+        )
     energy = sum(curtail.values())
     return _commit(
-        ref=request.id, ref_type=RefType.ECONOMIC_CONTROL, requested=energy,
-        capability_by_asset=curtail, bound=None, window=(window_start, window_end),
-        settlement=lambda accepted: 0.0)
+        ref=request.id,
+        ref_type=RefType.ECONOMIC_CONTROL,
+        requested=energy,
+        capability_by_asset=curtail,
+        bound=None,
+        window=(window_start, window_end),
+        settlement=lambda accepted: 0.0,
+    )
 
 
 def live_order(policy: StandingOrder, assets: Mapping[str, AssetState]) -> StandingOrder | None:
@@ -361,6 +406,7 @@ def live_order(policy: StandingOrder, assets: Mapping[str, AssetState]) -> Stand
     the tariff's available assets really have. An up order above 1 offers storage discharge
     on top of curtailment, so without an available battery it drops to 1; without available
     curtailable loads or batteries there is nothing to offer (None: keep the last order)."""
+
     def has(kind: AssetKind, up: bool) -> bool:
         for asset in policy.assets:
             state = assets.get(asset)

@@ -66,8 +66,12 @@ class Headroom:
 
     @staticmethod
     def of_battery(limits: BatteryLimits, soc: float) -> Headroom:
-        return Headroom(limits.max_discharge_kw, limits.max_charge_kw,
-                        limits.dischargeable_kwh(soc), limits.chargeable_kwh(soc))
+        return Headroom(
+            limits.max_discharge_kw,
+            limits.max_charge_kw,
+            limits.dischargeable_kwh(soc),
+            limits.chargeable_kwh(soc),
+        )
 
 
 def capability(

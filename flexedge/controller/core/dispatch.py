@@ -27,8 +27,9 @@ class DeviceView:
         return self.feasible is not None
 
 
-def battery_view(limits: BatteryLimits, soc: float | None, available: bool,
-                 horizon_s: float) -> DeviceView:
+def battery_view(
+    limits: BatteryLimits, soc: float | None, available: bool, horizon_s: float
+) -> DeviceView:
     """A battery idles at 0 kW; its range keeps ratings and the SoC window for the horizon."""
     if not available or soc is None:
         return DeviceView(None)
@@ -111,11 +112,14 @@ def plan(
             best = max(allocations[name][cid], given_time[cid], key=lambda a: a * kw)
             uncovered[cid] = uncovered.get(cid, 0.0) + kw - best
     shortfalls = {
-        c.id: (uncovered[c.id], c.backups) for c in commitments
+        c.id: (uncovered[c.id], c.backups)
+        for c in commitments
         # Only a shortfall in the commitment's own direction: netting against opposite
         # commitments on a shared device can leave it with more than it asked for.
-        if c.backups and abs(uncovered.get(c.id, 0.0)) > SPILL_MIN_KW
-        and uncovered[c.id] * c.accepted_kwh > 0}
+        if c.backups
+        and abs(uncovered.get(c.id, 0.0)) > SPILL_MIN_KW
+        and uncovered[c.id] * c.accepted_kwh > 0
+    }
     if shortfalls:
         ranges = {n: v.feasible for n, v in devices.items() if v.feasible is not None}
         moved, granted = cover_shortfalls(shortfalls, ranges, setpoints)

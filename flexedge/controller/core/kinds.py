@@ -50,8 +50,7 @@ class Feasible:
         candidates = [self.clip(p_target), p_from, *self.steps]
         if self.gap is not None:
             candidates.extend(self.gap)
-        inside = [p for p in candidates
-                  if low - 1e-9 <= p <= high + 1e-9 and self.allows(p)]
+        inside = [p for p in candidates if low - 1e-9 <= p <= high + 1e-9 and self.allows(p)]
         return min(inside, key=lambda p: abs(p - p_target), default=p_from)
 
     def allows(self, p_kw: float, tol: float = 1e-9) -> bool:
@@ -95,11 +94,20 @@ def generator_feasible(limits: GeneratorLimits, p_now_kw: float, horizon_s: floa
     inside [min_kw, max_kw], and be told to stop once that reach touches min_kw.
     """
     p_now = max(0.0, p_now_kw)
-    given_time = Feasible(0.0, limits.max_kw, limits.baseline_kw,
-                          gap=(0.0, limits.min_kw) if limits.min_kw > 0 else None)
+    given_time = Feasible(
+        0.0,
+        limits.max_kw,
+        limits.baseline_kw,
+        gap=(0.0, limits.min_kw) if limits.min_kw > 0 else None,
+    )
     if p_now < limits.min_kw:
-        return Feasible(0.0, limits.min_kw, limits.baseline_kw, steps=(0.0, limits.min_kw),
-                        given_time=given_time)
+        return Feasible(
+            0.0,
+            limits.min_kw,
+            limits.baseline_kw,
+            steps=(0.0, limits.min_kw),
+            given_time=given_time,
+        )
     reach = limits.ramp_kw_per_s * max(horizon_s, 0.0)
     high = min(limits.max_kw, p_now + reach)
     # Above max_kw (a device overshooting) max_kw wins over the ramp.
@@ -161,8 +169,7 @@ class MeasuredBaseline:
         points = [(t, p) for t, p in known if t >= known[-1][0] - self.window_s]
         if len(points) < 2:
             return points[0][1]
-        energy = sum((p0 + p1) / 2 * (t1 - t0) for (t0, p0), (t1, p1) in
-                     itertools.pairwise(points))
+        energy = sum((p0 + p1) / 2 * (t1 - t0) for (t0, p0), (t1, p1) in itertools.pairwise(points))
         span = points[-1][0] - points[0][0]
         return energy / span if span > 0 else points[-1][1]
 

@@ -34,14 +34,16 @@ def merit_order(
     """
     rate_index = 1 if direction > 0 else 0
     candidates = [
-        (rates[rate_index], name) for name, rates in registry.items()
-        if name != exclude and name in kinds
-        and (direction > 0 or kinds[name] != "flexible_load")]
+        (rates[rate_index], name)
+        for name, rates in registry.items()
+        if name != exclude and name in kinds and (direction > 0 or kinds[name] != "flexible_load")
+    ]
     return tuple(name for _, name in sorted(candidates))
 
 
-def _net_on_device(feasible: Feasible, setpoint: float,
-                   asked: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+def _net_on_device(
+    feasible: Feasible, setpoint: float, asked: Mapping[str, float]
+) -> tuple[float, dict[str, float]]:
     """Move one backup from `setpoint` toward the sum of what it is asked, never past it.
 
     When it cannot get all the way, only the side that pushed it to its limit is cut (in

@@ -78,16 +78,16 @@ def attribute(
             # Nobody asked for power here (e.g. all clipped to 0): share what was measured.
             split = {cid: seg_kwh / len(active) for cid in active}
         else:
-            split = {cid: kw * hours for cid, kw in
-                     spread_clip(requests, seg_kwh / hours).items()}
+            split = {cid: kw * hours for cid, kw in spread_clip(requests, seg_kwh / hours).items()}
         for cid, kwh in split.items():
             energy[cid] = energy.get(cid, 0.0) + kwh
             covered[cid] = covered.get(cid, 0.0) + (seg_end - seg_start)
     return Attribution(energy, covered, measured)
 
 
-def per_slot(prev: Sample, cur: Sample, slot_seconds: float,
-             max_gap_s: float) -> dict[float, tuple[float, float]]:
+def per_slot(
+    prev: Sample, cur: Sample, slot_seconds: float, max_gap_s: float
+) -> dict[float, tuple[float, float]]:
     """The interval's measured energy and covered seconds, split by market slot:
     {slot start: (kWh, seconds)}. A gap counts nothing, as for commitments."""
     if cur.ts <= prev.ts or cur.ts - prev.ts > max_gap_s:

@@ -58,15 +58,27 @@ def clipped_offers(
     supply = min(wanted_supply_kwh, capability(headroom, +1, start, slot_end, committed))
     offers: list[Offer] = []
     if demand >= MIN_OFFER_KWH:
-        offers.append(Offer(
-            id=offer_id(site, asset, slot_start, "demand", tag), asset=asset,
-            slot_start=slot_start, slot_end=slot_end, energy_kwh=-_round_down(demand),
-            rate_ct_per_kwh=rules.demand_rate_ct_per_kwh))
+        offers.append(
+            Offer(
+                id=offer_id(site, asset, slot_start, "demand", tag),
+                asset=asset,
+                slot_start=slot_start,
+                slot_end=slot_end,
+                energy_kwh=-_round_down(demand),
+                rate_ct_per_kwh=rules.demand_rate_ct_per_kwh,
+            )
+        )
     if supply >= MIN_OFFER_KWH:
-        offers.append(Offer(
-            id=offer_id(site, asset, slot_start, "supply", tag), asset=asset,
-            slot_start=slot_start, slot_end=slot_end, energy_kwh=_round_down(supply),
-            rate_ct_per_kwh=rules.supply_rate_ct_per_kwh))
+        offers.append(
+            Offer(
+                id=offer_id(site, asset, slot_start, "supply", tag),
+                asset=asset,
+                slot_start=slot_start,
+                slot_end=slot_end,
+                energy_kwh=_round_down(supply),
+                rate_ct_per_kwh=rules.supply_rate_ct_per_kwh,
+            )
+        )
     return offers
 
 
@@ -83,10 +95,17 @@ def battery_offers(
 ) -> list[Offer]:
     """Storage: a share of free capacity (charge) and of stored energy (discharge)."""
     return clipped_offers(
-        site=site, asset=limits.asset, headroom=Headroom.of_battery(limits, soc),
+        site=site,
+        asset=limits.asset,
+        headroom=Headroom.of_battery(limits, soc),
         wanted_demand_kwh=rules.demand_ratio * limits.chargeable_kwh(soc),
         wanted_supply_kwh=rules.supply_ratio * limits.dischargeable_kwh(soc),
-        rules=rules, slot_start=slot_start, slot_end=slot_end, now=now, committed=committed)
+        rules=rules,
+        slot_start=slot_start,
+        slot_end=slot_end,
+        now=now,
+        committed=committed,
+    )
 
 
 def _round_down(kwh: float) -> float:
@@ -110,7 +129,15 @@ def load_supply_after_spot_trade(
     """gsy-e's load, after buying `bought_kwh` on the spot market, offers to curtail
     `supply_ratio` of it. The id carries the spot trade, so each trade has its own offer."""
     return clipped_offers(
-        site=site, asset=asset, headroom=headroom, wanted_demand_kwh=0.0,
-        wanted_supply_kwh=rules.supply_ratio * bought_kwh, rules=rules,
-        slot_start=slot_start, slot_end=slot_end, now=now, committed=committed,
-        tag=f"after-{trade_id}")
+        site=site,
+        asset=asset,
+        headroom=headroom,
+        wanted_demand_kwh=0.0,
+        wanted_supply_kwh=rules.supply_ratio * bought_kwh,
+        rules=rules,
+        slot_start=slot_start,
+        slot_end=slot_end,
+        now=now,
+        committed=committed,
+        tag=f"after-{trade_id}",
+    )

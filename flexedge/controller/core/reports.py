@@ -49,13 +49,15 @@ def coverage(commitment: Commitment, progress: Progress) -> float:
     duration = commitment.window_end - commitment.window_start
     if duration <= 0:
         return 0.0
-    covered = sum(share * progress.covered_s_by_asset.get(asset, 0.0)
-                  for asset, share in commitment.shares)
+    covered = sum(
+        share * progress.covered_s_by_asset.get(asset, 0.0) for asset, share in commitment.shares
+    )
     return min(1.0, covered / duration)
 
 
-def reported_assets(share_assets: Sequence[str], backups: Sequence[str],
-                    delivered_by: Mapping[str, float]) -> tuple[str, ...]:
+def reported_assets(
+    share_assets: Sequence[str], backups: Sequence[str], delivered_by: Mapping[str, float]
+) -> tuple[str, ...]:
     """The assets a commitment's report lists: its share assets, then the backups that
     delivered part of it."""
     return (*share_assets, *(b for b in backups if b in delivered_by))
@@ -90,8 +92,9 @@ def build_report(
         coverage=round(coverage(commitment, progress), 4),
         settlement=round(commitment.settlement * paid_share, 6),
         assets=tuple(
-            AssetDelivery(asset, baselines_kw.get(asset, 0.0),
-                          round(progress.by_asset.get(asset, 0.0), 6))
-            for asset in reported_assets(commitment.assets, commitment.backups,
-                                         progress.by_asset)),
+            AssetDelivery(
+                asset, baselines_kw.get(asset, 0.0), round(progress.by_asset.get(asset, 0.0), 6)
+            )
+            for asset in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
+        ),
     )

@@ -90,8 +90,9 @@ def step_at(points: Sequence[tuple[float, T]], times: Sequence[float]) -> list[T
     return out
 
 
-def linear_at(points: Sequence[tuple[float, float]], times: Sequence[float],
-              max_gap_s: float) -> list[float | None]:
+def linear_at(
+    points: Sequence[tuple[float, float]], times: Sequence[float], max_gap_s: float
+) -> list[float | None]:
     """Linear between the samples around each time; None outside them or across a gap."""
     stamps = [ts for ts, _ in points]
     out: list[float | None] = []
@@ -147,8 +148,9 @@ def commitment_series(
                 continue
             target[k] += alloc.get(commitment_id, 0.0)
             r = response[k]
-            response[k] = None if r is None or m is None else (
-                r + commitment_share(alloc, commitment_id, m))
+            response[k] = (
+                None if r is None or m is None else (r + commitment_share(alloc, commitment_id, m))
+            )
     return times, target, response
 
 
@@ -174,8 +176,9 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return max(-1.0, min(1.0, sxy / math.sqrt(sxx) / math.sqrt(syy)))
 
 
-def _best_correlation(target: Sequence[float], response: Sequence[float | None],
-                      max_lag: int) -> tuple[float, int] | None:
+def _best_correlation(
+    target: Sequence[float], response: Sequence[float | None], max_lag: int
+) -> tuple[float, int] | None:
     """(best correlation, its lag in samples) of the response shifted back by 0..max_lag.
 
     A lag is only tried while it keeps at least half of the scored samples paired (and
@@ -185,8 +188,9 @@ def _best_correlation(target: Sequence[float], response: Sequence[float | None],
     found: list[tuple[float, int]] = []
     scored = sum(r is not None for r in response)
     for lag in range(max_lag + 1):
-        pairs = [(target[k], r) for k in range(len(target) - lag)
-                 if (r := response[k + lag]) is not None]
+        pairs = [
+            (target[k], r) for k in range(len(target) - lag) if (r := response[k + lag]) is not None
+        ]
         if len(pairs) < max(MIN_PAIRS, (scored + 1) // 2):
             break
         c = pearson([p[0] for p in pairs], [p[1] for p in pairs])
@@ -198,8 +202,12 @@ def _best_correlation(target: Sequence[float], response: Sequence[float | None],
     return best, min(lag for c, lag in found if c >= best - TIE)
 
 
-def score(target: Sequence[float], response: Sequence[float | None], dt: float = DT_S,
-          delay_max_s: float = DELAY_MAX_S) -> Score:
+def score(
+    target: Sequence[float],
+    response: Sequence[float | None],
+    dt: float = DT_S,
+    delay_max_s: float = DELAY_MAX_S,
+) -> Score:
     """Score a response against its target, both sampled every dt seconds."""
     max_lag = round(delay_max_s / dt)
     if max_lag < 1:
@@ -211,15 +219,13 @@ def score(target: Sequence[float], response: Sequence[float | None], dt: float =
     mean_abs = sum(abs(t) for t, _ in pairs) / len(pairs)
     if mean_abs == 0.0:
         return none  # nothing was requested: no measure has a scale
-    tracking = sum(abs(r - t) <= TOLERANCE * max(abs(t), mean_abs)
-                   for t, r in pairs) / len(pairs)
+    tracking = sum(abs(r - t) <= TOLERANCE * max(abs(t), mean_abs) for t, r in pairs) / len(pairs)
     error = sum(abs(r - t) for t, r in pairs) / len(pairs)
     precision = max(0.0, 1.0 - error / mean_abs)
     correlation = delay = delay_s = None
     mean = sum(t for t, _ in pairs) / len(pairs)
     spread = math.sqrt(sum((t - mean) ** 2 for t, _ in pairs) / len(pairs))
-    best = _best_correlation(target, response, max_lag) if spread > FLAT_SHARE * mean_abs \
-        else None
+    best = _best_correlation(target, response, max_lag) if spread > FLAT_SHARE * mean_abs else None
     if best is not None:
         c, lag = best
         correlation = max(0.0, c)
@@ -227,8 +233,16 @@ def score(target: Sequence[float], response: Sequence[float | None], dt: float =
         delay = (max_lag - lag) / max_lag if c > 0.0 else 0.0
         delay_s = lag * dt
     parts = [p for p in (correlation, delay, precision) if p is not None]
-    return Score(len(target), len(pairs), tracking, correlation, delay, delay_s, precision,
-                 sum(parts) / len(parts))
+    return Score(
+        len(target),
+        len(pairs),
+        tracking,
+        correlation,
+        delay,
+        delay_s,
+        precision,
+        sum(parts) / len(parts),
+    )
 
 
 def score_commitment(

@@ -37,8 +37,9 @@ class BatteryAsset:
     def baseline_kw(self, ts: float) -> float:
         return 0.0  # an idle battery
 
-    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
-             now: float) -> DeviceView:
+    def view(
+        self, reading: Reading | None, fresh: bool, horizon_s: float, now: float
+    ) -> DeviceView:
         return battery_view(self.limits, reading.soc if reading else None, fresh, horizon_s)
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
@@ -70,8 +71,9 @@ class LoadAsset:
                 return value
         return -profile_kw(self.profile, ts)
 
-    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
-             now: float) -> DeviceView:
+    def view(
+        self, reading: Reading | None, fresh: bool, horizon_s: float, now: float
+    ) -> DeviceView:
         if not fresh or reading is None:
             return DeviceView(None)
         return DeviceView(load_feasible(self.limits, -self.baseline_kw(now)))
@@ -99,8 +101,9 @@ class GeneratorAsset:
     def baseline_kw(self, ts: float) -> float:
         return self.limits.baseline_kw
 
-    def view(self, reading: Reading | None, fresh: bool, horizon_s: float,
-             now: float) -> DeviceView:
+    def view(
+        self, reading: Reading | None, fresh: bool, horizon_s: float, now: float
+    ) -> DeviceView:
         if not fresh or reading is None:
             return DeviceView(None)
         return DeviceView(generator_feasible(self.limits, reading.p_kw, horizon_s))
@@ -124,11 +127,15 @@ Asset = BatteryAsset | LoadAsset | GeneratorAsset
 
 def battery_limits(device: Battery) -> BatteryLimits:
     return BatteryLimits(
-        asset=device.name, capacity_kwh=device.capacity_kwh,
-        soc_floor=device.soc_min + device.reserve_soc, soc_ceiling=device.soc_max,
-        max_charge_kw=device.max_charge_kw, max_discharge_kw=device.max_discharge_kw,
+        asset=device.name,
+        capacity_kwh=device.capacity_kwh,
+        soc_floor=device.soc_min + device.reserve_soc,
+        soc_ceiling=device.soc_max,
+        max_charge_kw=device.max_charge_kw,
+        max_discharge_kw=device.max_discharge_kw,
         charge_efficiency=device.charge_efficiency,
-        discharge_efficiency=device.discharge_efficiency)
+        discharge_efficiency=device.discharge_efficiency,
+    )
 
 
 def asset_for(device: DeviceConfig) -> Asset:
@@ -138,8 +145,11 @@ def asset_for(device: DeviceConfig) -> Asset:
         return LoadAsset(
             LoadLimits(device.name, device.curtailable_share, device.control == "relay"),
             tuple((float(t), float(kw)) for t, kw in device.baseline_profile),
-            MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured"
-            else None)
+            MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured" else None,
+        )
     assert isinstance(device, Generator)
-    return GeneratorAsset(GeneratorLimits(device.name, device.min_kw, device.max_kw,
-                                          device.ramp_kw_per_s, device.baseline_kw))
+    return GeneratorAsset(
+        GeneratorLimits(
+            device.name, device.min_kw, device.max_kw, device.ramp_kw_per_s, device.baseline_kw
+        )
+    )

@@ -41,10 +41,10 @@ class CommandHandler:
         elif command == "set-order":
             body = self.set_order(message.payload)
         else:
-            body = {"ok": False,
-                    "error": f"unknown command {command!r}; known: status, set-order"}
-        self.daemon.link.publish(message.response_topic, encode(body), qos=1,
-                                 correlation_data=message.correlation_data)
+            body = {"ok": False, "error": f"unknown command {command!r}; known: status, set-order"}
+        self.daemon.link.publish(
+            message.response_topic, encode(body), qos=1, correlation_data=message.correlation_data
+        )
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
         """Replace a tariff's standing order; it is re-published (retained) at once."""
@@ -52,30 +52,42 @@ class CommandHandler:
         try:
             request = OrderRequest.model_validate_json(payload)
         except ValidationError as exc:
-            return self._refuse(payload, "; ".join(
-                f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
-                for e in exc.errors()[:3]))
+            return self._refuse(
+                payload,
+                "; ".join(
+                    f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
+                    for e in exc.errors()[:3]
+                ),
+            )
         current = d.market.policies.get(request.tariff_id)
         if current is None:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
         if request.exercise_ratio == 0:
             return self._refuse(payload, "exercise_ratio 0 offers nothing; use [-1, 0) or (0, 2]")
         d.market.policies[request.tariff_id] = replace(
-            current, exercise_ratio=request.exercise_ratio,
-            price_per_kwh=(current.price_per_kwh if request.price_per_kwh is None
-                           else request.price_per_kwh))
+            current,
+            exercise_ratio=request.exercise_ratio,
+            price_per_kwh=(
+                current.price_per_kwh if request.price_per_kwh is None else request.price_per_kwh
+            ),
+        )
         d.market.refresh_orders()
         d.store.log_event(d.clock(), "set-order", payload.decode("utf-8", "replace"))
         policy = d.market.policies[request.tariff_id]
         live = d.market.orders.get(request.tariff_id)
-        return {"ok": True, "tariff_id": policy.tariff_id,
-                "exercise_ratio": policy.exercise_ratio, "price_per_kwh": policy.price_per_kwh,
-                "published_ratio": live.exercise_ratio if live else None}
+        return {
+            "ok": True,
+            "tariff_id": policy.tariff_id,
+            "exercise_ratio": policy.exercise_ratio,
+            "price_per_kwh": policy.price_per_kwh,
+            "published_ratio": live.exercise_ratio if live else None,
+        }
 
     def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
         d = self.daemon
-        d.store.log_event(d.clock(), "command-rejected",
-                          f"{reason}: {payload.decode('utf-8', 'replace')[:500]}")
+        d.store.log_event(
+            d.clock(), "command-rejected", f"{reason}: {payload.decode('utf-8', 'replace')[:500]}"
+        )
         return {"ok": False, "error": reason}
 
     def status(self) -> dict[str, Any]:
@@ -84,29 +96,54 @@ class CommandHandler:
         commitments = []
         for cid, c in d.control.commitments.items():
             progress = d.control.progress[cid]
-            commitments.append({
-                "id": cid, "ref_type": c.ref_type.value, "window_start": iso(c.window_start),
-                "window_end": iso(c.window_end), "accepted_kwh": c.accepted_kwh,
-                "delivered_kwh": round(progress.delivered_kwh, 6)})
-        return {"ok": True, "site": d.config.site, "state": d.state, "ts": iso(now),
-                "assets": d.control.summary(now), "open_commitments": commitments,
-                "outbox_backlog": d.outbox.backlog(),
-                "log_db": str(d.store.path), "orders": [
-                    {"tariff_id": o.tariff_id, "exercise_ratio": o.exercise_ratio,
-                     "price_per_kwh": o.price_per_kwh} for o in d.market.orders.values()]}
+            commitments.append(
+                {
+                    "id": cid,
+                    "ref_type": c.ref_type.value,
+                    "window_start": iso(c.window_start),
+                    "window_end": iso(c.window_end),
+                    "accepted_kwh": c.accepted_kwh,
+                    "delivered_kwh": round(progress.delivered_kwh, 6),
+                }
+            )
+        return {
+            "ok": True,
+            "site": d.config.site,
+            "state": d.state,
+            "ts": iso(now),
+            "assets": d.control.summary(now),
+            "open_commitments": commitments,
+            "outbox_backlog": d.outbox.backlog(),
+            "log_db": str(d.store.path),
+            "orders": [
+                {
+                    "tariff_id": o.tariff_id,
+                    "exercise_ratio": o.exercise_ratio,
+                    "price_per_kwh": o.price_per_kwh,
+                }
+                for o in d.market.orders.values()
+            ],
+        }
 
 
 def render_status(body: dict[str, Any]) -> str:
     """Human-readable status for the CLI."""
     if not body.get("ok"):
         return f"error: {body.get('error')}"
-    lines = [f"site {body['site']}: {body['state']} at {body['ts']}",
-             f"log: {body['log_db']}  outbox backlog: {body['outbox_backlog']}", "assets:"]
+    lines = [
+        f"site {body['site']}: {body['state']} at {body['ts']}",
+        f"log: {body['log_db']}  outbox backlog: {body['outbox_backlog']}",
+        "assets:",
+    ]
     for name, a in body["assets"].items():
-        lines.append(f"  {name:<16} p={a['p_kw']} kW soc={a['soc']} "
-                     f"available={a['available']} setpoint={a['setpoint_kw']}")
+        lines.append(
+            f"  {name:<16} p={a['p_kw']} kW soc={a['soc']} "
+            f"available={a['available']} setpoint={a['setpoint_kw']}"
+        )
     lines.append(f"open commitments: {len(body['open_commitments'])}")
     for c in body["open_commitments"]:
-        lines.append(f"  {c['id']} {c['ref_type']} {c['window_start']}..{c['window_end']} "
-                     f"{c['delivered_kwh']}/{c['accepted_kwh']} kWh")
+        lines.append(
+            f"  {c['id']} {c['ref_type']} {c['window_start']}..{c['window_end']} "
+            f"{c['delivered_kwh']}/{c['accepted_kwh']} kWh"
+        )
     return "\n".join(lines) + "\n" + json.dumps({"orders": body["orders"]})

@@ -34,8 +34,14 @@ STALE_PERIODS = 3
 
 
 class ControlLoop:
-    def __init__(self, site: Site, devices: dict[str, Device], store: Store, outbox: Outbox,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        site: Site,
+        devices: dict[str, Device],
+        store: Store,
+        outbox: Outbox,
+        clock: Callable[[], float],
+    ) -> None:
         self.site = site
         self.devices = devices
         self.store = store
@@ -71,13 +77,19 @@ class ControlLoop:
         """
         reading = self.readings.get(name)
         answered = self._answered_at.get(name)
-        return (reading is not None and reading.available and answered is not None
-                and self.health[name].following
-                and now - answered <= STALE_PERIODS * self.period_s)
+        return (
+            reading is not None
+            and reading.available
+            and answered is not None
+            and self.health[name].following
+            and now - answered <= STALE_PERIODS * self.period_s
+        )
 
     def asset_states(self, now: float) -> dict[str, AssetState]:
-        return {name: asset.state(self.readings.get(name), self.is_fresh(name, now), now)
-                for name, asset in self.assets.items()}
+        return {
+            name: asset.state(self.readings.get(name), self.is_fresh(name, now), now)
+            for name, asset in self.assets.items()
+        }
 
     def ledger(self) -> Ledger:
         return Ledger(list(self.commitments.values()), self.progress)
@@ -139,8 +151,11 @@ class ControlLoop:
         due = [n for n in names if self._ready(n, now)]
         before = {n: self.readings[n].ts for n in due if n in self.readings}
         await asyncio.gather(*(self._bounded(n, self._read(n)) for n in due))
-        return [self.readings[n] for n in due if n in self.readings
-                and self.readings[n].ts != before.get(n)]
+        return [
+            self.readings[n]
+            for n in due
+            if n in self.readings and self.readings[n].ts != before.get(n)
+        ]
 
     async def _write(self, name: str, p_kw: float | None, heartbeat: bool = False) -> None:
         health = self.health[name]
@@ -160,14 +175,21 @@ class ControlLoop:
         if reading is None:
             return
         confirmed = (p_kw is None or setpoint_confirmed(p_kw, reading.setpoint_kw)) and (
-            beat is None or reading.heartbeat == beat)
+            beat is None or reading.heartbeat == beat
+        )
         if health.write_checked(confirmed):
             if health.following:
                 log.info("device %s follows its setpoint again", name)
             else:
-                log.warning("device %s does not take writes (wrote %s kW and heartbeat "
-                            "%s, reads %s and %s); not counted on until it does", name, p_kw,
-                            beat, reading.setpoint_kw, reading.heartbeat)
+                log.warning(
+                    "device %s does not take writes (wrote %s kW and heartbeat "
+                    "%s, reads %s and %s); not counted on until it does",
+                    name,
+                    p_kw,
+                    beat,
+                    reading.setpoint_kw,
+                    reading.heartbeat,
+                )
 
     # -- metering ---------------------------------------------------------------------------
     def _meter(self, reading: Reading) -> None:
@@ -177,7 +199,8 @@ class ControlLoop:
             # Held by a cap we wrote (until the release is written), or due to be: either
             # way this reading is not what it would draw on its own.
             dispatched = self._setpoints.get(name) is not None or any(
-                name in c.assets and c.active_at(reading.ts) for c in self.commitments.values())
+                name in c.assets and c.active_at(reading.ts) for c in self.commitments.values()
+            )
             asset.measured.observe(reading.ts, reading.p_kw, dispatched)
         baseline = asset.baseline_kw(reading.ts)
         sample = Sample(reading.ts, reading.p_kw - baseline)
@@ -186,19 +209,24 @@ class ControlLoop:
         if prev is None:
             return
         slots = self._slot_energy.setdefault(name, {})
-        for slot, (kwh, covered) in per_slot(prev, sample, self.slot_s,
-                                             STALE_PERIODS * self.period_s).items():
+        for slot, (kwh, covered) in per_slot(
+            prev, sample, self.slot_s, STALE_PERIODS * self.period_s
+        ).items():
             so_far = slots.get(slot, (0.0, 0.0))
             slots[slot] = (so_far[0] + kwh, so_far[1] + covered)
         allocations = self._allocations.get(name, {})
         # A backup counts for a commitment only while dispatch has it covering for it: its
         # own wanderings at other times are none of that commitment's business.
-        windows = {cid: (c.window_start, c.window_end) for cid, c in self.commitments.items()
-                   if name in c.assets or (name in c.backups and cid in allocations)}
+        windows = {
+            cid: (c.window_start, c.window_end)
+            for cid, c in self.commitments.items()
+            if name in c.assets or (name in c.backups and cid in allocations)
+        }
         if not windows:
             return
-        result = attribute(prev, sample, windows, allocations,
-                           max_gap_s=STALE_PERIODS * self.period_s)
+        result = attribute(
+            prev, sample, windows, allocations, max_gap_s=STALE_PERIODS * self.period_s
+        )
         for cid, kwh in result.energy_kwh.items():
             self.progress[cid].add(name, kwh, result.covered_s.get(cid, 0.0))
             # The baseline this commitment is measured against, for its report.
@@ -223,20 +251,22 @@ class ControlLoop:
         """Event-driven dispatch for a new commitment: write only the devices it touches
         (its share assets, and the backups it was put on)."""
         async with self.lock:
-            await self._dispatch(commitment.may_use, self.clock(), cause=commitment.id,
-                                 new=commitment)
+            await self._dispatch(
+                commitment.may_use, self.clock(), cause=commitment.id, new=commitment
+            )
 
-    async def _dispatch(self, names: Iterable[str], now: float, cause: str,
-                        new: Commitment | None = None) -> None:
+    async def _dispatch(
+        self, names: Iterable[str], now: float, cause: str, new: Commitment | None = None
+    ) -> None:
         """Plan and write `names`; for a `new` commitment only those of its backups the plan
         put it on (the others have nothing new to be told)."""
-        views = {name: asset.view(self.readings.get(name), self.is_fresh(name, now),
-                                  self.period_s, now)
-                 for name, asset in self.assets.items()}
+        views = {
+            name: asset.view(self.readings.get(name), self.is_fresh(name, now), self.period_s, now)
+            for name, asset in self.assets.items()
+        }
         result = plan(list(self.commitments.values()), self.progress, views, now)
         if new is not None:
-            names = [n for n in names if n in new.assets
-                     or new.id in result.allocations.get(n, {})]
+            names = [n for n in names if n in new.assets or new.id in result.allocations.get(n, {})]
         targets = [n for n in names if n in result.setpoints and self._ready(n, now)]
         for name in targets:
             self._allocations[name] = result.allocations[name]
@@ -246,16 +276,31 @@ class ControlLoop:
             self._beats += 1
             # A device that answers but ignored our writes gets its safe setpoint and the
             # heartbeat each tick, so it is counted on again as soon as it takes them.
-            writes.update({n: self.assets[n].safe_command() for n in names
-                           if n not in writes and self._ready(n, now)
-                           and self.health[n].answering and not self.health[n].following})
-        await asyncio.gather(*(self._bounded(n, self._write(n, p, heartbeat))
-                               for n, p in writes.items()))
-        self.store.log_setpoints([
-            {"ts": now, "asset": n, "p_kw": p,
-             "allocations": json.dumps(result.allocations.get(n, {})),
-             "cause": cause if n in targets else "probe"}
-            for n, p in writes.items()])
+            writes.update(
+                {
+                    n: self.assets[n].safe_command()
+                    for n in names
+                    if n not in writes
+                    and self._ready(n, now)
+                    and self.health[n].answering
+                    and not self.health[n].following
+                }
+            )
+        await asyncio.gather(
+            *(self._bounded(n, self._write(n, p, heartbeat)) for n, p in writes.items())
+        )
+        self.store.log_setpoints(
+            [
+                {
+                    "ts": now,
+                    "asset": n,
+                    "p_kw": p,
+                    "allocations": json.dumps(result.allocations.get(n, {})),
+                    "cause": cause if n in targets else "probe",
+                }
+                for n, p in writes.items()
+            ]
+        )
 
     def _close_finished(self, now: float) -> None:
         """Report every commitment whose window is over and metered past its end."""
@@ -265,21 +310,29 @@ class ControlLoop:
                 continue
             metered_past_end = all(
                 a in self._last_sample and self._last_sample[a].ts >= commitment.window_end
-                for a in commitment.assets)
+                for a in commitment.assets
+            )
             if not metered_past_end and now < commitment.window_end + grace:
                 continue
             used = self._report_baselines.pop(cid, {})
             progress = self.progress[cid]
-            baselines = {a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
-                         for a in reported_assets(commitment.assets, commitment.backups,
-                                                  progress.by_asset)}
-            report = build_report(commitment, progress, baselines,
-                                  self.site.config.delivery_tolerance)
+            baselines = {
+                a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
+                for a in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
+            }
+            report = build_report(
+                commitment, progress, baselines, self.site.config.delivery_tolerance
+            )
             payload = delivery_report(report)
             self.store.close_commitment(cid, payload, now)
             self.outbox.put("market/delivery", payload)
-            log.info("commitment %s %s: %.4f of %.4f kWh", cid, report.status,
-                     report.delivered_kwh, report.accepted_kwh)
+            log.info(
+                "commitment %s %s: %.4f of %.4f kWh",
+                cid,
+                report.status,
+                report.delivered_kwh,
+                report.accepted_kwh,
+            )
             del self.commitments[cid]
             self.store.save_progress({cid: self.progress.pop(cid)})
 
@@ -288,11 +341,15 @@ class ControlLoop:
         grace = STALE_PERIODS * self.period_s
         for name, slots in self._slot_energy.items():
             last = self._last_sample[name].ts
-            for slot in [s for s in slots if s + self.slot_s <= min(last, now)
-                         or s + self.slot_s + grace <= now]:
+            for slot in [
+                s
+                for s in slots
+                if s + self.slot_s <= min(last, now) or s + self.slot_s + grace <= now
+            ]:
                 kwh, covered = slots.pop(slot)
-                payload = measurement(self.site.config.site, name, slot, kwh,
-                                      min(1.0, covered / self.slot_s))
+                payload = measurement(
+                    self.site.config.site, name, slot, kwh, min(1.0, covered / self.slot_s)
+                )
                 self.store.log_measurement(payload, now)
                 self.outbox.put("market/measurement", payload)
 
@@ -301,8 +358,9 @@ class ControlLoop:
         async with self.lock:
             if self._in_flight:
                 await asyncio.wait(list(self._in_flight.values()), timeout=2)
-            await asyncio.gather(*(self._write(n, self.assets[n].safe_command())
-                                   for n in self.devices))
+            await asyncio.gather(
+                *(self._write(n, self.assets[n].safe_command()) for n in self.devices)
+            )
 
     def summary(self, now: float) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -312,10 +370,17 @@ class ControlLoop:
                 "p_kw": round(reading.p_kw, 4) if reading else None,
                 "soc": round(reading.soc, 4) if reading and reading.soc is not None else None,
                 "available": self.is_fresh(name, now),
-                "setpoint_kw": self._setpoints.get(name)}
+                "setpoint_kw": self._setpoints.get(name),
+            }
         return out
 
 
 def _telemetry_row(reading: Reading) -> dict[str, Any]:
-    return {"ts": reading.ts, "asset": reading.asset, "p_kw": reading.p_kw, "soc": reading.soc,
-            "available": int(reading.available), "setpoint_kw": reading.setpoint_kw}
+    return {
+        "ts": reading.ts,
+        "asset": reading.asset,
+        "p_kw": reading.p_kw,
+        "soc": reading.soc,
+        "available": int(reading.available),
+        "setpoint_kw": reading.setpoint_kw,
+    }

@@ -43,22 +43,27 @@ class Daemon:
         self.store = Store(site.log_db_path)
         password = self.config.mqtt.password
         self.link = MqttLink(
-            host=self.config.mqtt.host, port=self.config.mqtt.port,
-            client_id=f"flexedge-{self.config.site}", username=self.config.mqtt.username,
+            host=self.config.mqtt.host,
+            port=self.config.mqtt.port,
+            client_id=f"flexedge-{self.config.site}",
+            username=self.config.mqtt.username,
             password=password.get_secret_value() if password else None,
             keepalive=self.config.mqtt.keepalive_s,
             will=(f"{self.base}/status", self._status_payload("offline"), 1, True),
             on_connect=self._on_connect,
             # A kept session makes the broker redeliver inbound messages we had not yet
             # persisted (manual acks) when the daemon restarts.
-            session_expiry=3600)
+            session_expiry=3600,
+        )
         self.outbox = Outbox(self.store, self.link, self.base, clock)
         self.devices: dict[str, Device] = {
             d.name: build_device(d, site.maps[d.name], mqtt=self.config.mqtt)
-            for d in self.config.devices}
+            for d in self.config.devices
+        }
         self.control = ControlLoop(site, self.devices, self.store, self.outbox, clock)
-        self.market = MarketDesk(site, self.control, self.store, self.outbox, clock,
-                                 self._schedule_tick_at)
+        self.market = MarketDesk(
+            site, self.control, self.store, self.outbox, clock, self._schedule_tick_at
+        )
         self.commands = CommandHandler(self)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,8 +111,9 @@ class Daemon:
 
     async def _telemetry(self) -> None:
         now = self.clock()
-        self.link.publish(f"{self.base}/telemetry",
-                          encode(telemetry(self.control.summary(now), now)), qos=0)
+        self.link.publish(
+            f"{self.base}/telemetry", encode(telemetry(self.control.summary(now), now)), qos=0
+        )
 
     async def _tick(self) -> None:
         await self.control.tick()
@@ -133,9 +139,14 @@ class Daemon:
         scheduler = self._scheduler()
         scheduler.start()
         consumer = loop.create_task(self._consume())
-        log.info("flexedge %s online: %d devices, broker %s:%s, log %s", self.config.site,
-                 len(self.devices), self.config.mqtt.host, self.config.mqtt.port,
-                 self.store.path)
+        log.info(
+            "flexedge %s online: %d devices, broker %s:%s, log %s",
+            self.config.site,
+            len(self.devices),
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            self.store.path,
+        )
         try:
             await self._stop.wait()
         finally:
@@ -144,8 +155,9 @@ class Daemon:
             consumer.cancel()
             self.state = "safe"
             await self.control.safe_state()
-            await self.link.stop(final=(f"{self.base}/status",
-                                        self._status_payload("offline"), 1, True))
+            await self.link.stop(
+                final=(f"{self.base}/status", self._status_payload("offline"), 1, True)
+            )
             for device in self.devices.values():
                 await device.close()
             self.store.close()
@@ -165,18 +177,46 @@ class Daemon:
     def _scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
         period = self.config.control_period_s
-        scheduler.add_job(self._tick, "interval", seconds=period, id="tick",
-                          max_instances=1, coalesce=True, misfire_grace_time=1)
+        scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=period,
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=1,
+        )
         slot = self.config.slot_seconds
         now = self.clock()
         next_slot = datetime.fromtimestamp(now - now % slot + slot, UTC)
-        scheduler.add_job(self._slot_start, "interval", seconds=slot, id="slot",
-                          start_date=next_slot, max_instances=1, coalesce=True,
-                          misfire_grace_time=max(1, slot // 4))
-        scheduler.add_job(self._flush, "interval", seconds=5, id="outbox",
-                          max_instances=1, coalesce=True, misfire_grace_time=5)
-        scheduler.add_job(self._checkpoint, "interval", seconds=10, id="checkpoint",
-                          max_instances=1, coalesce=True, misfire_grace_time=10)
+        scheduler.add_job(
+            self._slot_start,
+            "interval",
+            seconds=slot,
+            id="slot",
+            start_date=next_slot,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, slot // 4),
+        )
+        scheduler.add_job(
+            self._flush,
+            "interval",
+            seconds=5,
+            id="outbox",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=5,
+        )
+        scheduler.add_job(
+            self._checkpoint,
+            "interval",
+            seconds=10,
+            id="checkpoint",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=10,
+        )
         return scheduler
 
     async def _flush(self) -> None:

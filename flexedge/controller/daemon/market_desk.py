@@ -51,9 +51,15 @@ log = logging.getLogger(__name__)
 
 
 class MarketDesk:
-    def __init__(self, site: Site, control: ControlLoop, store: Store, outbox: Outbox,
-                 clock: Callable[[], float],
-                 schedule_tick_at: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        site: Site,
+        control: ControlLoop,
+        store: Store,
+        outbox: Outbox,
+        clock: Callable[[], float],
+        schedule_tick_at: Callable[[float], None],
+    ) -> None:
         self.site = site
         self.config = site.config
         self.control = control
@@ -67,8 +73,10 @@ class MarketDesk:
         self.registry = self.config.registry_rates()
         # What the operator configured, and what is published (in force) now: the policy cut
         # to the capability the tariff's assets have at the moment.
-        self.policies = {t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio,
-                                             t.price_per_kwh) for t in self.config.tariffs}
+        self.policies = {
+            t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio, t.price_per_kwh)
+            for t in self.config.tariffs
+        }
         self.orders: dict[str, StandingOrder] = {}
 
     def restore(self) -> None:
@@ -98,55 +106,86 @@ class MarketDesk:
                 admission = Admission(
                     AckStatus.DUPLICATE,
                     f"id {request.id!r} was already {status} at {iso(when)}"
-                    + (f" as commitment {duplicate_of}" if duplicate_of else ""))
+                    + (f" as commitment {duplicate_of}" if duplicate_of else ""),
+                )
             elif isinstance(request, SpotTrade):
                 admission = admit_spot_trade(
-                    request, market_enabled=self.config.balancing.enable_balancing_market,
+                    request,
+                    market_enabled=self.config.balancing.enable_balancing_market,
                     registry=self.registry,
-                    slot_seconds=self.config.slot_seconds, now=now)
+                    slot_seconds=self.config.slot_seconds,
+                    now=now,
+                )
             elif isinstance(request, TradeRequest):
                 offer_id = request.offer_id
                 admission = admit_trade(
                     request,
                     market_enabled=self.config.balancing.enable_balancing_market,
-                    registry=self.registry, offers=self.offers,
-                    traded_kwh=self.traded_kwh, assets=self.control.asset_states(now),
-                    ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
+                    registry=self.registry,
+                    offers=self.offers,
+                    traded_kwh=self.traded_kwh,
+                    assets=self.control.asset_states(now),
+                    ledger=self.control.ledger(),
+                    slot_seconds=self.config.slot_seconds,
                     now=now,
-                    cover_with_other_assets=self.config.balancing.cover_with_other_assets)
+                    cover_with_other_assets=self.config.balancing.cover_with_other_assets,
+                )
             elif isinstance(request, EconomicControl):
                 admission = admit_economic_control(
-                    request, orders=self.orders, assets=self.control.asset_states(now),
-                    ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
-                    now=now)
+                    request,
+                    orders=self.orders,
+                    assets=self.control.asset_states(now),
+                    ledger=self.control.ledger(),
+                    slot_seconds=self.config.slot_seconds,
+                    now=now,
+                )
             elif request.tariff_id in self.policies and request.tariff_id not in self.orders:
                 admission = Admission.reject(
                     f"tariff {request.tariff_id!r} has no standing order in force yet: none "
-                    f"of its assets has been available")
+                    f"of its assets has been available"
+                )
             else:
                 admission = admit_control(
-                    request, orders=self.orders, assets=self.control.asset_states(now),
-                    ledger=self.control.ledger(), slot_seconds=self.config.slot_seconds,
-                    now=now)
+                    request,
+                    orders=self.orders,
+                    assets=self.control.asset_states(now),
+                    ledger=self.control.ledger(),
+                    slot_seconds=self.config.slot_seconds,
+                    now=now,
+                )
         commitment = admission.commitment
         commitment_id = commitment.id if commitment else duplicate_of
         with self.store.transaction():
             self.store.record_inbound(
-                msg_id=msg_id, topic=message.topic, msg_type=topic_type, received_ts=now,
-                payload=message.payload, status=admission.status.value,
-                reason=admission.reason, commitment_id=commitment_id)
+                msg_id=msg_id,
+                topic=message.topic,
+                msg_type=topic_type,
+                received_ts=now,
+                payload=message.payload,
+                status=admission.status.value,
+                reason=admission.reason,
+                commitment_id=commitment_id,
+            )
             if commitment is not None:
                 self.store.save_commitment(commitment, offer_id, now)
-            self.outbox.put("market/ack", ack(
-                ref=msg_id, ref_type=topic_type, status=admission.status,
-                reason=admission.reason, commitment_id=commitment_id,
-                accepted_kwh=commitment.accepted_kwh if commitment else None))
+            self.outbox.put(
+                "market/ack",
+                ack(
+                    ref=msg_id,
+                    ref_type=topic_type,
+                    status=admission.status,
+                    reason=admission.reason,
+                    commitment_id=commitment_id,
+                    accepted_kwh=commitment.accepted_kwh if commitment else None,
+                ),
+            )
         if admission.status is AckStatus.REJECTED:
             log.info("rejected %s %s: %s", topic_type, msg_id, admission.reason)
         if commitment is not None:
             if offer_id is not None:
-                self.traded_kwh[offer_id] = (self.traded_kwh.get(offer_id, 0.0)
-                                             + abs(commitment.requested_kwh))
+                self.traded_kwh[offer_id] = self.traded_kwh.get(offer_id, 0.0) + abs(
+                    commitment.requested_kwh
+                )
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
             await self.control.dispatch_now(commitment)
@@ -157,19 +196,34 @@ class MarketDesk:
     def _offers_after_spot_trade(self, trade: SpotTrade, now: float) -> None:
         """A flexible load that bought energy offers to curtail part of it (gsy-e's rule)."""
         state = self.control.asset_states(now).get(trade.asset)
-        if (trade.side != "buy" or state is None or state.kind != "flexible_load"
-                or not self.config.balancing.balancing_flexible_loads_support):
+        if (
+            trade.side != "buy"
+            or state is None
+            or state.kind != "flexible_load"
+            or not self.config.balancing.balancing_flexible_loads_support
+        ):
             return
         if state.headroom is None:
-            log.info("no offer after spot trade %s: %s has no fresh telemetry", trade.id,
-                     trade.asset)
+            log.info(
+                "no offer after spot trade %s: %s has no fresh telemetry", trade.id, trade.asset
+            )
             return
         slot_end = trade.slot_start + self.config.slot_seconds
-        self._publish(load_supply_after_spot_trade(
-            site=self.config.site, asset=trade.asset, trade_id=trade.id,
-            bought_kwh=trade.energy_kwh, headroom=state.headroom, rules=self._rules(trade.asset),
-            slot_start=trade.slot_start, slot_end=slot_end, now=now,
-            committed=self._committed(trade.asset, now)), now)
+        self._publish(
+            load_supply_after_spot_trade(
+                site=self.config.site,
+                asset=trade.asset,
+                trade_id=trade.id,
+                bought_kwh=trade.energy_kwh,
+                headroom=state.headroom,
+                rules=self._rules(trade.asset),
+                slot_start=trade.slot_start,
+                slot_end=slot_end,
+                now=now,
+                committed=self._committed(trade.asset, now),
+            ),
+            now,
+        )
 
     # -- outbound -----------------------------------------------------------------------------
     def slot_bounds(self, now: float) -> tuple[float, float]:
@@ -193,15 +247,23 @@ class MarketDesk:
             offers += self._slot_offers(asset, state, slot_start, slot_end, now)
         return self._publish(offers, now)
 
-    def _slot_offers(self, asset: str, state: AssetState, slot_start: float, slot_end: float,
-                     now: float) -> list[Offer]:
+    def _slot_offers(
+        self, asset: str, state: AssetState, slot_start: float, slot_end: float, now: float
+    ) -> list[Offer]:
         assert state.headroom is not None
         rules = self._rules(asset)
         committed = self._committed(asset, now)
         if state.kind == "battery" and state.limits is not None and state.soc is not None:
-            return battery_offers(site=self.config.site, limits=state.limits, soc=state.soc,
-                                  rules=rules, slot_start=slot_start, slot_end=slot_end,
-                                  now=now, committed=committed)
+            return battery_offers(
+                site=self.config.site,
+                limits=state.limits,
+                soc=state.soc,
+                rules=rules,
+                slot_start=slot_start,
+                slot_end=slot_end,
+                now=now,
+                committed=committed,
+            )
         hours = (slot_end - slot_start) / 3600.0
         if state.kind == "flexible_load":
             # The energy it needs in the slot; it can rarely draw more, so clipping to its
@@ -211,16 +273,27 @@ class MarketDesk:
         else:
             wanted = (0.0, state.headroom.up_kw * hours)  # a power plant's energy per slot
         return clipped_offers(
-            site=self.config.site, asset=asset, headroom=state.headroom,
-            wanted_demand_kwh=wanted[0], wanted_supply_kwh=wanted[1], rules=rules,
-            slot_start=slot_start, slot_end=slot_end, now=now, committed=committed)
+            site=self.config.site,
+            asset=asset,
+            headroom=state.headroom,
+            wanted_demand_kwh=wanted[0],
+            wanted_supply_kwh=wanted[1],
+            rules=rules,
+            slot_start=slot_start,
+            slot_end=slot_end,
+            now=now,
+            committed=committed,
+        )
 
     def _rules(self, asset: str) -> OfferRules:
         balancing = self.config.balancing
         rates = self.config.asset_registry[asset]
-        return OfferRules(balancing.balancing_offer_demand_ratio,
-                          balancing.balancing_offer_supply_ratio,
-                          rates.demand_rate_ct_per_kwh, rates.supply_rate_ct_per_kwh)
+        return OfferRules(
+            balancing.balancing_offer_demand_ratio,
+            balancing.balancing_offer_supply_ratio,
+            rates.demand_rate_ct_per_kwh,
+            rates.supply_rate_ct_per_kwh,
+        )
 
     def _committed(self, asset: str, now: float) -> Committed:
         ledger = self.control.ledger()
@@ -247,8 +320,11 @@ class MarketDesk:
             order = live_order(policy, states)
             if order is None:
                 if tariff_id not in self.orders:
-                    log.info("no standing order for %s yet: none of %s is available",
-                             tariff_id, ", ".join(policy.assets))
+                    log.info(
+                        "no standing order for %s yet: none of %s is available",
+                        tariff_id,
+                        ", ".join(policy.assets),
+                    )
                 continue
             if self.orders.get(tariff_id) != order:
                 changed.append(order)
@@ -259,14 +335,21 @@ class MarketDesk:
                 self.orders[order.tariff_id] = order
                 key = f"{order.tariff_id}:{order.exercise_ratio}:{order.price_per_kwh}"
                 msg_id = "bo-" + hashlib.sha1(key.encode()).hexdigest()[:16]
-                self.store.log_order(order.tariff_id, order.exercise_ratio,
-                                     order.price_per_kwh, msg_id, now)
+                self.store.log_order(
+                    order.tariff_id, order.exercise_ratio, order.price_per_kwh, msg_id, now
+                )
                 self.outbox.put(
                     f"market/balancing-order/{order.tariff_id}",
-                    balancing_order(order.tariff_id, order.exercise_ratio,
-                                    order.price_per_kwh, msg_id),
-                    retain=True)
-                log.info("standing order of %s: exercise_ratio %s at %s", order.tariff_id,
-                         order.exercise_ratio, order.price_per_kwh)
+                    balancing_order(
+                        order.tariff_id, order.exercise_ratio, order.price_per_kwh, msg_id
+                    ),
+                    retain=True,
+                )
+                log.info(
+                    "standing order of %s: exercise_ratio %s at %s",
+                    order.tariff_id,
+                    order.exercise_ratio,
+                    order.price_per_kwh,
+                )
         self.outbox.flush()
         return changed

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, store: Store, link: MqttLink, base_topic: str,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, link: MqttLink, base_topic: str, clock: Callable[[], float]
+    ) -> None:
         self._store = store
         self._link = link
         self._base = base_topic
@@ -29,11 +30,18 @@ class Outbox:
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox seq
         link.on_published = self._published
 
-    def put(self, topic: str, payload: dict[str, Any], *, qos: int = 1,
-            retain: bool = False) -> None:
+    def put(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         """Queue a message (inside the caller's transaction). `topic` is below the site."""
-        self._store.enqueue(msg_id=str(payload["id"]), topic=f"{self._base}/{topic}",
-                            payload=encode(payload), qos=qos, retain=retain, ts=self._clock())
+        self._store.enqueue(
+            msg_id=str(payload["id"]),
+            topic=f"{self._base}/{topic}",
+            payload=encode(payload),
+            qos=qos,
+            retain=retain,
+            ts=self._clock(),
+        )
 
     def flush(self) -> int:
         """Publish what is queued and not yet in flight; returns how many went out."""

@@ -21,33 +21,125 @@ import sqlite_utils
 from flexedge.controller.core.model import Commitment, Offer, Progress, RefType
 
 SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
-    "inbound": ({"seq": int, "msg_id": str, "topic": str, "type": str, "received_ts": float,
-                 "payload": str, "status": str, "reason": str, "commitment_id": str}, "seq"),
-    "offers": ({"id": str, "asset": str, "slot_start": float, "slot_end": float,
-                "energy_kwh": float, "rate_ct_per_kwh": float, "price_ct": float,
-                "created_ts": float}, "id"),
-    "commitments": ({"id": str, "ref": str, "ref_type": str, "offer_id": str,
-                     "window_start": float, "window_end": float, "requested_kwh": float,
-                     "accepted_kwh": float, "shares": str, "settlement": float,
-                     "created_ts": float, "delivered_kwh": float, "by_asset": str,
-                     "covered_s_by_asset": str, "state": str, "backups": str}, "id"),
-    "setpoints": ({"ts": float, "asset": str, "p_kw": float, "allocations": str,
-                   "cause": str}, None),
-    "telemetry": ({"ts": float, "asset": str, "p_kw": float, "soc": float, "available": int,
-                   "setpoint_kw": float}, None),
-    "reports": ({"id": str, "commitment_id": str, "status": str, "delivered_kwh": float,
-                 "accepted_kwh": float, "payload": str, "created_ts": float}, "id"),
-    "orders": ({"seq": int, "tariff_id": str, "exercise_ratio": float,
-                "price_per_kwh": float, "msg_id": str, "created_ts": float}, "seq"),
-    "outbox": ({"seq": int, "id": str, "topic": str, "payload": str, "qos": int,
-                "retain": int, "created_ts": float, "sent_ts": float}, "seq"),
+    "inbound": (
+        {
+            "seq": int,
+            "msg_id": str,
+            "topic": str,
+            "type": str,
+            "received_ts": float,
+            "payload": str,
+            "status": str,
+            "reason": str,
+            "commitment_id": str,
+        },
+        "seq",
+    ),
+    "offers": (
+        {
+            "id": str,
+            "asset": str,
+            "slot_start": float,
+            "slot_end": float,
+            "energy_kwh": float,
+            "rate_ct_per_kwh": float,
+            "price_ct": float,
+            "created_ts": float,
+        },
+        "id",
+    ),
+    "commitments": (
+        {
+            "id": str,
+            "ref": str,
+            "ref_type": str,
+            "offer_id": str,
+            "window_start": float,
+            "window_end": float,
+            "requested_kwh": float,
+            "accepted_kwh": float,
+            "shares": str,
+            "settlement": float,
+            "created_ts": float,
+            "delivered_kwh": float,
+            "by_asset": str,
+            "covered_s_by_asset": str,
+            "state": str,
+            "backups": str,
+        },
+        "id",
+    ),
+    "setpoints": (
+        {"ts": float, "asset": str, "p_kw": float, "allocations": str, "cause": str},
+        None,
+    ),
+    "telemetry": (
+        {
+            "ts": float,
+            "asset": str,
+            "p_kw": float,
+            "soc": float,
+            "available": int,
+            "setpoint_kw": float,
+        },
+        None,
+    ),
+    "reports": (
+        {
+            "id": str,
+            "commitment_id": str,
+            "status": str,
+            "delivered_kwh": float,
+            "accepted_kwh": float,
+            "payload": str,
+            "created_ts": float,
+        },
+        "id",
+    ),
+    "orders": (
+        {
+            "seq": int,
+            "tariff_id": str,
+            "exercise_ratio": float,
+            "price_per_kwh": float,
+            "msg_id": str,
+            "created_ts": float,
+        },
+        "seq",
+    ),
+    "outbox": (
+        {
+            "seq": int,
+            "id": str,
+            "topic": str,
+            "payload": str,
+            "qos": int,
+            "retain": int,
+            "created_ts": float,
+            "sent_ts": float,
+        },
+        "seq",
+    ),
     "events": ({"seq": int, "ts": float, "kind": str, "detail": str}, "seq"),
-    "measurements": ({"id": str, "asset": str, "slot_start": str, "energy_kwh": float,
-                      "coverage": float, "created_ts": float}, "id"),
+    "measurements": (
+        {
+            "id": str,
+            "asset": str,
+            "slot_start": str,
+            "energy_kwh": float,
+            "coverage": float,
+            "created_ts": float,
+        },
+        "id",
+    ),
 }
-INDEXES = [("inbound", ["msg_id"]), ("telemetry", ["asset", "ts"]),
-           ("setpoints", ["asset", "ts"]), ("outbox", ["sent_ts"]),
-           ("commitments", ["state"])]
+INDEXES = [
+    ("inbound", ["msg_id"]),
+    ("telemetry", ["asset", "ts"]),
+    ("setpoints", ["asset", "ts"]),
+    ("outbox", ["sent_ts"]),
+    ("commitments", ["state"]),
+]
 
 
 @dataclass(frozen=True)
@@ -89,8 +181,9 @@ class Store:
         if not rows:
             return
         columns = list(rows[0])
-        sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
-               f"VALUES ({', '.join('?' for _ in columns)})")
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        )
         self._conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
 
     @contextmanager
@@ -128,62 +221,125 @@ class Store:
             conn.close()
 
     # -- inbound ------------------------------------------------------------------------
-    def record_inbound(self, *, msg_id: str | None, topic: str, msg_type: str,
-                       received_ts: float, payload: bytes, status: str, reason: str,
-                       commitment_id: str | None) -> None:
-        self._insert("inbound", [{
-            "msg_id": msg_id, "topic": topic, "type": msg_type, "received_ts": received_ts,
-            "payload": payload.decode("utf-8", errors="replace"), "status": status,
-            "reason": reason, "commitment_id": commitment_id}])
+    def record_inbound(
+        self,
+        *,
+        msg_id: str | None,
+        topic: str,
+        msg_type: str,
+        received_ts: float,
+        payload: bytes,
+        status: str,
+        reason: str,
+        commitment_id: str | None,
+    ) -> None:
+        self._insert(
+            "inbound",
+            [
+                {
+                    "msg_id": msg_id,
+                    "topic": topic,
+                    "type": msg_type,
+                    "received_ts": received_ts,
+                    "payload": payload.decode("utf-8", errors="replace"),
+                    "status": status,
+                    "reason": reason,
+                    "commitment_id": commitment_id,
+                }
+            ],
+        )
 
     def earlier_acceptance(self, msg_id: str) -> tuple[str, str | None, float] | None:
         """(status, commitment id, when) if this id already changed something."""
         row = self._conn.execute(
             "SELECT status, commitment_id, received_ts FROM inbound WHERE msg_id = ? "
-            "AND status IN ('accepted', 'clipped') ORDER BY seq LIMIT 1", (msg_id,)).fetchone()
+            "AND status IN ('accepted', 'clipped') ORDER BY seq LIMIT 1",
+            (msg_id,),
+        ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     # -- offers and commitments ---------------------------------------------------------
     def save_offers(self, offers: Iterable[Offer], created_ts: float) -> None:
-        self.db.table("offers").upsert_all([{
-            "id": o.id, "asset": o.asset, "slot_start": o.slot_start, "slot_end": o.slot_end,
-            "energy_kwh": o.energy_kwh, "rate_ct_per_kwh": o.rate_ct_per_kwh,
-            "price_ct": o.price_ct, "created_ts": created_ts} for o in offers], pk="id")
+        self.db.table("offers").upsert_all(
+            [
+                {
+                    "id": o.id,
+                    "asset": o.asset,
+                    "slot_start": o.slot_start,
+                    "slot_end": o.slot_end,
+                    "energy_kwh": o.energy_kwh,
+                    "rate_ct_per_kwh": o.rate_ct_per_kwh,
+                    "price_ct": o.price_ct,
+                    "created_ts": created_ts,
+                }
+                for o in offers
+            ],
+            pk="id",
+        )
 
     def offers_since(self, slot_start: float) -> list[Offer]:
         rows = self._conn.execute(
             "SELECT id, asset, slot_start, slot_end, energy_kwh, rate_ct_per_kwh FROM offers "
-            "WHERE slot_end > ?", (slot_start,)).fetchall()
+            "WHERE slot_end > ?",
+            (slot_start,),
+        ).fetchall()
         return [Offer(*row) for row in rows]
 
     def save_commitment(self, c: Commitment, offer_id: str | None, created_ts: float) -> None:
-        self._insert("commitments", [{
-            "id": c.id, "ref": c.ref, "ref_type": c.ref_type.value, "offer_id": offer_id,
-            "window_start": c.window_start, "window_end": c.window_end,
-            "requested_kwh": c.requested_kwh, "accepted_kwh": c.accepted_kwh,
-            "shares": json.dumps(c.shares), "settlement": c.settlement,
-            "created_ts": created_ts, "delivered_kwh": 0.0, "by_asset": "{}",
-            "covered_s_by_asset": "{}", "state": "open", "backups": json.dumps(c.backups)}])
+        self._insert(
+            "commitments",
+            [
+                {
+                    "id": c.id,
+                    "ref": c.ref,
+                    "ref_type": c.ref_type.value,
+                    "offer_id": offer_id,
+                    "window_start": c.window_start,
+                    "window_end": c.window_end,
+                    "requested_kwh": c.requested_kwh,
+                    "accepted_kwh": c.accepted_kwh,
+                    "shares": json.dumps(c.shares),
+                    "settlement": c.settlement,
+                    "created_ts": created_ts,
+                    "delivered_kwh": 0.0,
+                    "by_asset": "{}",
+                    "covered_s_by_asset": "{}",
+                    "state": "open",
+                    "backups": json.dumps(c.backups),
+                }
+            ],
+        )
 
     def save_progress(self, progress: dict[str, Progress]) -> None:
         self._conn.executemany(
             "UPDATE commitments SET delivered_kwh = ?, by_asset = ?, covered_s_by_asset = ? "
             "WHERE id = ?",
-            [(p.delivered_kwh, json.dumps(p.by_asset), json.dumps(p.covered_s_by_asset), cid)
-             for cid, p in progress.items()])
+            [
+                (p.delivered_kwh, json.dumps(p.by_asset), json.dumps(p.covered_s_by_asset), cid)
+                for cid, p in progress.items()
+            ],
+        )
 
     def open_commitments(self) -> list[tuple[Commitment, Progress, str | None]]:
         rows = self._conn.execute(
             "SELECT id, ref, ref_type, window_start, window_end, requested_kwh, accepted_kwh, "
             "shares, settlement, delivered_kwh, by_asset, covered_s_by_asset, offer_id, "
-            "backups FROM commitments WHERE state = 'open' ORDER BY created_ts").fetchall()
+            "backups FROM commitments WHERE state = 'open' ORDER BY created_ts"
+        ).fetchall()
         result = []
         for row in rows:
             commitment = Commitment(
-                id=row[0], ref=row[1], ref_type=RefType(row[2]), window_start=row[3],
-                window_end=row[4], requested_kwh=row[5], accepted_kwh=row[6],
-                shares=tuple((a, float(s)) for a, s in json.loads(row[7])), settlement=row[8],
-                backups=tuple(json.loads(row[13] or "[]")))
+                id=row[0],
+                ref=row[1],
+                ref_type=RefType(row[2]),
+                window_start=row[3],
+                window_end=row[4],
+                requested_kwh=row[5],
+                accepted_kwh=row[6],
+                shares=tuple((a, float(s)) for a, s in json.loads(row[7])),
+                settlement=row[8],
+                backups=tuple(json.loads(row[13] or "[]")),
+            )
             progress = Progress(row[9], json.loads(row[10]), json.loads(row[11]))
             result.append((commitment, progress, row[12]))
         return result
@@ -191,16 +347,26 @@ class Store:
     def traded_kwh_by_offer(self) -> dict[str, float]:
         rows = self._conn.execute(
             "SELECT offer_id, SUM(ABS(requested_kwh)) FROM commitments "
-            "WHERE offer_id IS NOT NULL GROUP BY offer_id").fetchall()
+            "WHERE offer_id IS NOT NULL GROUP BY offer_id"
+        ).fetchall()
         return {row[0]: row[1] for row in rows}
 
     def close_commitment(self, commitment_id: str, report: dict[str, Any], ts: float) -> None:
-        self.db.table("reports").upsert({
-            "id": report["id"], "commitment_id": commitment_id, "status": report["status"],
-            "delivered_kwh": report["delivered_kwh"], "accepted_kwh": report["accepted_kwh"],
-            "payload": json.dumps(report), "created_ts": ts}, pk="id")
-        self._conn.execute("UPDATE commitments SET state = 'reported' WHERE id = ?",
-                           (commitment_id,))
+        self.db.table("reports").upsert(
+            {
+                "id": report["id"],
+                "commitment_id": commitment_id,
+                "status": report["status"],
+                "delivered_kwh": report["delivered_kwh"],
+                "accepted_kwh": report["accepted_kwh"],
+                "payload": json.dumps(report),
+                "created_ts": ts,
+            },
+            pk="id",
+        )
+        self._conn.execute(
+            "UPDATE commitments SET state = 'reported' WHERE id = ?", (commitment_id,)
+        )
 
     # -- time series ----------------------------------------------------------------------
     def log_telemetry(self, rows: list[dict[str, Any]]) -> None:
@@ -209,36 +375,53 @@ class Store:
     def log_setpoints(self, rows: list[dict[str, Any]]) -> None:
         self._insert("setpoints", rows)
 
-    def log_order(self, tariff_id: str, ratio: float, price: float, msg_id: str,
-                  ts: float) -> None:
-        self.db.table("orders").insert({"tariff_id": tariff_id, "exercise_ratio": ratio,
-                                  "price_per_kwh": price, "msg_id": msg_id, "created_ts": ts})
+    def log_order(self, tariff_id: str, ratio: float, price: float, msg_id: str, ts: float) -> None:
+        self.db.table("orders").insert(
+            {
+                "tariff_id": tariff_id,
+                "exercise_ratio": ratio,
+                "price_per_kwh": price,
+                "msg_id": msg_id,
+                "created_ts": ts,
+            }
+        )
 
     def log_measurement(self, payload: dict[str, Any], ts: float) -> None:
-        self.db.table("measurements").upsert({
-            "id": payload["id"], "asset": payload["asset"], "slot_start": payload["slot_start"],
-            "energy_kwh": payload["energy_kwh"], "coverage": payload["coverage"],
-            "created_ts": ts}, pk="id")
+        self.db.table("measurements").upsert(
+            {
+                "id": payload["id"],
+                "asset": payload["asset"],
+                "slot_start": payload["slot_start"],
+                "energy_kwh": payload["energy_kwh"],
+                "coverage": payload["coverage"],
+                "created_ts": ts,
+            },
+            pk="id",
+        )
 
     def log_event(self, ts: float, kind: str, detail: str) -> None:
         self._insert("events", [{"ts": ts, "kind": kind, "detail": detail}])
 
     # -- outbox ---------------------------------------------------------------------------
-    def enqueue(self, *, msg_id: str, topic: str, payload: bytes, qos: int, retain: bool,
-                ts: float) -> int:
+    def enqueue(
+        self, *, msg_id: str, topic: str, payload: bytes, qos: int, retain: bool, ts: float
+    ) -> int:
         cursor = self._conn.execute(
             "INSERT INTO outbox (id, topic, payload, qos, retain, created_ts) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (msg_id, topic, payload.decode("utf-8"), qos, int(retain), ts))
+            (msg_id, topic, payload.decode("utf-8"), qos, int(retain), ts),
+        )
         return int(cursor.lastrowid or 0)
 
     def unsent(self, limit: int = 1000) -> list[OutboxRow]:
         rows = self._conn.execute(
             "SELECT seq, id, topic, payload, qos, retain FROM outbox WHERE sent_ts IS NULL "
-            "ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [OutboxRow(r[0], r[1], r[2], r[3].encode("utf-8"), r[4], bool(r[5]))
-                for r in rows]
+            "ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxRow(r[0], r[1], r[2], r[3].encode("utf-8"), r[4], bool(r[5])) for r in rows]
 
     def mark_sent(self, seqs: Iterable[int], ts: float) -> None:
-        self._conn.executemany("UPDATE outbox SET sent_ts = ? WHERE seq = ?",
-                               [(ts, seq) for seq in seqs])
+        self._conn.executemany(
+            "UPDATE outbox SET sent_ts = ? WHERE seq = ?", [(ts, seq) for seq in seqs]
+        )

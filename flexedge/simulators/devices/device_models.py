@@ -1,15 +1,15 @@
 """What each device kind shows in its registers and does with writes, in site units.
 
-The Modbus simulator (flexedge.simulators.devices.modbus_server) serves any device kind the same way: it
+The Modbus simulator (modbus_server) serves any device kind the same way: it
 encodes the values of a map's points and decodes writes. What those values are, and what a
 write does to the physics, depends on the kind; a small adapter per kind says it:
 
     battery:  power, soc, max_charge_power, max_discharge_power, power_setpoint,
-              setpoint_timeout                                   (flexedge.simulators.devices.battery)
+              setpoint_timeout                                   (battery)
     load:     power, power_limit (kW; "no limit" shows as the rating max_kw),
-              relay (1 on, 0 shed), setpoint_timeout            (flexedge.simulators.devices.load)
+              relay (1 on, 0 shed), setpoint_timeout            (load)
     generator: power, running (1/0), power_setpoint, setpoint_timeout
-                                                                 (flexedge.simulators.devices.generator)
+                                                                 (generator)
 
 Points an adapter does not name (heartbeat, SunSpec control words) keep what was written.
 """
@@ -195,17 +195,28 @@ def adapter_for(device: DeviceBase, now: float) -> AnyAdapter:
     if isinstance(device, Battery):
         return BatteryAdapter(BatteryModel.from_config(device, now=now))
     if isinstance(device, FlexibleLoad):
-        load = LoadModel(profile=device.baseline_profile,
-                         curtailable_share=device.curtailable_share, control=device.control,
-                         noise_kw=sim.noise_kw, rebound_share=sim.rebound_share,
-                         rebound_s=sim.rebound_s, setpoint_timeout_s=timeout, seed=sim.seed,
-                         now=now)
+        load = LoadModel(
+            profile=device.baseline_profile,
+            curtailable_share=device.curtailable_share,
+            control=device.control,
+            noise_kw=sim.noise_kw,
+            rebound_share=sim.rebound_share,
+            rebound_s=sim.rebound_s,
+            setpoint_timeout_s=timeout,
+            seed=sim.seed,
+            now=now,
+        )
         return LoadAdapter(load, max_kw=device.max_kw)
     if isinstance(device, Generator):
         # Fallback 0: a generator whose controller went quiet stops (its safe state).
-        generator = GeneratorModel(min_kw=device.min_kw, max_kw=device.max_kw,
-                                   ramp_kw_per_s=device.ramp_kw_per_s,
-                                   setpoint_timeout_s=timeout, fallback_kw=0.0, now=now)
+        generator = GeneratorModel(
+            min_kw=device.min_kw,
+            max_kw=device.max_kw,
+            ramp_kw_per_s=device.ramp_kw_per_s,
+            setpoint_timeout_s=timeout,
+            fallback_kw=0.0,
+            now=now,
+        )
         return GeneratorAdapter(generator, now=now)
     raise ValueError(f"the simulator has no model for device kind {device.kind_name!r}")
 

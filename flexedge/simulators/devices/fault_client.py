@@ -27,13 +27,23 @@ from flexedge.simulators.devices.faults import (
 )
 
 
-def fault_message(*, drop: bool | None = None, latency_s: float | None = None,
-                  exception: str | None = None, frozen: bool | None = None,
-                  ignore_writes: bool | None = None, clear: bool = False) -> dict[str, object]:
+def fault_message(
+    *,
+    drop: bool | None = None,
+    latency_s: float | None = None,
+    exception: str | None = None,
+    frozen: bool | None = None,
+    ignore_writes: bool | None = None,
+    clear: bool = False,
+) -> dict[str, object]:
     """The JSON message for the options given (None: leave that fault as it is)."""
     message: dict[str, object] = {"clear": True} if clear else {}
-    for key, value in (("drop", drop), ("latency_s", latency_s), ("frozen", frozen),
-                       ("ignore_writes", ignore_writes)):
+    for key, value in (
+        ("drop", drop),
+        ("latency_s", latency_s),
+        ("frozen", frozen),
+        ("ignore_writes", ignore_writes),
+    ):
         if value is not None:
             message[key] = value
     if exception is not None:
@@ -42,8 +52,9 @@ def fault_message(*, drop: bool | None = None, latency_s: float | None = None,
     return message
 
 
-async def send_fault(host: str, port: int, site: str, device: str,
-                     message: dict[str, object], timeout: float = 5.0) -> dict[str, object] | None:
+async def send_fault(
+    host: str, port: int, site: str, device: str, message: dict[str, object], timeout: float = 5.0
+) -> dict[str, object] | None:
     """Publish one fault message as an MQTT v5 request; the simulator's answer (the device's
     fault state, or {"error": reason} when it refused the message), or None if no answer came
     within `timeout` seconds. Raises BrokerError if the broker cannot be reached."""
@@ -55,8 +66,13 @@ async def send_fault(host: str, port: int, site: str, device: str,
         async with asyncio.timeout(timeout):
             link.subscribe(reply_topic, qos=1)
             await link.wait_subscribed(timeout)
-            mid = link.publish(command_topic(site, device), json.dumps(message).encode(), qos=1,
-                               response_topic=reply_topic, correlation_data=request_id)
+            mid = link.publish(
+                command_topic(site, device),
+                json.dumps(message).encode(),
+                qos=1,
+                response_topic=reply_topic,
+                correlation_data=request_id,
+            )
             if mid is None:
                 raise BrokerError(f"lost the connection to {host}:{port} before publishing")
             while True:
@@ -76,13 +92,17 @@ async def send_fault(host: str, port: int, site: str, device: str,
         await link.stop()
 
 
-def main_fault(mqtt: tuple[str, int], site: str, device: str, message: dict[str, object],
-               timeout: float = 5.0) -> int:
+def main_fault(
+    mqtt: tuple[str, int], site: str, device: str, message: dict[str, object], timeout: float = 5.0
+) -> int:
     """Blocking entry for `flexedge fault`: 0 when confirmed, 1 without confirmation, 2 for
     a message that would be refused."""
     if not message:
-        print("flexedge: nothing to switch: give --drop, --latency, --exception, --frozen, "
-              "--ignore-writes, their --no- forms, or --clear", file=sys.stderr)
+        print(
+            "flexedge: nothing to switch: give --drop, --latency, --exception, --frozen, "
+            "--ignore-writes, their --no- forms, or --clear",
+            file=sys.stderr,
+        )
         return 2
     try:
         updated(FaultState(), message)
@@ -92,9 +112,12 @@ def main_fault(mqtt: tuple[str, int], site: str, device: str, message: dict[str,
     host, port = mqtt
     state = asyncio.run(send_fault(host, port, site, device, message, timeout))
     if state is None:
-        print(f"flexedge: sent, but no simulator confirmed on {state_topic(site, device)} "
-              f"within {timeout:g} s (is `flexedge sim --mqtt {host}:{port}` running for "
-              f"site {site} with device {device}?)", file=sys.stderr)
+        print(
+            f"flexedge: sent, but no simulator confirmed on {state_topic(site, device)} "
+            f"within {timeout:g} s (is `flexedge sim --mqtt {host}:{port}` running for "
+            f"site {site} with device {device}?)",
+            file=sys.stderr,
+        )
         return 1
     if "error" in state:
         print(f"flexedge: the simulator refused it: {state['error']}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Subscribes to flexedge-sim/{site}/fault/+ and applies each JSON object it receives to the
 device named by the last topic level, e.g. {"latency_s": 0.5} or {"clear": true, "drop": true}
-(keys in flexedge.simulators.devices.faults). A message that is not valid JSON, names an unknown device or
+(keys in faults). A message that is not valid JSON, names an unknown device or
 holds a bad key or value is logged and changes nothing. The faults of every device are
 published, retained, to flexedge-sim/{site}/fault-state/{device}: on connect, after every
 accepted message (also one that changed nothing, as a confirmation for `flexedge fault`) and
@@ -43,21 +43,31 @@ class FaultControl:
     """One MQTT connection that lets others switch the faults of a running SiteSimulator
     and, if given, of the site's simulated MQTT devices."""
 
-    def __init__(self, simulator: SiteSimulator, site: str, host: str, port: int, *,
-                 mqtt_devices: MqttDeviceSimulator | None = None) -> None:
+    def __init__(
+        self,
+        simulator: SiteSimulator,
+        site: str,
+        host: str,
+        port: int,
+        *,
+        mqtt_devices: MqttDeviceSimulator | None = None,
+    ) -> None:
         self.simulator = simulator
         self.mqtt_devices = mqtt_devices
         self.site = site
         self._faults: dict[str, DeviceFaults] = {
-            name: simulator.faults(name) for name in simulator.models}
+            name: simulator.faults(name) for name in simulator.models
+        }
         if mqtt_devices is not None:
-            self._faults.update((name, mqtt_devices.faults(name))
-                                for name in mqtt_devices.devices)
+            self._faults.update((name, mqtt_devices.faults(name)) for name in mqtt_devices.devices)
         self._devices = tuple(self._faults)
         self._prefix = command_topic(site, "")
-        self._link = MqttLink(host=host, port=port,
-                              client_id=f"{TOPIC_ROOT}-{site}-{uuid.uuid4().hex[:8]}",
-                              on_connect=self._publish_all)
+        self._link = MqttLink(
+            host=host,
+            port=port,
+            client_id=f"{TOPIC_ROOT}-{site}-{uuid.uuid4().hex[:8]}",
+            on_connect=self._publish_all,
+        )
         self._listeners: dict[str, Listener] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_refusal = ""
@@ -77,8 +87,12 @@ class FaultControl:
             self._listeners[name] = listener
             self._faults[name].add_listener(listener)
         self._task = asyncio.create_task(self._consume(), name="fault-control")
-        logger.info("fault control on mqtt %s:%s, topics %s+", self._link.host,
-                    self._link.port, self._prefix)
+        logger.info(
+            "fault control on mqtt %s:%s, topics %s+",
+            self._link.host,
+            self._link.port,
+            self._prefix,
+        )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -100,8 +114,7 @@ class FaultControl:
         """Apply one fault message; the device's new state, or None if it was refused."""
         device = topic.removeprefix(self._prefix)
         if not topic.startswith(self._prefix) or device not in self._devices:
-            self._refuse(device, f"no device {device!r} here (devices: "
-                         f"{', '.join(self._devices)})")
+            self._refuse(device, f"no device {device!r} here (devices: {', '.join(self._devices)})")
             return None
         try:
             message = json.loads(payload)
@@ -127,8 +140,12 @@ class FaultControl:
         if msg.response_topic is None:
             return
         body = state.to_json() if state is not None else {"error": self._last_refusal}
-        self._link.publish(msg.response_topic, json.dumps(body).encode(), qos=1,
-                           correlation_data=msg.correlation_data)
+        self._link.publish(
+            msg.response_topic,
+            json.dumps(body).encode(),
+            qos=1,
+            correlation_data=msg.correlation_data,
+        )
 
     async def _consume(self) -> None:
         while True:
@@ -146,6 +163,7 @@ class FaultControl:
     def _state_publisher(self, device: str) -> Listener:
         def publish(_before: FaultState, after: FaultState) -> None:
             self._publish(device, after)
+
         return publish
 
     def _publish(self, device: str, state: FaultState) -> None:
@@ -156,4 +174,3 @@ class FaultControl:
     def _publish_all(self) -> None:
         for name in self._devices:
             self._publish(name, self._faults[name].state)
-

@@ -1,9 +1,9 @@
 """Faults of one simulated device, switchable while the simulator runs.
 
 A DeviceFaults holds the faults of one device and tells its listeners after every accepted
-change; the Modbus simulator (flexedge.simulators.devices.modbus_server) and the MQTT JSON device simulator
-(flexedge.simulators.devices.mqtt_devices, which says what each fault means there) apply them, and MQTT
-control (flexedge.simulators.devices.fault_mqtt) and the `flexedge fault` command (flexedge.simulators.devices.fault_client)
+change; the Modbus simulator (modbus_server) and the MQTT JSON device simulator
+(mqtt_devices, which says what each fault means there) apply them, and MQTT
+control (fault_mqtt) and the `flexedge fault` command (fault_client)
 change them:
 
     drop           close every client connection of the device's server, and every new one
@@ -102,9 +102,13 @@ class FaultState:
 
     def to_json(self) -> dict[str, object]:
         """The payload of the fault-state topic."""
-        return {"drop": self.drop, "latency_s": self.latency_s,
-                "exception": None if self.exception is None else self.exception.name,
-                "frozen": self.frozen, "ignore_writes": self.ignore_writes}
+        return {
+            "drop": self.drop,
+            "latency_s": self.latency_s,
+            "exception": None if self.exception is None else self.exception.name,
+            "frozen": self.frozen,
+            "ignore_writes": self.ignore_writes,
+        }
 
     def describe(self) -> str:
         """One line for people, e.g. "drop, latency 0.5 s"."""

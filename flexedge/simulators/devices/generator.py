@@ -37,8 +37,9 @@ class GeneratorModel:
 
     def target_kw(self, now: float) -> float:
         """Where the output is heading: the setpoint clamped to what the machine can run at."""
-        wanted = self.fallback_kw if now - self._last_command_t >= self.timeout_s \
-            else self._setpoint
+        wanted = (
+            self.fallback_kw if now - self._last_command_t >= self.timeout_s else self._setpoint
+        )
         if wanted < self.min_kw:
             return 0.0
         return min(wanted, self.max_kw)

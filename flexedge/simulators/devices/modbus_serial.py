@@ -58,10 +58,15 @@ class ModbusSerialSimServer:
             return
         line = self.settings
         server = ModbusSerialServer(
-            [d.sim_device() for d in self.devices], framer=FramerType.RTU, port=line.port,
-            baudrate=line.baudrate, bytesize=line.bytesize, parity=line.parity,
+            [d.sim_device() for d in self.devices],
+            framer=FramerType.RTU,
+            port=line.port,
+            baudrate=line.baudrate,
+            bytesize=line.bytesize,
+            parity=line.parity,
             stopbits=line.stopbits,
-            trace_pdu=self._only_our_units)  # type: ignore[arg-type]  # None: see there
+            trace_pdu=self._only_our_units,  # type: ignore[arg-type]  # None: see there
+        )
         try:
             await server.serve_forever(background=True)
         except (RuntimeError, *LINE_REFUSED) as exc:  # RuntimeError: pymodbus's "cannot open"
@@ -79,14 +84,17 @@ class ModbusSerialSimServer:
         # On a bus, a request for a unit nobody has gets no answer at all; pymodbus would send
         # an exception response instead. A received PDU traced to None is not handled.
         if not sending and pdu.dev_id not in self._ids:
-            logger.debug("%s: no unit %s on this bus, staying silent",
-                         self.settings.port, pdu.dev_id)
+            logger.debug(
+                "%s: no unit %s on this bus, staying silent", self.settings.port, pdu.dev_id
+            )
             return None
         return pdu
 
 
-def serial_servers(site: Site, devices: Sequence[SimulatedDevice],
-                   ) -> list[ModbusSerialSimServer]:
+def serial_servers(
+    site: Site,
+    devices: Sequence[SimulatedDevice],
+) -> list[ModbusSerialSimServer]:
     """Servers for the site's modbus-rtu devices: one per simulator.serial_port. A device
     without simulator.serial_port is not simulated (a real device may be on that line)."""
     buses: dict[str, list[SimulatedDevice]] = {}
@@ -95,17 +103,20 @@ def serial_servers(site: Site, devices: Sequence[SimulatedDevice],
         device = site.config.device(served.name)
         sim_port = device.simulator.serial_port
         if device.serial is None or sim_port is None:
-            logger.warning("%s: not simulated: modbus-rtu needs simulator.serial_port",
-                           device.name)
+            logger.warning("%s: not simulated: modbus-rtu needs simulator.serial_port", device.name)
             continue
         # The schema checks unit ids and settings per serial.port; one simulator end for two
         # controller ports would join two buses into one.
         line = lines.setdefault(sim_port, device.serial)
         if line.port != device.serial.port:
             index = site.config.devices.index(device)
-            raise ConfigError(str(site.path),
-                              f"devices[{index}] ({device.name}).simulator.serial_port",
-                              f"{sim_port} already simulates serial port {line.port}")
+            raise ConfigError(
+                str(site.path),
+                f"devices[{index}] ({device.name}).simulator.serial_port",
+                f"{sim_port} already simulates serial port {line.port}",
+            )
         buses.setdefault(sim_port, []).append(served)
-    return [ModbusSerialSimServer(group, lines[sim_port].model_copy(update={"port": sim_port}))
-            for sim_port, group in buses.items()]
+    return [
+        ModbusSerialSimServer(group, lines[sim_port].model_copy(update={"port": sim_port}))
+        for sim_port, group in buses.items()
+    ]

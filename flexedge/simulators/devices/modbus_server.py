@@ -2,7 +2,7 @@
 
 Built on pymodbus 3.16's SimDevice datastore. Each device gets non-shared register blocks
 (coils, discrete inputs, holding, input), because a map's input and holding tables are separate
-address spaces. Each device is a flexedge.simulators.devices.sim_device.SimulatedDevice: a battery, flexible
+address spaces. Each device is a sim_device.SimulatedDevice: a battery, flexible
 load or generator model whose registers are refreshed, and whose writes are applied, on every
 request through flexedge.config.registermap's encode/decode, so the simulator and the driver share
 one reading of every map.
@@ -12,7 +12,7 @@ Usage::
     sim = await serve_site(site, port=0)       # port 0: each device on a free port
     host, port = sim.address("battery-1")
     sim.model("battery-1").soc                 # or sim.model("load-1", LoadModel).p_kw
-    sim.faults("battery-1").latency_s = 0.5    # see flexedge.simulators.devices.faults
+    sim.faults("battery-1").latency_s = 0.5    # see faults
     await sim.stop()
 """
 
@@ -38,8 +38,15 @@ from flexedge.simulators.devices.sim_device import Clock, OnWrite, SimulatedBatt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Clock", "ModbusSimServer", "OnWrite", "SimulatedBattery", "SimulatedDevice",
-           "SiteSimulator", "serve_site"]
+__all__ = [
+    "Clock",
+    "ModbusSimServer",
+    "OnWrite",
+    "SimulatedBattery",
+    "SimulatedDevice",
+    "SiteSimulator",
+    "serve_site",
+]
 
 M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
 
@@ -47,8 +54,9 @@ M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
 class ModbusSimServer:
     """One listening socket serving one or more simulated devices (one per unit id)."""
 
-    def __init__(self, devices: Sequence[SimulatedDevice], *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, devices: Sequence[SimulatedDevice], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         ids = [d.unit_id for d in devices]
         if not devices or len(set(ids)) != len(ids):
             raise ValueError(f"need at least one device and distinct unit ids, got {ids}")
@@ -72,9 +80,11 @@ class ModbusSimServer:
         """Listen. A restart after stop() reuses the port bound the first time."""
         if self._server is not None:
             return
-        server = ModbusTcpServer([d.sim_device() for d in self.devices],
-                                 address=(self.host, self._port),
-                                 trace_connect=self._connection_event)
+        server = ModbusTcpServer(
+            [d.sim_device() for d in self.devices],
+            address=(self.host, self._port),
+            trace_connect=self._connection_event,
+        )
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:  # pymodbus reports a failed bind this way
@@ -126,13 +136,19 @@ class SiteSimulator:
         self._on_write: OnWrite | None = None
 
     @classmethod
-    def from_site(cls, site: Site, *, host: str | None = None, port: int | None = None,
-                  clock: Clock = time.monotonic, on_write: OnWrite | None = None,
-                  ) -> SiteSimulator:
+    def from_site(
+        cls,
+        site: Site,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        clock: Clock = time.monotonic,
+        on_write: OnWrite | None = None,
+    ) -> SiteSimulator:
         """Build (not start) the simulator. `host`/`port` override every device's; port 0
         gives each device its own free port. Devices sharing a fixed host:port share one
         server and must differ in unit_id. modbus-rtu devices are served on their
-        simulator.serial_port (flexedge.simulators.devices.modbus_serial); host/port do not apply to them."""
+        simulator.serial_port (modbus_serial); host/port do not apply to them."""
         groups: dict[tuple[str, int], list[SimulatedDevice]] = {}
         free: list[tuple[str, SimulatedDevice]] = []
         rtu: list[SimulatedDevice] = []
@@ -140,10 +156,12 @@ class SiteSimulator:
             try:
                 adapter = adapter_for(device, now=clock())
             except ValueError as exc:
-                raise ConfigError(str(site.path), f"devices[{index}] ({device.name})",
-                                  str(exc)) from None
-            served = SimulatedDevice(device.name, adapter, site.maps[device.name],
-                                     unit_id=device.unit_id, clock=clock)
+                raise ConfigError(
+                    str(site.path), f"devices[{index}] ({device.name})", str(exc)
+                ) from None
+            served = SimulatedDevice(
+                device.name, adapter, site.maps[device.name], unit_id=device.unit_id, clock=clock
+            )
             if device.transport == "modbus-rtu":
                 rtu.append(served)
                 continue
@@ -153,12 +171,15 @@ class SiteSimulator:
                 continue
             group = groups.setdefault(where, [])
             if any(b.unit_id == device.unit_id for b in group):
-                raise ConfigError(str(site.path), f"devices[{index}] ({device.name}).unit_id",
-                                  f"another device already uses unit {device.unit_id} "
-                                  f"on {where[0]}:{where[1]}")
+                raise ConfigError(
+                    str(site.path),
+                    f"devices[{index}] ({device.name}).unit_id",
+                    f"another device already uses unit {device.unit_id} on {where[0]}:{where[1]}",
+                )
             group.append(served)
         servers: list[ModbusSimServer | ModbusSerialSimServer] = [
-            ModbusSimServer(g, host=h, port=p) for (h, p), g in groups.items()]
+            ModbusSimServer(g, host=h, port=p) for (h, p), g in groups.items()
+        ]
         servers += [ModbusSimServer([b], host=h, port=0) for h, b in free]
         servers += serial_servers(site, rtu)
         simulator = cls(servers)
@@ -180,8 +201,9 @@ class SiteSimulator:
         checked to be of it, for typed access. TypeError for a device of another kind."""
         model = self._by_name[device][0].model
         if kind is not None and not isinstance(model, kind):
-            raise TypeError(f"{device} is simulated by a {type(model).__name__}, "
-                            f"not a {kind.__name__}")
+            raise TypeError(
+                f"{device} is simulated by a {type(model).__name__}, not a {kind.__name__}"
+            )
         return model
 
     def faults(self, device: str) -> DeviceFaults:
@@ -227,11 +249,15 @@ class SiteSimulator:
         await self.stop()
 
 
-async def serve_site(site: Site, *, host: str | None = None, port: int | None = None,
-                     clock: Clock = time.monotonic, on_write: OnWrite | None = None,
-                     ) -> SiteSimulator:
+async def serve_site(
+    site: Site,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    clock: Clock = time.monotonic,
+    on_write: OnWrite | None = None,
+) -> SiteSimulator:
     """Build and start a SiteSimulator for `site`; call `await handle.stop()` when done."""
-    simulator = SiteSimulator.from_site(site, host=host, port=port, clock=clock,
-                                        on_write=on_write)
+    simulator = SiteSimulator.from_site(site, host=host, port=port, clock=clock, on_write=on_write)
     await simulator.start()
     return simulator

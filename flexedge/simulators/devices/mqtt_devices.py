@@ -1,13 +1,13 @@
 """Simulated MQTT JSON devices for `flexedge sim`: every transport mqtt device of a site.
 
-Flexible loads are smart plugs or power-limited loads (flexedge.simulators.devices.mqtt_sim_load), batteries
-and generators take power setpoints (flexedge.simulators.devices.mqtt_sim_setpoint). Each publishes its state
+Flexible loads are smart plugs or power-limited loads (mqtt_sim_load), batteries
+and generators take power setpoints (mqtt_sim_setpoint). Each publishes its state
 as a JSON object on state_topic every `publish_interval_s` and right after each command it
 takes, and takes commands from command_topic. The devices on one broker share one
 connection.
 
-Faults (flexedge.simulators.devices.faults, switched with faults(name), or over MQTT by
-flexedge.simulators.devices.fault_mqtt) mean here what flexedge.simulators.devices.mqtt_sim_base says: drop silences the
+Faults (faults, switched with faults(name), or over MQTT by
+fault_mqtt) mean here what mqtt_sim_base says: drop silences the
 device, latency_s delays its state messages and its commands by that much each way (so a
 command's effect shows after twice the latency), frozen repeats the state of the moment it
 started, ignore_writes drops commands, exception is refused.
@@ -51,9 +51,15 @@ from flexedge.simulators.devices.mqtt_sim_setpoint import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MqttDeviceSimulator", "SimulatedMqttBattery", "SimulatedMqttDevice",
-           "SimulatedMqttGenerator", "SimulatedMqttLoad", "serve_mqtt_devices",
-           "simulated_device"]
+__all__ = [
+    "MqttDeviceSimulator",
+    "SimulatedMqttBattery",
+    "SimulatedMqttDevice",
+    "SimulatedMqttGenerator",
+    "SimulatedMqttLoad",
+    "serve_mqtt_devices",
+    "simulated_device",
+]
 
 M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
 Action = Callable[[], None]
@@ -107,16 +113,21 @@ class _DelayLine:
 class _BrokerGroup:
     """The simulated devices on one broker: one connection, commands routed by topic."""
 
-    def __init__(self, broker: Broker, devices: Iterable[SimulatedMqttDevice],
-                 publish_interval_s: float) -> None:
+    def __init__(
+        self, broker: Broker, devices: Iterable[SimulatedMqttDevice], publish_interval_s: float
+    ) -> None:
         self.broker = broker
         self.devices = {d.settings.command_topic: d for d in devices}
         self._lines = {d.name: _DelayLine(d.name) for d in self.devices.values()}
         self.interval = publish_interval_s
-        self.link = MqttLink(host=broker.host, port=broker.port,
-                             client_id=f"flexedge-sim-dev-{uuid.uuid4().hex[:8]}",
-                             username=broker.username, password=broker.password,
-                             keepalive=broker.keepalive)
+        self.link = MqttLink(
+            host=broker.host,
+            port=broker.port,
+            client_id=f"flexedge-sim-dev-{uuid.uuid4().hex[:8]}",
+            username=broker.username,
+            password=broker.password,
+            keepalive=broker.keepalive,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, wait: float) -> None:
@@ -128,10 +139,14 @@ class _BrokerGroup:
         except BaseException:
             await self.link.stop()
             raise
-        self._tasks = [asyncio.create_task(self._consume(), name="mqtt-sim-commands"),
-                       asyncio.create_task(self._publish_every(), name="mqtt-sim-state")]
-        self._tasks += [asyncio.create_task(line.run(), name=f"mqtt-sim-delay-{name}")
-                        for name, line in self._lines.items()]
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="mqtt-sim-commands"),
+            asyncio.create_task(self._publish_every(), name="mqtt-sim-state"),
+        ]
+        self._tasks += [
+            asyncio.create_task(line.run(), name=f"mqtt-sim-delay-{name}")
+            for name, line in self._lines.items()
+        ]
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -147,8 +162,7 @@ class _BrokerGroup:
             return
         # The state of now, delivered after the latency: what arrives is that old.
         payload = json.dumps(device.published_state()).encode()
-        self._lines[device.name].put(device.faults.latency_s,
-                                     partial(self._send, device, payload))
+        self._lines[device.name].put(device.faults.latency_s, partial(self._send, device, payload))
 
     def _send(self, device: SimulatedMqttDevice, payload: bytes) -> None:
         # A drop switched on while the message was on its way loses it.
@@ -179,8 +193,9 @@ class _BrokerGroup:
                 # A command sent while the device is offline is lost, even if it comes back
                 # before the latency would have delivered it.
                 if device is not None and not device.faults.drop:
-                    self._lines[device.name].put(device.faults.latency_s,
-                                                 partial(self._command, device, msg.payload))
+                    self._lines[device.name].put(
+                        device.faults.latency_s, partial(self._command, device, msg.payload)
+                    )
             except Exception:
                 logger.exception("command on %s failed", msg.topic)
             finally:
@@ -195,9 +210,14 @@ class MqttDeviceSimulator:
         self._by_name = {d.name: (d, g) for g in self.groups for d in g.devices.values()}
 
     @classmethod
-    def from_site(cls, config: SiteConfig, *, mqtt: tuple[str, int] | None = None,
-                  publish_interval_s: float = 1.0, clock: Clock = time.time,
-                  ) -> MqttDeviceSimulator:
+    def from_site(
+        cls,
+        config: SiteConfig,
+        *,
+        mqtt: tuple[str, int] | None = None,
+        publish_interval_s: float = 1.0,
+        clock: Clock = time.time,
+    ) -> MqttDeviceSimulator:
         """`mqtt` (HOST, PORT) replaces every device's broker, as --host/--port replace the
         Modbus addresses; otherwise a device is on its mqtt_device.host/port or the site's."""
         site = config.mqtt
@@ -232,8 +252,9 @@ class MqttDeviceSimulator:
         """The device's physics model; with `kind` checked to be of it, for typed access."""
         model = self._by_name[device][0].model
         if kind is not None and not isinstance(model, kind):
-            raise TypeError(f"{device} is simulated by a {type(model).__name__}, "
-                            f"not a {kind.__name__}")
+            raise TypeError(
+                f"{device} is simulated by a {type(model).__name__}, not a {kind.__name__}"
+            )
         return model
 
     def faults(self, device: str) -> DeviceFaults:
@@ -262,11 +283,13 @@ class MqttDeviceSimulator:
             await group.stop()
 
 
-async def serve_mqtt_devices(config: SiteConfig, *, mqtt: tuple[str, int] | None = None,
-                             publish_interval_s: float = 1.0) -> MqttDeviceSimulator:
+async def serve_mqtt_devices(
+    config: SiteConfig, *, mqtt: tuple[str, int] | None = None, publish_interval_s: float = 1.0
+) -> MqttDeviceSimulator:
     """Build and start the simulator; call `await handle.stop()` when done."""
-    simulator = MqttDeviceSimulator.from_site(config, mqtt=mqtt,
-                                              publish_interval_s=publish_interval_s)
+    simulator = MqttDeviceSimulator.from_site(
+        config, mqtt=mqtt, publish_interval_s=publish_interval_s
+    )
     try:
         await simulator.start()
     except BrokerError as exc:

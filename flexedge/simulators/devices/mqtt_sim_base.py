@@ -1,11 +1,11 @@
 """What every simulated MQTT JSON device shares, without I/O: its settings, its clock, its
-faults and how they change what it publishes and takes (flexedge.simulators.devices.mqtt_devices does the I/O).
+faults and how they change what it publishes and takes (mqtt_devices does the I/O).
 
-Faults (flexedge.simulators.devices.faults), as an MQTT device has them:
+Faults (faults), as an MQTT device has them:
 
     drop           offline: publishes no state and loses every command
     latency_s      each state message and each command takes this long on its way
-                   (applied by flexedge.simulators.devices.mqtt_devices)
+                   (applied by mqtt_devices)
     frozen         keeps publishing the state of the moment the fault started; commands still
                    reach the model, as the Modbus simulator's writes do
     ignore_writes  commands are dropped; the device still reports its (unchanged) state after
@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-NO_EXCEPTION = ("an MQTT device answers no requests, so it has no Modbus exception to answer "
-                "with; use drop, latency_s, frozen or ignore_writes")
+NO_EXCEPTION = (
+    "an MQTT device answers no requests, so it has no Modbus exception to answer "
+    "with; use drop, latency_s, frozen or ignore_writes"
+)
 
 
 def put(state: dict[str, object], path: str, value: object) -> None:

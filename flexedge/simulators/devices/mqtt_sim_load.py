@@ -27,9 +27,14 @@ logger = logging.getLogger(__name__)
 class SimulatedMqttLoad(SimulatedMqttDevice):
     """One smart plug or power-limited load, without I/O."""
 
-    def __init__(self, name: str, settings: MqttDeviceSettings,
-                 command: Literal["relay", "limit"], model: LoadModel,
-                 clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: MqttDeviceSettings,
+        command: Literal["relay", "limit"],
+        model: LoadModel,
+        clock: Clock = time.time,
+    ) -> None:
         # Wall clock: the load profile is by second of day, like the controller's baseline.
         super().__init__(name, settings, clock)
         self.command = command
@@ -43,11 +48,17 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         if md.command == "setpoint":
             raise ValueError(f"{device.name}: a flexible load takes relay or limit commands")
         sim = device.simulator
-        model = LoadModel(profile=device.baseline_profile,
-                          curtailable_share=device.curtailable_share, control=device.control,
-                          noise_kw=sim.noise_kw, rebound_share=sim.rebound_share,
-                          rebound_s=sim.rebound_s, setpoint_timeout_s=device.setpoint_timeout_s,
-                          seed=sim.seed, now=clock())
+        model = LoadModel(
+            profile=device.baseline_profile,
+            curtailable_share=device.curtailable_share,
+            control=device.control,
+            noise_kw=sim.noise_kw,
+            rebound_share=sim.rebound_share,
+            rebound_s=sim.rebound_s,
+            setpoint_timeout_s=device.setpoint_timeout_s,
+            seed=sim.seed,
+            now=clock(),
+        )
         return cls(device.name, md, md.command or device.control, model, clock)
 
     @property
@@ -70,8 +81,13 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         try:
             limit_kw = self._parse(payload)
         except (UnicodeDecodeError, ValueError) as exc:
-            logger.warning("%s: ignoring command on %s (%s): %r", self.name,
-                           self.settings.command_topic, exc, payload[:200])
+            logger.warning(
+                "%s: ignoring command on %s (%s): %r",
+                self.name,
+                self.settings.command_topic,
+                exc,
+                payload[:200],
+            )
             return False
         self._model.command_limit(limit_kw, self._now())
         logger.debug("%s: limit %s kW", self.name, limit_kw)
@@ -93,7 +109,11 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         limit_w = message[s.limit_field]
         if limit_w is None:
             return None
-        if isinstance(limit_w, bool) or not isinstance(limit_w, int | float) \
-                or not math.isfinite(limit_w) or limit_w < 0:
+        if (
+            isinstance(limit_w, bool)
+            or not isinstance(limit_w, int | float)
+            or not math.isfinite(limit_w)
+            or limit_w < 0
+        ):
             raise ValueError(f"{s.limit_field} must be null or a number >= 0, got {limit_w!r}")
         return float(limit_w) / 1000.0

@@ -1,7 +1,7 @@
 """Simulated MQTT batteries and generators: devices that take a power setpoint.
 
 Each plays one transport mqtt battery or generator of a site file with the model the Modbus
-simulator uses (behind the same flexedge.simulators.devices.device_models adapter, so both transports show the
+simulator uses (behind the same device_models adapter, so both transports show the
 same setpoint and lease) and talks the way its mqtt_device section says. State, e.g. for a
 battery with the default fields:
 
@@ -33,8 +33,13 @@ logger = logging.getLogger(__name__)
 class SimulatedMqttSetpointDevice(SimulatedMqttDevice):
     """A battery or generator, without I/O, through its kind's model adapter."""
 
-    def __init__(self, name: str, settings: MqttDeviceSettings,
-                 adapter: BatteryAdapter | GeneratorAdapter, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: MqttDeviceSettings,
+        adapter: BatteryAdapter | GeneratorAdapter,
+        clock: Clock = time.time,
+    ) -> None:
         super().__init__(name, settings, clock)
         self.adapter = adapter
         self._readers = adapter.readers()
@@ -55,8 +60,13 @@ class SimulatedMqttSetpointDevice(SimulatedMqttDevice):
         try:
             setpoint_kw = self._parse(payload)
         except (UnicodeDecodeError, ValueError) as exc:
-            logger.warning("%s: ignoring command on %s (%s): %r", self.name,
-                           self.settings.command_topic, exc, payload[:200])
+            logger.warning(
+                "%s: ignoring command on %s (%s): %r",
+                self.name,
+                self.settings.command_topic,
+                exc,
+                payload[:200],
+            )
             return False
         now = self._now()
         # Advance first: the old setpoint governs the time up to the command.
@@ -72,8 +82,11 @@ class SimulatedMqttSetpointDevice(SimulatedMqttDevice):
             raise ValueError(f"expected a JSON object with {field!r}")
         value = message[field]
         # Unlike a load's limit there is no "release": null is as malformed as a string.
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"{field} must be a finite number, got {value!r}")
         return float(value) * self._unit_kw
 
@@ -87,8 +100,12 @@ class SimulatedMqttBattery(SimulatedMqttSetpointDevice):
     def from_config(cls, device: Battery, clock: Clock = time.time) -> SimulatedMqttBattery:
         if device.mqtt_device is None:
             raise ValueError(f"{device.name}: not an mqtt device")
-        return cls(device.name, device.mqtt_device,
-                   BatteryAdapter(BatteryModel.from_config(device, now=clock())), clock)
+        return cls(
+            device.name,
+            device.mqtt_device,
+            BatteryAdapter(BatteryModel.from_config(device, now=clock())),
+            clock,
+        )
 
     @property
     def model(self) -> BatteryModel:
@@ -101,8 +118,7 @@ class SimulatedMqttGenerator(SimulatedMqttSetpointDevice):
     adapter: GeneratorAdapter
 
     @classmethod
-    def from_config(cls, device: Generator,
-                    clock: Clock = time.time) -> SimulatedMqttGenerator:
+    def from_config(cls, device: Generator, clock: Clock = time.time) -> SimulatedMqttGenerator:
         if device.mqtt_device is None:
             raise ValueError(f"{device.name}: not an mqtt device")
         # adapter_for: the same model and fallback (stop) as the Modbus simulator's.

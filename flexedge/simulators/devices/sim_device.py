@@ -1,10 +1,10 @@
 """One simulated device of any kind as a pymodbus SimDevice: the register action shared by
-the TCP (flexedge.simulators.devices.modbus_server) and RTU (flexedge.simulators.devices.modbus_serial) simulators.
+the TCP (modbus_server) and RTU (modbus_serial) simulators.
 
-On every request the action advances the device's model (behind its flexedge.simulators.devices.device_models
+On every request the action advances the device's model (behind its device_models
 adapter) to the clock, refreshes the live registers from it with flexedge.config.registermap.encode,
 decodes writes into point values and hands them to the adapter, and applies the device's
-faults (flexedge.simulators.devices.faults): latency, refusals, ignored writes, frozen registers.
+faults (faults): latency, refusals, ignored writes, frozen registers.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ _EXTREMES: dict[RegisterType, tuple[list[int], list[int]]] = {
 }
 
 
-def encode_saturating(point: Point, value: float, sf_exponent: int = 0,
-                      base: float = 1.0) -> list[int]:
+def encode_saturating(
+    point: Point, value: float, sf_exponent: int = 0, base: float = 1.0
+) -> list[int]:
     """encode(), but a value beyond the point's range gives the nearest end of it, as a real
     meter's register saturates. Ratings are checked at startup; what can still overflow is
     physics beyond them (a noisy or rebounding load above its rating), which must not turn
@@ -54,8 +55,9 @@ def encode_saturating(point: Point, value: float, sf_exponent: int = 0,
     except ValueError:
         if point.type not in _EXTREMES:
             raise
-        ends = [words if point.word_order == "big" else words[::-1]
-                for words in _EXTREMES[point.type]]
+        ends = [
+            words if point.word_order == "big" else words[::-1] for words in _EXTREMES[point.type]
+        ]
         # Nearest in site units: sign and scale decide which raw end that is.
         return min(ends, key=lambda regs: abs(decode(point, regs, sf_exponent, base) - value))
 
@@ -64,9 +66,16 @@ class SimulatedDevice:
     """One device behind one unit id: its model (through its kind's adapter), its map and the
     register action. A bare BatteryModel is accepted too, as SimulatedBattery always did."""
 
-    def __init__(self, name: str, model: BatteryModel | AnyAdapter, register_map: LoadedMap,
-                 *, unit_id: int = 1, clock: Clock = time.monotonic,
-                 on_write: OnWrite | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: BatteryModel | AnyAdapter,
+        register_map: LoadedMap,
+        *,
+        unit_id: int = 1,
+        clock: Clock = time.monotonic,
+        on_write: OnWrite | None = None,
+    ) -> None:
         self.name = name
         self.adapter = wrap(model)
         self.register_map = register_map
@@ -87,8 +96,11 @@ class SimulatedDevice:
                 self._readers[partner] = self._readers[leader]
         for point_name, point in points.items():
             if point.scale_point is not None and point.scale_point not in self._readers:
-                raise ConfigError(register_map.source, f"points.{point_name}.scale_point",
-                                  f"the simulator has no value for {point.scale_point!r}")
+                raise ConfigError(
+                    register_map.source,
+                    f"points.{point_name}.scale_point",
+                    f"the simulator has no value for {point.scale_point!r}",
+                )
         self._sf_points = {p.scale_factor_point for p in points.values() if p.scale_factor_point}
         self._sf = {name: self._choose_exponent(name) for name in sorted(self._sf_points)}
         for sf_name, exponent in self._sf.items():
@@ -109,25 +121,42 @@ class SimulatedDevice:
         tables: dict[str, list[SimData]] = {"holding": [], "input": []}
         for name, point in self.register_map.spec.points.items():
             readonly = point.access != "rw" or name in self._sf_points
-            tables[point.table].append(SimData(address=point.address, count=point.width,
-                                               values=0, datatype=DataType.REGISTERS,
-                                               readonly=readonly))
+            tables[point.table].append(
+                SimData(
+                    address=point.address,
+                    count=point.width,
+                    values=0,
+                    datatype=DataType.REGISTERS,
+                    readonly=readonly,
+                )
+            )
         # Constants and unimplemented runs (SunSpec marker, model headers, padding): fixed.
         for block in self.register_map.spec.fixed_blocks():
-            tables[block.table].append(SimData(address=block.address, values=block.registers(),
-                                               datatype=DataType.REGISTERS, readonly=True))
+            tables[block.table].append(
+                SimData(
+                    address=block.address,
+                    values=block.registers(),
+                    datatype=DataType.REGISTERS,
+                    readonly=True,
+                )
+            )
         # SimDevice needs at least one entry per block; these answer ILLEGAL_ADDRESS.
         for entries in tables.values():
             if not entries:
                 entries.append(SimData(address=0, datatype=DataType.INVALID))
         bits = [SimData(address=0, values=False, datatype=DataType.BITS, readonly=True)]
-        return SimDevice(id=self.unit_id, simdata=(bits, list(bits), tables["holding"],
-                                                   tables["input"]), action=self._action)
+        return SimDevice(
+            id=self.unit_id,
+            simdata=(bits, list(bits), tables["holding"], tables["input"]),
+            action=self._action,
+        )
 
     def _points_in(self, table: str, first: int, count: int) -> list[tuple[str, Point]]:
-        return [(name, p) for name, p in self.register_map.spec.points.items()
-                if p.table == table and p.address < first + count
-                and first < p.address + p.width]
+        return [
+            (name, p)
+            for name, p in self.register_map.spec.points.items()
+            if p.table == table and p.address < first + count and first < p.address + p.width
+        ]
 
     def _sf_of(self, point: Point) -> int:
         return 0 if point.scale_factor_point is None else self._sf[point.scale_factor_point]
@@ -150,24 +179,39 @@ class SimulatedDevice:
 
     def _check_fits(self, name: str, point: Point, exponent: int) -> None:
         if not self._fits(point, name, exponent):
-            raise ConfigError(self.register_map.source, f"points.{name}",
-                              f"cannot hold {self._limits(name)} for device {self.name}")
+            raise ConfigError(
+                self.register_map.source,
+                f"points.{name}",
+                f"cannot hold {self._limits(name)} for device {self.name}",
+            )
 
     def _choose_exponent(self, sf_name: str) -> int:
         """The finest SunSpec exponent at which every dependent point holds its range."""
-        dependents = [(n, p) for n, p in self.register_map.spec.points.items()
-                      if p.scale_factor_point == sf_name]
+        dependents = [
+            (n, p)
+            for n, p in self.register_map.spec.points.items()
+            if p.scale_factor_point == sf_name
+        ]
         for exponent in _SF_EXPONENTS:
             if all(self._fits(p, n, exponent) for n, p in dependents):
                 return exponent
-        raise ConfigError(self.register_map.source, f"points.{sf_name}",
-                          f"no exponent in {_SF_EXPONENTS} fits the ranges of device {self.name}")
+        raise ConfigError(
+            self.register_map.source,
+            f"points.{sf_name}",
+            f"no exponent in {_SF_EXPONENTS} fits the ranges of device {self.name}",
+        )
 
     # -- runtime -------------------------------------------------------------------------
 
-    async def _action(self, function_code: int, start_address: int, address: int, count: int,
-                      registers: list[int], set_values: list[int] | list[bool] | None,
-                      ) -> ExcCodes | None:
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         """Called by pymodbus before it answers; `registers` is the live block (in place)."""
         arrived = time.perf_counter()
         refused = await self.faults.before_answer()
@@ -182,8 +226,9 @@ class SimulatedDevice:
         now = self._clock()
         self.adapter.advance(now)
         if set_values is not None and table == "holding":
-            written = self._decode_write(start_address, address, registers,
-                                         cast(list[int], set_values))
+            written = self._decode_write(
+                start_address, address, registers, cast(list[int], set_values)
+            )
             if written is None:
                 return ExcCodes.ILLEGAL_VALUE
             if self.faults.ignore_writes:
@@ -195,20 +240,22 @@ class SimulatedDevice:
             # pymodbus copies set_values into the block after we return: turn that copy into
             # a no-op so the registers keep their (old or frozen) values.
             offset = address - start_address
-            cast(list[int], set_values)[:] = registers[offset:offset + len(set_values)]
+            cast(list[int], set_values)[:] = registers[offset : offset + len(set_values)]
         return None
 
-    def _decode_write(self, start: int, address: int, registers: list[int],
-                      values: list[int]) -> list[tuple[str, float]] | None:
+    def _decode_write(
+        self, start: int, address: int, registers: list[int], values: list[int]
+    ) -> list[tuple[str, float]] | None:
         """Values of every point the write touches, read from the block as it will be."""
         image = list(registers)
         offset = address - start
-        image[offset:offset + len(values)] = values
+        image[offset : offset + len(values)] = values
         written: list[tuple[str, float]] = []
         for name, point in self._points_in("holding", address, len(values)):
             begin = point.address - start
-            value = decode(point, image[begin:begin + point.width], self._sf_of(point),
-                           self._base_of(point))
+            value = decode(
+                point, image[begin : begin + point.width], self._sf_of(point), self._base_of(point)
+            )
             if not self.adapter.accepts(name, value):
                 logger.info("%s: rejected write of %s to %s", self.name, value, name)
                 return None
@@ -229,8 +276,9 @@ class SimulatedDevice:
                 continue  # points the model does not own keep what was written
             value = reader() if self._frozen is None else self._frozen.get(name, reader())
             begin = point.address - start
-            registers[begin:begin + point.width] = encode_saturating(
-                point, value, self._sf_of(point), self._base_of(point))
+            registers[begin : begin + point.width] = encode_saturating(
+                point, value, self._sf_of(point), self._base_of(point)
+            )
 
     def _faults_changed(self, before: FaultState, after: FaultState) -> None:
         if after.frozen and not before.frozen:

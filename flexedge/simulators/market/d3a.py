@@ -94,10 +94,13 @@ def parse_offer(body: Mapping[str, Any]) -> BookOffer | None:
     try:
         text = str(body["slot_start"])
         return BookOffer(
-            id=str(body["id"]), asset=str(body["asset"]),
+            id=str(body["id"]),
+            asset=str(body["asset"]),
             slot_start=datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp(),
             energy_kwh=float(body["energy_kwh"]),
-            rate_ct_per_kwh=float(body["rate_ct_per_kwh"]), slot_start_text=text)
+            rate_ct_per_kwh=float(body["rate_ct_per_kwh"]),
+            slot_start_text=text,
+        )
     except (KeyError, TypeError, ValueError):
         log.warning("ignoring malformed balancing offer %s", body.get("id"))
         return None
@@ -124,17 +127,29 @@ class BalancingAgent:
     def follow_spot_trade(self, energy_kwh: float, slot_start: float) -> Clearing:
         """Clear `ratio x energy` up and down in the slot and book what was bought."""
         target = self.spot_trade_ratio * abs(energy_kwh)
-        clearing = clear_balancing(self.offers.values(), slot_start=slot_start, up_kwh=target,
-                                   down_kwh=target, bought_kwh=self.bought_kwh)
+        clearing = clear_balancing(
+            self.offers.values(),
+            slot_start=slot_start,
+            up_kwh=target,
+            down_kwh=target,
+            bought_kwh=self.bought_kwh,
+        )
         for fill in clearing.fills:
-            self.bought_kwh[fill.offer.id] = (self.bought_kwh.get(fill.offer.id, 0.0)
-                                              + abs(fill.energy_kwh))
+            self.bought_kwh[fill.offer.id] = self.bought_kwh.get(fill.offer.id, 0.0) + abs(
+                fill.energy_kwh
+            )
         return clearing
 
 
 def trade_message(fill: Fill) -> dict[str, Any]:
     """The balancing_trade payload for a fill (wire contract v1)."""
-    return {"v": 1, "type": "balancing_trade", "id": f"bt-{uuid.uuid4().hex[:16]}",
-            "offer_id": fill.offer.id, "asset": fill.offer.asset,
-            "slot_start": fill.offer.slot_start_text or iso(fill.offer.slot_start),
-            "energy_kwh": fill.energy_kwh, "price_ct": fill.price_ct}
+    return {
+        "v": 1,
+        "type": "balancing_trade",
+        "id": f"bt-{uuid.uuid4().hex[:16]}",
+        "offer_id": fill.offer.id,
+        "asset": fill.offer.asset,
+        "slot_start": fill.offer.slot_start_text or iso(fill.offer.slot_start),
+        "energy_kwh": fill.energy_kwh,
+        "price_ct": fill.price_ct,
+    }

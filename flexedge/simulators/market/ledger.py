@@ -17,8 +17,7 @@ from typing import Any
 
 # Every inbound message gets exactly one ack (wire contract v1), so a missing one is a problem
 # whatever its type.
-ACK_REQUIRED = frozenset({"spot_trade", "balancing_trade", "balancing_control",
-                          "economic_control"})
+ACK_REQUIRED = frozenset({"spot_trade", "balancing_trade", "balancing_control", "economic_control"})
 COMMITTED = frozenset({"accepted", "clipped"})
 # D3A rates are ct/kWh; Power TAC accounts in euro.
 UNITS = {"d3a": "ct", "powertac": "€"}
@@ -98,8 +97,9 @@ class Ledger:
     def on_report(self, body: Mapping[str, Any]) -> None:
         # By commitment, or by ref should the report overtake its ack; reports of other
         # markets' commitments on the same site are not ours to settle.
-        sent = self.by_commitment.get(str(body.get("commitment_id"))) \
-            or self.sent.get(str(body.get("ref")))
+        sent = self.by_commitment.get(str(body.get("commitment_id"))) or self.sent.get(
+            str(body.get("ref"))
+        )
         if sent is not None and sent.report is None:
             sent.report = body
             self._changed.set()
@@ -138,8 +138,10 @@ def _kwh(value: float | None) -> str:
 
 
 def settlement_table(ledger: Ledger) -> str:
-    lines = [f"{'commitment':<26} {'market':<8} {'target':<28} {'accepted':>9} "
-             f"{'delivered':>9} {'price':>10} {'paid':>10}"]
+    lines = [
+        f"{'commitment':<26} {'market':<8} {'target':<28} {'accepted':>9} "
+        f"{'delivered':>9} {'price':>10} {'paid':>10}"
+    ]
     totals: dict[str, float] = {}
     for s in ledger.sent.values():
         if not s.commitment_id or s.requested_kwh is None:
@@ -150,34 +152,44 @@ def settlement_table(ledger: Ledger) -> str:
         totals[s.market] = totals.get(s.market, 0.0) + amount
         unit = UNITS.get(s.market, "")
         price_accepted = s.price * abs(accepted) / abs(s.requested_kwh)
-        lines.append(f"{s.commitment_id[:26]:<26} {s.market:<8} {s.target[:28]:<28} "
-                     f"{_kwh(accepted):>9} {_kwh(delivered):>9} "
-                     f"{price_accepted:>7.4f} {unit:<2} {amount:>7.4f} {unit}")
+        lines.append(
+            f"{s.commitment_id[:26]:<26} {s.market:<8} {s.target[:28]:<28} "
+            f"{_kwh(accepted):>9} {_kwh(delivered):>9} "
+            f"{price_accepted:>7.4f} {unit:<2} {amount:>7.4f} {unit}"
+        )
     for market, amount in sorted(totals.items()):
-        lines.append(f"{'total ' + market:<26} {'':<8} {'':<28} {'':>9} {'':>9} {'':>10} "
-                     f"{amount:>7.4f} {UNITS.get(market, '')}")
+        lines.append(
+            f"{'total ' + market:<26} {'':<8} {'':<28} {'':>9} {'':>9} {'':>10} "
+            f"{amount:>7.4f} {UNITS.get(market, '')}"
+        )
     return "\n".join(lines)
 
 
 def scorecard_table(ledger: Ledger) -> str:
-    lines = [f"{'message':<22} {'type':<17} {'target':<28} {'requested':>9} {'ack':<9} "
-             f"{'accepted':>9} {'delivered':>9}  status"]
+    lines = [
+        f"{'message':<22} {'type':<17} {'target':<28} {'requested':>9} {'ack':<9} "
+        f"{'accepted':>9} {'delivered':>9}  status"
+    ]
     sums = {"requested": 0.0, "accepted": 0.0, "delivered": 0.0}
     for s in ledger.sent.values():
         ack = str(s.ack.get("status")) if s.ack else "—"
         status = str(s.report.get("status")) if s.report else (s.problem or "")
-        lines.append(f"{s.id[:22]:<22} {s.type:<17} {s.target[:28]:<28} "
-                     f"{_kwh(s.requested_kwh):>9} {ack:<9} {_kwh(s.accepted_kwh):>9} "
-                     f"{_kwh(s.delivered_kwh):>9}  {status}")
+        lines.append(
+            f"{s.id[:22]:<22} {s.type:<17} {s.target[:28]:<28} "
+            f"{_kwh(s.requested_kwh):>9} {ack:<9} {_kwh(s.accepted_kwh):>9} "
+            f"{_kwh(s.delivered_kwh):>9}  {status}"
+        )
         if s.type in ACK_REQUIRED:
             sums["requested"] += abs(s.requested_kwh or 0.0)
             sums["accepted"] += abs(s.accepted_kwh or 0.0)
             sums["delivered"] += abs(s.delivered_kwh or 0.0)
     reports = [s for s in ledger.sent.values() if s.report]
     on_target = sum(1 for s in reports if s.report and s.report.get("status") == "delivered")
-    lines.append(f"{'total |kWh| balancing':<22} {'':<17} {'':<28} "
-                 f"{sums['requested']:>9.4f} {'':<9} {sums['accepted']:>9.4f} "
-                 f"{sums['delivered']:>9.4f}  {on_target}/{len(reports)} delivered")
+    lines.append(
+        f"{'total |kWh| balancing':<22} {'':<17} {'':<28} "
+        f"{sums['requested']:>9.4f} {'':<9} {sums['accepted']:>9.4f} "
+        f"{sums['delivered']:>9.4f}  {on_target}/{len(reports)} delivered"
+    )
     for s in ledger.sent.values():
         if s.ack is not None and s.ack.get("reason"):
             lines.append(f"  {s.id}: {s.ack.get('status')}: {s.ack['reason']}")

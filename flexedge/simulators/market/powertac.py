@@ -56,8 +56,9 @@ class Exercise:
 
 def parse_order(body: Mapping[str, Any]) -> Order | None:
     try:
-        return Order(str(body["tariff_id"]), float(body["exercise_ratio"]),
-                     float(body["price_per_kwh"]))
+        return Order(
+            str(body["tariff_id"]), float(body["exercise_ratio"]), float(body["price_per_kwh"])
+        )
     except (KeyError, TypeError, ValueError):
         log.warning("ignoring malformed balancing order %s", body.get("id"))
         return None
@@ -84,8 +85,9 @@ def plan_exercise(
     need = abs(imbalance_kwh)
     caps = capacity_kwh or {}
     plan: list[Exercise] = []
-    candidates = [o for o in orders if o.direction == direction
-                  and (tariff is None or o.tariff_id == tariff)]
+    candidates = [
+        o for o in orders if o.direction == direction and (tariff is None or o.tariff_id == tariff)
+    ]
     for order in sorted(candidates, key=lambda o: (o.price_per_kwh, o.tariff_id)):
         take = _floor(min(need, caps.get(order.tariff_id, math.inf)))
         if take < STEP_KWH:
@@ -112,8 +114,9 @@ def order_capacity_kwh(site: SiteConfig, order: Order, now: float, window_end: f
     for name in tariff.assets:
         device = site.device(name)
         if isinstance(device, Battery):
-            total += (max(0.0, r - 1.0) * device.max_discharge_kw if r > 0
-                      else -r * device.max_charge_kw) * hours
+            total += (
+                max(0.0, r - 1.0) * device.max_discharge_kw if r > 0 else -r * device.max_charge_kw
+            ) * hours
         elif isinstance(device, FlexibleLoad) and r > 0:
             profile = tuple((float(t), float(kw)) for t, kw in device.baseline_profile)
             curtailable = device.curtailable_share * profile_kw(profile, now)
@@ -122,15 +125,26 @@ def order_capacity_kwh(site: SiteConfig, order: Order, now: float, window_end: f
 
 
 def control_message(exercise: Exercise, timeslot_start: float) -> dict[str, Any]:
-    return {"v": 1, "type": "balancing_control", "id": f"bce-{uuid.uuid4().hex[:16]}",
-            "tariff_id": exercise.tariff_id, "timeslot_start": iso(timeslot_start),
-            "kwh": exercise.kwh, "payment": exercise.payment}
+    return {
+        "v": 1,
+        "type": "balancing_control",
+        "id": f"bce-{uuid.uuid4().hex[:16]}",
+        "tariff_id": exercise.tariff_id,
+        "timeslot_start": iso(timeslot_start),
+        "kwh": exercise.kwh,
+        "payment": exercise.payment,
+    }
 
 
 def economic_message(tariff_id: str, timeslot_start: float, ratio: float) -> dict[str, Any]:
-    return {"v": 1, "type": "economic_control", "id": f"ece-{uuid.uuid4().hex[:16]}",
-            "tariff_id": tariff_id, "timeslot_start": iso(timeslot_start),
-            "curtailment_ratio": ratio}
+    return {
+        "v": 1,
+        "type": "economic_control",
+        "id": f"ece-{uuid.uuid4().hex[:16]}",
+        "tariff_id": tariff_id,
+        "timeslot_start": iso(timeslot_start),
+        "curtailment_ratio": ratio,
+    }
 
 
 # Sends one balancing_control payload, returns the site's ack (None: no ack in time).
@@ -157,15 +171,19 @@ async def cover_imbalance(
     full: set[str] = set()
     for _ in range(len(orders) + 1):
         caps = {t: 0.0 if t in full else left.get(t, math.inf) for t in orders}
-        plan, _unmet = plan_exercise(orders.values(), remaining, caps, tariff=tariff,
-                                     payment_per_kwh=payment_per_kwh)
+        plan, _unmet = plan_exercise(
+            orders.values(), remaining, caps, tariff=tariff, payment_per_kwh=payment_per_kwh
+        )
         if not plan:
             break
         for exercise in plan:
             ack = await send(control_message(exercise, timeslot_start))
             status = ack.get("status") if ack else None
-            accepted = float((ack or {}).get("accepted_kwh") or 0.0) \
-                if status in ("accepted", "clipped") else 0.0
+            accepted = (
+                float((ack or {}).get("accepted_kwh") or 0.0)
+                if status in ("accepted", "clipped")
+                else 0.0
+            )
             if status == "accepted" and not (ack or {}).get("accepted_kwh"):
                 accepted = exercise.kwh  # an older site that does not echo accepted_kwh
             remaining -= accepted

@@ -61,15 +61,16 @@ ORDER_PREFIX = "market/balancing-order/"
 
 
 def resolve_scenario(text: str) -> Path:
-    """A path, or the name of a bundled scenario (flexedge/simulators/market/scenarios/NAME.yaml)."""
+    """A path, or the name of a bundled scenario (scenarios/NAME.yaml beside this file)."""
     path = Path(text)
     bundled = SCENARIOS / f"{text}.yaml"
     return bundled if not path.exists() and bundled.exists() else path
 
 
 class MarketSim:
-    def __init__(self, site: Site, steps: list[TimedStep], *, grace_s: float,
-                 say: Callable[[str], None]) -> None:
+    def __init__(
+        self, site: Site, steps: list[TimedStep], *, grace_s: float, say: Callable[[str], None]
+    ) -> None:
         cfg = site.config
         self.cfg = cfg
         self.steps = steps
@@ -78,10 +79,13 @@ class MarketSim:
         self.slot_s = float(cfg.slot_seconds)
         self.base = f"{cfg.mqtt.prefix}/{cfg.site}"
         self.link = MqttLink(
-            host=cfg.mqtt.host, port=cfg.mqtt.port, keepalive=cfg.mqtt.keepalive_s,
+            host=cfg.mqtt.host,
+            port=cfg.mqtt.port,
+            keepalive=cfg.mqtt.keepalive_s,
             username=cfg.mqtt.username,
             password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
-            client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}")
+            client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
+        )
         self.agent = BalancingAgent(cfg.balancing.balancing_spot_trade_ratio)
         self.orders: dict[str, Order] = {}
         self.ledger = Ledger()
@@ -89,8 +93,13 @@ class MarketSim:
 
     async def run(self) -> Ledger:
         await self.link.start()
-        for suffix in ("market/balancing-offer", f"{ORDER_PREFIX}+", "market/ack",
-                       "market/delivery", "status"):
+        for suffix in (
+            "market/balancing-offer",
+            f"{ORDER_PREFIX}+",
+            "market/ack",
+            "market/delivery",
+            "status",
+        ):
             self.link.subscribe(f"{self.base}/{suffix}", qos=1)
         await self.link.wait_subscribed()
         reader = asyncio.get_running_loop().create_task(self._read())
@@ -98,17 +107,23 @@ class MarketSim:
             try:
                 await asyncio.wait_for(self._online.wait(), ONLINE_TIMEOUT_S)
             except TimeoutError:
-                raise FlexedgeError(f"site {self.cfg.site!r} did not report online on "
-                                    f"{self.base}/status within {ONLINE_TIMEOUT_S:g} s") from None
+                raise FlexedgeError(
+                    f"site {self.cfg.site!r} did not report online on "
+                    f"{self.base}/status within {ONLINE_TIMEOUT_S:g} s"
+                ) from None
             await self._wait_for_orders()
             # Slot 0 is the next whole slot: its offers are published (not retained) at its
             # start, which we are now subscribed early enough to see.
             t0 = (time.time() // self.slot_s + 1) * self.slot_s
-            self.say(f"site online, {len(self.orders)} standing order(s); slot 0 starts "
-                     f"{iso(t0)} ({self.slot_s:g} s slots)")
+            self.say(
+                f"site online, {len(self.orders)} standing order(s); slot 0 starts "
+                f"{iso(t0)} ({self.slot_s:g} s slots)"
+            )
             if not self.cfg.balancing.enable_balancing_market:
-                self.say("the site's balancing market is disabled: expect no offers and "
-                         "every balancing trade rejected")
+                self.say(
+                    "the site's balancing market is disabled: expect no offers and "
+                    "every balancing trade rejected"
+                )
             for step in self.steps:
                 await _sleep_until(t0 + step.offset_s)
                 await self._play(step, t0 + step.slot * self.slot_s)
@@ -192,77 +207,147 @@ class MarketSim:
 
     async def _spot_trade(self, index: int, trade: SpotTrade, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
-        msg: dict[str, Any] = {"v": 1, "type": "spot_trade", "id": f"st-{uuid.uuid4().hex[:16]}",
-                               "asset": trade.asset, "slot_start": iso(slot_start),
-                               "energy_kwh": trade.energy_kwh, "side": trade.side,
-                               "rate_ct_per_kwh": trade.rate}
+        msg: dict[str, Any] = {
+            "v": 1,
+            "type": "spot_trade",
+            "id": f"st-{uuid.uuid4().hex[:16]}",
+            "asset": trade.asset,
+            "slot_start": iso(slot_start),
+            "energy_kwh": trade.energy_kwh,
+            "side": trade.side,
+            "rate_ct_per_kwh": trade.rate,
+        }
         # Site sign convention: selling is injection (+), buying consumption (-).
         signed = trade.energy_kwh if trade.side == "sell" else -trade.energy_kwh
-        self._send("market/spot-trade", msg, Sent(
-            msg["id"], "spot_trade", "d3a", index, trade.asset, signed,
-            round(trade.rate * trade.energy_kwh, 6), slot_end))
-        self.say(f"spot trade {msg['id']}: {trade.asset} {trade.side}s "
-                 f"{trade.energy_kwh:.4f} kWh at {trade.rate} ct/kWh")
+        self._send(
+            "market/spot-trade",
+            msg,
+            Sent(
+                msg["id"],
+                "spot_trade",
+                "d3a",
+                index,
+                trade.asset,
+                signed,
+                round(trade.rate * trade.energy_kwh, 6),
+                slot_end,
+            ),
+        )
+        self.say(
+            f"spot trade {msg['id']}: {trade.asset} {trade.side}s "
+            f"{trade.energy_kwh:.4f} kWh at {trade.rate} ct/kWh"
+        )
         await _sleep_until(max(slot_start + OFFERS_SETTLE_S, time.time() + REACT_S))
         self.agent.forget_before(slot_start)
         clearing = self.agent.follow_spot_trade(trade.energy_kwh, slot_start)
         for fill in clearing.fills:
             payload = trade_message(fill)
-            self._send("market/balancing-trade", payload, Sent(
-                payload["id"], "balancing_trade", "d3a", index,
-                f"{fill.offer.asset} {'up' if fill.energy_kwh > 0 else 'down'} offer",
-                fill.energy_kwh, fill.price_ct, slot_end))
-            self.say(f"  balancing trade {payload['id']}: {fill.energy_kwh:+.4f} kWh of "
-                     f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh")
+            self._send(
+                "market/balancing-trade",
+                payload,
+                Sent(
+                    payload["id"],
+                    "balancing_trade",
+                    "d3a",
+                    index,
+                    f"{fill.offer.asset} {'up' if fill.energy_kwh > 0 else 'down'} offer",
+                    fill.energy_kwh,
+                    fill.price_ct,
+                    slot_end,
+                ),
+            )
+            self.say(
+                f"  balancing trade {payload['id']}: {fill.energy_kwh:+.4f} kWh of "
+                f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh"
+            )
         if clearing.unmet_up_kwh or clearing.unmet_down_kwh:
-            self.say(f"  not on offer: {clearing.unmet_up_kwh:.4f} kWh up, "
-                     f"{clearing.unmet_down_kwh:.4f} kWh down")
+            self.say(
+                f"  not on offer: {clearing.unmet_up_kwh:.4f} kWh up, "
+                f"{clearing.unmet_down_kwh:.4f} kWh down"
+            )
 
     async def _imbalance(self, index: int, imbalance: Imbalance, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
         now = time.time()
-        capacity = {t: order_capacity_kwh(self.cfg, o, now, slot_end)
-                    for t, o in self.orders.items()}
-        self.say(f"imbalance {imbalance.kwh:+.4f} kWh"
-                 + (f" on {imbalance.tariff}" if imbalance.tariff else ""))
+        capacity = {
+            t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in self.orders.items()
+        }
+        self.say(
+            f"imbalance {imbalance.kwh:+.4f} kWh"
+            + (f" on {imbalance.tariff}" if imbalance.tariff else "")
+        )
 
         async def send(payload: dict[str, Any]) -> Mapping[str, Any] | None:
-            self._send("market/balancing-control", payload, Sent(
-                payload["id"], "balancing_control", "powertac", index, payload["tariff_id"],
-                payload["kwh"], payload["payment"], slot_end))
+            self._send(
+                "market/balancing-control",
+                payload,
+                Sent(
+                    payload["id"],
+                    "balancing_control",
+                    "powertac",
+                    index,
+                    payload["tariff_id"],
+                    payload["kwh"],
+                    payload["payment"],
+                    slot_end,
+                ),
+            )
             ack = await self.ledger.wait_ack(payload["id"], ACK_TIMEOUT_S)
-            self.say(f"  control event {payload['id']}: {payload['kwh']:+.4f} kWh on "
-                     f"{payload['tariff_id']}, payment {payload['payment']} -> "
-                     f"{ack.get('status') if ack else 'no ack'}")
+            self.say(
+                f"  control event {payload['id']}: {payload['kwh']:+.4f} kWh on "
+                f"{payload['tariff_id']}, payment {payload['payment']} -> "
+                f"{ack.get('status') if ack else 'no ack'}"
+            )
             return ack
 
-        left = await cover_imbalance(self.orders, imbalance.kwh, capacity, send, slot_start,
-                                     tariff=imbalance.tariff,
-                                     payment_per_kwh=imbalance.payment_per_kwh)
+        left = await cover_imbalance(
+            self.orders,
+            imbalance.kwh,
+            capacity,
+            send,
+            slot_start,
+            tariff=imbalance.tariff,
+            payment_per_kwh=imbalance.payment_per_kwh,
+        )
         if left:
             self.say(f"  uncovered: {left:+.4f} kWh (no standing order with room left)")
 
     def _economic(self, index: int, control: EconomicControl, slot_start: float) -> None:
         payload = economic_message(control.tariff, slot_start, control.curtailment_ratio)
-        self._send("market/economic-control", payload, Sent(
-            payload["id"], "economic_control", "powertac", index, control.tariff, None, 0.0,
-            slot_start + self.slot_s))
-        self.say(f"economic control {payload['id']}: curtail {control.tariff} by "
-                 f"{control.curtailment_ratio:.0%}")
-
+        self._send(
+            "market/economic-control",
+            payload,
+            Sent(
+                payload["id"],
+                "economic_control",
+                "powertac",
+                index,
+                control.tariff,
+                None,
+                0.0,
+                slot_start + self.slot_s,
+            ),
+        )
+        self.say(
+            f"economic control {payload['id']}: curtail {control.tariff} by "
+            f"{control.curtailment_ratio:.0%}"
+        )
 
     async def _fault(self, fault: Fault) -> None:
         """Switch a simulator fault and wait for the simulator to confirm it."""
         cfg = self.cfg
-        state = await send_fault(cfg.mqtt.host, cfg.mqtt.port, cfg.site, fault.device,
-                                 fault.message())
+        state = await send_fault(
+            cfg.mqtt.host, cfg.mqtt.port, cfg.site, fault.device, fault.message()
+        )
         if state is None:
             raise FlexedgeError(
                 f"no simulator confirmed the fault on {fault.device}: is `flexedge sim --mqtt "
-                f"{cfg.mqtt.host}:{cfg.mqtt.port}` running for site {cfg.site!r}?")
+                f"{cfg.mqtt.host}:{cfg.mqtt.port}` running for site {cfg.site!r}?"
+            )
         if "error" in state:
-            raise FlexedgeError(f"the simulator refused the fault on {fault.device}: "
-                                f"{state['error']}")
+            raise FlexedgeError(
+                f"the simulator refused the fault on {fault.device}: {state['error']}"
+            )
         self.say(f"fault on {fault.device}: {updated(FaultState(), state).describe()}")
 
 
@@ -281,10 +366,11 @@ def run_market(site: Site, scenario_arg: str, *, grace_s: float | None = None) -
 
     # The site reports a window a few control periods after it closes at the latest.
     grace = grace_s if grace_s is not None else 5.0 + 3 * site.config.control_period_s
-    say(f"scenario {scenario.name!r} ({len(steps)} steps) against site {site.config.site!r} "
-        f"on {site.config.mqtt.host}:{site.config.mqtt.port}")
+    say(
+        f"scenario {scenario.name!r} ({len(steps)} steps) against site {site.config.site!r} "
+        f"on {site.config.mqtt.host}:{site.config.mqtt.port}"
+    )
     ledger = asyncio.run(MarketSim(site, steps, grace_s=grace, say=say).run())
-    print("\nSettlement (pay-as-offer, capped at the accepted energy)\n"
-          + settlement_table(ledger))
+    print("\nSettlement (pay-as-offer, capped at the accepted energy)\n" + settlement_table(ledger))
     print("\nScorecard\n" + scorecard_table(ledger), flush=True)
     return 0 if ledger.complete() else 1

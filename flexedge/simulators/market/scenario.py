@@ -84,8 +84,10 @@ class Fault(_Strict):
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.message():
-            raise ValueError("a fault step needs clear: true or at least one of drop, "
-                             "latency_s, exception, frozen, ignore_writes")
+            raise ValueError(
+                "a fault step needs clear: true or at least one of drop, "
+                "latency_s, exception, frozen, ignore_writes"
+            )
         try:
             updated(FaultState(), self.message())
         except FaultError as exc:
@@ -94,9 +96,14 @@ class Fault(_Strict):
 
     def message(self) -> dict[str, object]:
         """The fault message the simulator takes (flexedge.simulators.devices.faults)."""
-        return fault_message(drop=self.drop, latency_s=self.latency_s,
-                             exception=self.exception, frozen=self.frozen,
-                             ignore_writes=self.ignore_writes, clear=self.clear)
+        return fault_message(
+            drop=self.drop,
+            latency_s=self.latency_s,
+            exception=self.exception,
+            frozen=self.frozen,
+            ignore_writes=self.ignore_writes,
+            clear=self.clear,
+        )
 
 
 Action = SpotTrade | Imbalance | EconomicControl | Fault
@@ -117,8 +124,10 @@ class Step(_Strict):
     def _one_action(self) -> Self:
         given = [name for name in ACTIONS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)} "
-                             f"(got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"a step needs exactly one of {', '.join(ACTIONS)} "
+                f"(got {', '.join(given) or 'none'})"
+            )
         if self.wait_slots is not None and (self.slot is not None or self.second is not None):
             raise ValueError("wait_slots moves time on by itself; drop slot and second")
         return self
@@ -161,8 +170,9 @@ def parse_scenario(raw: object, source: str) -> Scenario:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"]
-        if first["type"] not in {"missing", "extra_forbidden"} \
-                and not isinstance(first.get("input"), dict | list):
+        if first["type"] not in {"missing", "extra_forbidden"} and not isinstance(
+            first.get("input"), dict | list
+        ):
             message += f" (got {first.get('input')!r})"
         raise ConfigError(source, _field(tuple(first["loc"])), message) from None
 
@@ -178,20 +188,31 @@ def timeline(scenario: Scenario, slot_seconds: float, source: str) -> list[Timed
             continue
         if step.slot is not None:
             if step.slot < slot:
-                raise ConfigError(source, f"{where}.slot", f"slot {step.slot} is before slot "
-                                  f"{slot}, which the steps before it reached")
+                raise ConfigError(
+                    source,
+                    f"{where}.slot",
+                    f"slot {step.slot} is before slot {slot}, which the steps before it reached",
+                )
             if step.slot > slot:
                 slot, second = step.slot, 0.0
         if step.second is not None:
             if step.second >= slot_seconds:
-                raise ConfigError(source, f"{where}.second", f"{step.second:g} s is not "
-                                  f"inside a slot of the site ({slot_seconds:g} s)")
+                raise ConfigError(
+                    source,
+                    f"{where}.second",
+                    f"{step.second:g} s is not inside a slot of the site ({slot_seconds:g} s)",
+                )
             if step.second < second:
-                raise ConfigError(source, f"{where}.second", f"second {step.second:g} of "
-                                  f"slot {slot} is before the step before it ({second:g})")
+                raise ConfigError(
+                    source,
+                    f"{where}.second",
+                    f"second {step.second:g} of "
+                    f"slot {slot} is before the step before it ({second:g})",
+                )
             second = step.second
-        placed.append(TimedStep(index, slot, second, slot * slot_seconds + second,
-                                step.action, step.note))
+        placed.append(
+            TimedStep(index, slot, second, slot * slot_seconds + second, step.action, step.note)
+        )
     return placed
 
 
@@ -202,18 +223,28 @@ def check_against_site(scenario: Scenario, site: SiteConfig, source: str) -> Non
     for index, step in enumerate(scenario.steps):
         where = f"steps[{index}]"
         if step.spot_trade and step.spot_trade.asset not in devices:
-            raise ConfigError(source, f"{where}.spot_trade.asset", f"{step.spot_trade.asset!r} "
-                              f"is not a device of site {site.site!r}")
+            raise ConfigError(
+                source,
+                f"{where}.spot_trade.asset",
+                f"{step.spot_trade.asset!r} is not a device of site {site.site!r}",
+            )
         if step.fault and step.fault.device not in devices:
-            raise ConfigError(source, f"{where}.fault.device", f"{step.fault.device!r} "
-                              f"is not a device of site {site.site!r}")
-        named = (("imbalance", step.imbalance.tariff if step.imbalance else None),
-                 ("economic_control",
-                  step.economic_control.tariff if step.economic_control else None))
+            raise ConfigError(
+                source,
+                f"{where}.fault.device",
+                f"{step.fault.device!r} is not a device of site {site.site!r}",
+            )
+        named = (
+            ("imbalance", step.imbalance.tariff if step.imbalance else None),
+            ("economic_control", step.economic_control.tariff if step.economic_control else None),
+        )
         for action, tariff in named:
             if tariff is not None and tariff not in tariffs:
-                raise ConfigError(source, f"{where}.{action}.tariff",
-                                  f"{tariff!r} is not a tariff of site {site.site!r}")
+                raise ConfigError(
+                    source,
+                    f"{where}.{action}.tariff",
+                    f"{tariff!r} is not a tariff of site {site.site!r}",
+                )
 
 
 def load_scenario(path: Path, site: SiteConfig) -> tuple[Scenario, list[TimedStep]]:
@@ -225,4 +256,3 @@ def load_scenario(path: Path, site: SiteConfig) -> tuple[Scenario, list[TimedSte
     if not placed:
         raise ConfigError(source, "steps", "only wait_slots: the scenario does nothing")
     return scenario, placed
-

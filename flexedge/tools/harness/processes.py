@@ -13,8 +13,12 @@ ROOT = Path(__file__).resolve().parents[3]
 def spawn_flexedge(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """`flexedge ARGS` with this interpreter, its output appended to `log_path`."""
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "flexedge.cli.main", *args], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "flexedge.cli.main", *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

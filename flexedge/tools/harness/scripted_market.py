@@ -27,8 +27,14 @@ class MarketClient:
 
     async def start(self) -> None:
         await self.link.start()
-        for suffix in ("market/ack", "market/delivery", "market/measurement",
-                       "market/balancing-offer", "market/balancing-order/+", "status"):
+        for suffix in (
+            "market/ack",
+            "market/delivery",
+            "market/measurement",
+            "market/balancing-offer",
+            "market/balancing-order/+",
+            "status",
+        ):
             self.link.subscribe(f"{self.base}/{suffix}", qos=1)
         await self.link.wait_subscribed()
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -71,8 +77,12 @@ class MarketClient:
         return self.wait_for(lambda m: m.get("type") == "ack" and m.get("ref") == ref, timeout)
 
     def report_for(self, commitment_id: str, timeout: float) -> Any:
-        return self.wait_for(lambda m: m.get("type") == "delivery_report"
-                             and m.get("commitment_id") == commitment_id, timeout)
+        return self.wait_for(
+            lambda m: (
+                m.get("type") == "delivery_report" and m.get("commitment_id") == commitment_id
+            ),
+            timeout,
+        )
 
     def send(self, topic_suffix: str, payload: dict[str, Any] | bytes) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -81,16 +91,40 @@ class MarketClient:
 
     def trade(self, offer: dict[str, Any], energy_kwh: float, msg_id: str | None = None) -> str:
         msg_id = msg_id or f"trade-{uuid.uuid4().hex[:12]}"
-        self.send("market/balancing-trade", {
-            "v": 1, "type": "balancing_trade", "id": msg_id, "offer_id": offer["id"],
-            "asset": offer["asset"], "slot_start": offer["slot_start"], "energy_kwh": energy_kwh,
-            "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy_kwh), 6)})
+        self.send(
+            "market/balancing-trade",
+            {
+                "v": 1,
+                "type": "balancing_trade",
+                "id": msg_id,
+                "offer_id": offer["id"],
+                "asset": offer["asset"],
+                "slot_start": offer["slot_start"],
+                "energy_kwh": energy_kwh,
+                "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy_kwh), 6),
+            },
+        )
         return msg_id
 
-    def control(self, tariff_id: str, timeslot_start: float, kwh: float, payment: float,
-                msg_id: str | None = None) -> str:
+    def control(
+        self,
+        tariff_id: str,
+        timeslot_start: float,
+        kwh: float,
+        payment: float,
+        msg_id: str | None = None,
+    ) -> str:
         msg_id = msg_id or f"bce-{uuid.uuid4().hex[:12]}"
-        self.send("market/balancing-control", {
-            "v": 1, "type": "balancing_control", "id": msg_id, "tariff_id": tariff_id,
-            "timeslot_start": iso(timeslot_start), "kwh": kwh, "payment": payment})
+        self.send(
+            "market/balancing-control",
+            {
+                "v": 1,
+                "type": "balancing_control",
+                "id": msg_id,
+                "tariff_id": tariff_id,
+                "timeslot_start": iso(timeslot_start),
+                "kwh": kwh,
+                "payment": payment,
+            },
+        )
         return msg_id
