@@ -9,7 +9,7 @@ import pytest
 from flexedge.config.loader import load_site
 
 SITES = sorted(
-    (Path(__file__).resolve().parent.parent / "flexedge" / "config" / "sites").glob("*.yaml")
+    (Path(__file__).resolve().parents[2] / "flexedge" / "config" / "sites").glob("*.yaml")
 )
 
 
@@ -22,9 +22,7 @@ def test_bundled_site_loads(path: Path) -> None:
 
 
 def test_full_site_has_every_kind_and_transport() -> None:
-    site = load_site(
-        Path(__file__).resolve().parent.parent / "flexedge/config/sites/full-site.yaml"
-    )
+    site = load_site(Path(__file__).resolve().parents[2] / "flexedge/config/sites/full-site.yaml")
     kinds = {(d.kind, d.transport) for d in site.config.devices}
     assert {"battery", "flexible_load", "generator"} <= {k for k, _ in kinds}
     assert {"modbus-tcp", "mqtt"} <= {t for _, t in kinds}

@@ -11,7 +11,6 @@ The log, written through flexedge.controller.daemon.store.Store as the daemon wo
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -317,16 +316,3 @@ def test_the_report_reads_a_live_log_and_never_writes(
         ]
     finally:
         store.close()
-
-
-def test_the_flexedge_command_runs_report(log: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flexedge.cli.main", "report", "--db", str(log)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert result.returncode == 0, result.stderr
-    assert "c2" in result.stdout and "partial" in result.stdout

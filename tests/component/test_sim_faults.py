@@ -41,7 +41,7 @@ from flexedge.tools.harness.broker import PrivateBroker, free_port
 from tests.support.helpers import FakeClock, run
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE_NAME = "fault-site"
 
 SITE = """\

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from flexedge.contract import wire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flexedge.contract import wire
 from flexedge.controller.core.admission import ControlRequest, TradeRequest
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import AssetDelivery, DeliveryReport

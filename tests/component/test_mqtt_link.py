@@ -21,7 +21,7 @@ from flexedge.tools.harness.broker import PrivateBroker, free_port
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:

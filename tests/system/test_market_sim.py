@@ -32,7 +32,7 @@ from flexedge.simulators.market.scenario import Fault, Imbalance, SpotTrade, loa
 from flexedge.tools.harness.broker import PrivateBroker
 from tests.support.site_process import running_site
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SLOT_START = 1_800_000_000.0
 
 
