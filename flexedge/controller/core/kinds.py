@@ -10,6 +10,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from flexedge.controller.core.capability import Headroom
+
+# A load setpoint this close to its baseline is no curtailment: release it instead of
+# capping it at today's demand (which would curtail it if demand rose).
+RELEASE_BAND_KW = 1e-3
+
 
 @dataclass(frozen=True, slots=True)
 class Feasible:
@@ -77,6 +83,19 @@ def load_feasible(limits: LoadLimits, demand_kw: float) -> Feasible:
     return Feasible(p_min=-demand, p_max=-firm, baseline_kw=-demand, steps=steps)
 
 
+def load_command(setpoint_kw: float, baseline_kw: float) -> float | None:
+    """The command for a load planned at `setpoint_kw` (site sign, <= 0): a cap, or None
+    (release) when the plan is within RELEASE_BAND_KW of what it draws uncurtailed."""
+    if setpoint_kw <= baseline_kw + RELEASE_BAND_KW:
+        return None
+    return setpoint_kw
+
+
+def load_headroom(limits: LoadLimits, demand_kw: float) -> Headroom:
+    """A load drawing `demand_kw` can shed its curtailable share of it; it cannot draw more."""
+    return Headroom(limits.curtailable_share * demand_kw, 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class GeneratorLimits:
     asset: str
@@ -115,6 +134,11 @@ def generator_feasible(limits: GeneratorLimits, p_now_kw: float, horizon_s: floa
     if p_now - reach <= limits.min_kw:
         return Feasible(0.0, high, limits.baseline_kw, gap=(0.0, low), given_time=given_time)
     return Feasible(low, high, limits.baseline_kw, given_time=given_time)
+
+
+def generator_headroom(limits: GeneratorLimits) -> Headroom:
+    """Up to max_kw above its schedule; down to a stop below it."""
+    return Headroom(limits.max_kw - limits.baseline_kw, limits.baseline_kw)
 
 
 SECONDS_PER_DAY = 86400.0

@@ -108,6 +108,65 @@ def battery_offers(
     )
 
 
+def load_offers(
+    *,
+    site: str,
+    asset: str,
+    demand_kw: float,
+    headroom: Headroom,
+    rules: OfferRules,
+    slot_start: float,
+    slot_end: float,
+    now: float,
+    committed: Committed = NOTHING_COMMITTED,
+) -> list[Offer]:
+    """Load: a share of the energy it needs in the slot, drawing `demand_kw` (consume more).
+    It can rarely draw more, so clipping to its down capability usually leaves nothing."""
+    need_kwh = demand_kw * _hours(slot_start, slot_end)
+    return clipped_offers(
+        site=site,
+        asset=asset,
+        headroom=headroom,
+        wanted_demand_kwh=rules.demand_ratio * need_kwh,
+        wanted_supply_kwh=0.0,
+        rules=rules,
+        slot_start=slot_start,
+        slot_end=slot_end,
+        now=now,
+        committed=committed,
+    )
+
+
+def generator_offers(
+    *,
+    site: str,
+    asset: str,
+    headroom: Headroom,
+    rules: OfferRules,
+    slot_start: float,
+    slot_end: float,
+    now: float,
+    committed: Committed = NOTHING_COMMITTED,
+) -> list[Offer]:
+    """Commercial power plant: its energy per slot at the supply rate (gsy-e's rule)."""
+    return clipped_offers(
+        site=site,
+        asset=asset,
+        headroom=headroom,
+        wanted_demand_kwh=0.0,
+        wanted_supply_kwh=headroom.up_kw * _hours(slot_start, slot_end),
+        rules=rules,
+        slot_start=slot_start,
+        slot_end=slot_end,
+        now=now,
+        committed=committed,
+    )
+
+
+def _hours(slot_start: float, slot_end: float) -> float:
+    return (slot_end - slot_start) / 3600.0
+
+
 def _round_down(kwh: float) -> float:
     """Round to 0.1 Wh without ever offering more than the device can do."""
     return int(kwh * 10000) / 10000

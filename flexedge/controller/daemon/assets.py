@@ -19,15 +19,14 @@ from flexedge.controller.core.kinds import (
     LoadLimits,
     MeasuredBaseline,
     generator_feasible,
+    generator_headroom,
+    load_command,
     load_feasible,
+    load_headroom,
     profile_kw,
 )
 from flexedge.controller.core.model import BatteryLimits
 from flexedge.drivers.base import Reading
-
-# A load setpoint this close to its baseline is no curtailment: release it instead of
-# capping it at today's demand (which would curtail it if demand rose).
-RELEASE_BAND_KW = 1e-3
 
 
 @dataclass(frozen=True)
@@ -79,19 +78,15 @@ class LoadAsset:
         return DeviceView(load_feasible(self.limits, -self.baseline_kw(now)))
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
-        if setpoint_kw <= self.baseline_kw(now) + RELEASE_BAND_KW:
-            return None
-        return setpoint_kw
+        return load_command(setpoint_kw, self.baseline_kw(now))
 
     def safe_command(self) -> float | None:
         return None  # released: the load draws what it needs
 
     def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
-        """It can shed its curtailable share of today's demand; it cannot draw more."""
         if not fresh:
             return AssetState("flexible_load", None)
-        demand = -self.baseline_kw(now)
-        return AssetState("flexible_load", Headroom(self.limits.curtailable_share * demand, 0.0))
+        return AssetState("flexible_load", load_headroom(self.limits, -self.baseline_kw(now)))
 
 
 @dataclass(frozen=True)
@@ -115,11 +110,9 @@ class GeneratorAsset:
         return self.limits.baseline_kw  # back to its schedule (0: stop)
 
     def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
-        """Up to max_kw above its schedule; down to a stop below it."""
         if not fresh:
             return AssetState("generator", None)
-        baseline = self.limits.baseline_kw
-        return AssetState("generator", Headroom(self.limits.max_kw - baseline, baseline))
+        return AssetState("generator", generator_headroom(self.limits))
 
 
 Asset = BatteryAsset | LoadAsset | GeneratorAsset

@@ -38,7 +38,8 @@ from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import (
     OfferRules,
     battery_offers,
-    clipped_offers,
+    generator_offers,
+    load_offers,
     load_supply_after_spot_trade,
 )
 from flexedge.controller.daemon.control import ControlLoop
@@ -264,20 +265,22 @@ class MarketDesk:
                 now=now,
                 committed=committed,
             )
-        hours = (slot_end - slot_start) / 3600.0
         if state.kind == "flexible_load":
-            # The energy it needs in the slot; it can rarely draw more, so clipping to its
-            # down capability usually leaves nothing to offer.
-            need = self.control.assets[asset].baseline_kw(now) * -hours
-            wanted = (rules.demand_ratio * need, 0.0)
-        else:
-            wanted = (0.0, state.headroom.up_kw * hours)  # a power plant's energy per slot
-        return clipped_offers(
+            return load_offers(
+                site=self.config.site,
+                asset=asset,
+                demand_kw=-self.control.assets[asset].baseline_kw(now),
+                headroom=state.headroom,
+                rules=rules,
+                slot_start=slot_start,
+                slot_end=slot_end,
+                now=now,
+                committed=committed,
+            )
+        return generator_offers(
             site=self.config.site,
             asset=asset,
             headroom=state.headroom,
-            wanted_demand_kwh=wanted[0],
-            wanted_supply_kwh=wanted[1],
             rules=rules,
             slot_start=slot_start,
             slot_end=slot_end,
