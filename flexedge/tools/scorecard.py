@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flexedge.controller.core.health import STALE_PERIODS
 from flexedge.controller.core.model import Commitment, Progress, RefType
 from flexedge.controller.core.reports import coverage, reported_assets
 from flexedge.controller.core.scoring import (
@@ -30,7 +31,6 @@ from flexedge.controller.core.scoring import (
     Score,
     score_commitment,
 )
-from flexedge.controller.daemon.control import STALE_PERIODS
 from flexedge.errors import FlexedgeError
 
 # What the report reads; a file without these is not a flexedge log.

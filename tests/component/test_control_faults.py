@@ -64,7 +64,7 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
             for _ in range(3):
                 await control.tick()
                 await asyncio.sleep(PERIOD)
-            seen["before"] = dict(control._setpoints)
+            seen["before"] = dict(control.setpoints)
             assert control.is_fresh("b1", time.time()) and control.is_fresh("b2", time.time())
             inject(sim.faults("b1"))
             b2_ages, lost_at = [], None
@@ -74,7 +74,7 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
                 seen.setdefault("tick_s", []).append(time.monotonic() - started)
                 b2_ages.append(time.time() - control.readings["b2"].ts)
                 if lost_at is not None and "b2_after_loss" not in seen:
-                    seen["b2_after_loss"] = control._setpoints["b2"]
+                    seen["b2_after_loss"] = control.setpoints["b2"]
                 if lost_at is None and not control.is_fresh("b1", time.time()):
                     lost_at = tick
                 await asyncio.sleep(PERIOD)

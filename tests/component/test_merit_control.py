@@ -55,7 +55,7 @@ async def lose_the_traded_battery(tmp_path: Path) -> dict[str, Any]:
                 seen["ticks"].append(
                     {
                         "b1_fresh": fresh,
-                        "allocations": {n: dict(a) for n, a in control._allocations.items()},
+                        "allocations": {n: dict(a) for n, a in control.allocations.items()},
                     }
                 )
                 if not lost and time.time() > now + WINDOW_S / 3:

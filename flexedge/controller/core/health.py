@@ -11,6 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A device whose last good reading is older than this many control periods is unavailable;
+# metering counts nothing across a longer interval, and reports wait no longer than this
+# past a window's end for its last sample.
+STALE_PERIODS = 3
+
+
+def stale_after_s(period_s: float) -> float:
+    """How old data may be, in seconds, before it is stale (STALE_PERIODS periods)."""
+    return STALE_PERIODS * period_s
+
+
+def counted_on(
+    available: bool, answered_at: float | None, following: bool, period_s: float, now: float
+) -> bool:
+    """Can dispatch count on a device: its last reading says it is available, that reading
+    arrived within STALE_PERIODS periods of `now`, and it follows its setpoint."""
+    return (
+        available
+        and answered_at is not None
+        and following
+        and now - answered_at <= stale_after_s(period_s)
+    )
+
 
 @dataclass(slots=True)
 class DeviceHealth:

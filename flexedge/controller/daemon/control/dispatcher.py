@@ -1,0 +1,76 @@
+"""Dispatch in the shell: the core's plan for every open commitment, turned into the writes
+of the devices asked for, and logged with the allocations behind each setpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from flexedge.controller.core.dispatch import plan
+from flexedge.controller.core.model import Commitment
+from flexedge.controller.daemon.assets import Asset
+from flexedge.controller.daemon.control.commitments import OpenCommitments
+from flexedge.controller.daemon.control.device_io import DeviceIO
+from flexedge.controller.daemon.store import Store
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        assets: Mapping[str, Asset],
+        commitments: OpenCommitments,
+        device_io: DeviceIO,
+        store: Store,
+        period_s: float,
+    ) -> None:
+        self.assets = assets
+        self.commitments = commitments
+        self.device_io = device_io
+        self.store = store
+        self.period_s = period_s
+        # The allocations in force on each device (commitment id -> kW), as metering needs.
+        self.allocations: dict[str, dict[str, float]] = {}
+        self._beats = 0  # controller heartbeat, written with every tick's setpoints
+
+    async def dispatch(
+        self, names: Iterable[str], now: float, cause: str, new: Commitment | None = None
+    ) -> None:
+        """Plan and write `names`; for a `new` commitment only those of its backups the plan
+        put it on (the others have nothing new to be told)."""
+        io = self.device_io
+        views = {
+            name: asset.view(io.readings.get(name), io.is_fresh(name, now), self.period_s, now)
+            for name, asset in self.assets.items()
+        }
+        result = plan(list(self.commitments.by_id.values()), self.commitments.progress, views, now)
+        if new is not None:
+            names = [n for n in names if n in new.assets or new.id in result.allocations.get(n, {})]
+        targets = [n for n in names if n in result.setpoints and io.ready(n, now)]
+        for name in targets:
+            self.allocations[name] = result.allocations[name]
+        heartbeat = cause == "tick"
+        writes = {n: self.assets[n].command(result.setpoints[n], now) for n in targets}
+        if heartbeat:
+            self._beats += 1
+            # A device that answers but ignored our writes gets its safe setpoint and the
+            # heartbeat each tick, so it is counted on again as soon as it takes them.
+            writes.update(
+                {
+                    n: self.assets[n].safe_command()
+                    for n in names
+                    if n not in writes and io.needs_probe(n, now)
+                }
+            )
+        await io.write_bounded(writes, self._beats if heartbeat else None)
+        self.store.log_setpoints(
+            [
+                {
+                    "ts": now,
+                    "asset": n,
+                    "p_kw": p,
+                    "allocations": json.dumps(result.allocations.get(n, {})),
+                    "cause": cause if n in targets else "probe",
+                }
+                for n, p in writes.items()
+            ]
+        )

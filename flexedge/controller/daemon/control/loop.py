@@ -1,0 +1,169 @@
+"""The control loop: poll devices, meter, close finished commitments, dispatch, write.
+
+This is the shell around the pure core. The tick here only puts the parts in order; each
+concern has its own module (device_io, metering, dispatcher, reporting), and the open
+commitments they share live in commitments.OpenCommitments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flexedge.config.loader import Site
+from flexedge.controller.core.admission import AssetState, Ledger
+from flexedge.controller.core.health import DeviceHealth
+from flexedge.controller.core.model import Commitment, Progress
+from flexedge.controller.daemon.assets import asset_for
+from flexedge.controller.daemon.control.commitments import OpenCommitments
+from flexedge.controller.daemon.control.device_io import DeviceIO
+from flexedge.controller.daemon.control.dispatcher import Dispatcher
+from flexedge.controller.daemon.control.metering import Meter
+from flexedge.controller.daemon.control.reporting import Reporter
+from flexedge.controller.daemon.outbox import Outbox
+from flexedge.controller.daemon.store import Store
+from flexedge.drivers.base import Device, Reading
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        site: Site,
+        devices: dict[str, Device],
+        store: Store,
+        outbox: Outbox,
+        clock: Callable[[], float],
+    ) -> None:
+        self.site = site
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.period_s = site.config.control_period_s
+        self.slot_s = float(site.config.slot_seconds)
+        self.assets = {d.name: asset_for(d) for d in site.config.devices}
+        self.open_commitments = OpenCommitments()
+        self.device_io = DeviceIO(
+            devices,
+            self.period_s,
+            {d.name: d.setpoint_timeout_s for d in site.config.devices},
+            clock,
+            on_reading=self._meter,
+        )
+        self.meter = Meter(self.assets, self.open_commitments, self.period_s, self.slot_s)
+        self.dispatcher = Dispatcher(
+            self.assets, self.open_commitments, self.device_io, store, self.period_s
+        )
+        self.reporter = Reporter(
+            site, self.assets, self.open_commitments, self.meter, store, outbox
+        )
+        self.lock = asyncio.Lock()
+
+    # -- state the market side, the operator and the tests ask about -----------------------
+    @property
+    def devices(self) -> dict[str, Device]:
+        return self.device_io.devices
+
+    @property
+    def readings(self) -> dict[str, Reading]:
+        """The latest reading of each device that has answered."""
+        return self.device_io.readings
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        return self.device_io.health
+
+    @property
+    def setpoints(self) -> dict[str, float | None]:
+        """The setpoint last written to each device (None: a released load)."""
+        return self.device_io.setpoints
+
+    @property
+    def allocations(self) -> dict[str, dict[str, float]]:
+        """What dispatch has each commitment on each device for (kW)."""
+        return self.dispatcher.allocations
+
+    def is_fresh(self, name: str, now: float) -> bool:
+        return self.device_io.is_fresh(name, now)
+
+    def asset_states(self, now: float) -> dict[str, AssetState]:
+        return {
+            name: asset.state(self.readings.get(name), self.is_fresh(name, now), now)
+            for name, asset in self.assets.items()
+        }
+
+    def ledger(self) -> Ledger:
+        return self.open_commitments.ledger()
+
+    def add(self, commitment: Commitment, progress: Progress | None = None) -> None:
+        self.open_commitments.add(commitment, progress)
+
+    def commitments_in_progress(self) -> list[tuple[Commitment, Progress]]:
+        """Every open commitment with its metered progress, oldest first."""
+        book = self.open_commitments
+        return [(c, book.progress[cid]) for cid, c in book.by_id.items()]
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def poll(self, names: Iterable[str]) -> list[Reading]:
+        """Read every device that is due; returns the readings new since the last poll."""
+        return await self.device_io.poll(names)
+
+    def _meter(self, reading: Reading) -> None:
+        self.meter.observe(
+            reading,
+            capped=self.device_io.setpoints.get(reading.asset) is not None,
+            allocations=self.dispatcher.allocations,
+        )
+
+    async def tick(self) -> None:
+        """Poll everything, close what is over, dispatch and write every device."""
+        async with self.lock:
+            await self.poll(self.devices)
+            now = self.clock()
+            await self.dispatcher.dispatch(self.devices, now, cause="tick")
+            with self.store.transaction():
+                self.store.log_telemetry([_telemetry_row(r) for r in self.device_io.unlogged()])
+                self.device_io.mark_logged()
+                self.reporter.close_finished(now)
+                self.reporter.close_slots(now)
+                self.store.save_progress(self.open_commitments.progress)
+            self.outbox.flush()
+
+    async def dispatch_now(self, commitment: Commitment) -> None:
+        """Event-driven dispatch for a new commitment: write only the devices it touches
+        (its share assets, and the backups it was put on)."""
+        async with self.lock:
+            await self.dispatcher.dispatch(
+                commitment.may_use, self.clock(), cause=commitment.id, new=commitment
+            )
+
+    async def safe_state(self) -> None:
+        """Shutdown: every device back to its baseline (0 kW for a battery)."""
+        async with self.lock:
+            await self.device_io.settle(timeout_s=2)
+            await asyncio.gather(
+                *(self.device_io.write(n, self.assets[n].safe_command()) for n in self.devices)
+            )
+
+    def summary(self, now: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.assets:
+            reading = self.readings.get(name)
+            out[name] = {
+                "p_kw": round(reading.p_kw, 4) if reading else None,
+                "soc": round(reading.soc, 4) if reading and reading.soc is not None else None,
+                "available": self.is_fresh(name, now),
+                "setpoint_kw": self.setpoints.get(name),
+            }
+        return out
+
+
+def _telemetry_row(reading: Reading) -> dict[str, Any]:
+    return {
+        "ts": reading.ts,
+        "asset": reading.asset,
+        "p_kw": reading.p_kw,
+        "soc": reading.soc,
+        "available": int(reading.available),
+        "setpoint_kw": reading.setpoint_kw,
+    }

@@ -1,0 +1,79 @@
+"""Closing in the shell: a commitment whose window is over becomes its delivery report, and
+each asset's metered slot its `measurement`, once the core says they close; both are logged
+and queued for the market in the tick's transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flexedge.config.loader import Site
+from flexedge.contract.wire import delivery_report, measurement
+from flexedge.controller.core.closing import commitment_closes, slot_closes
+from flexedge.controller.core.reports import build_report, reported_assets
+from flexedge.controller.daemon.assets import Asset
+from flexedge.controller.daemon.control.commitments import OpenCommitments
+from flexedge.controller.daemon.control.metering import Meter
+from flexedge.controller.daemon.outbox import Outbox
+from flexedge.controller.daemon.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    def __init__(
+        self,
+        site: Site,
+        assets: Mapping[str, Asset],
+        commitments: OpenCommitments,
+        meter: Meter,
+        store: Store,
+        outbox: Outbox,
+    ) -> None:
+        self.config = site.config
+        self.period_s = site.config.control_period_s
+        self.slot_s = float(site.config.slot_seconds)
+        self.assets = assets
+        self.commitments = commitments
+        self.meter = meter
+        self.store = store
+        self.outbox = outbox
+
+    def close_finished(self, now: float) -> None:
+        """Report every commitment whose window is over and metered past its end."""
+        last_metered = self.meter.last_metered_ts()
+        for cid, commitment in list(self.commitments.by_id.items()):
+            if not commitment_closes(commitment, last_metered, self.period_s, now):
+                continue
+            used = self.meter.take_baselines(cid)
+            progress = self.commitments.progress[cid]
+            baselines = {
+                a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
+                for a in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
+            }
+            report = build_report(commitment, progress, baselines, self.config.delivery_tolerance)
+            payload = delivery_report(report)
+            self.store.close_commitment(cid, payload, now)
+            self.outbox.put("market/delivery", payload)
+            log.info(
+                "commitment %s %s: %.4f of %.4f kWh",
+                cid,
+                report.status,
+                report.delivered_kwh,
+                report.accepted_kwh,
+            )
+            self.store.save_progress({cid: self.commitments.remove(cid)})
+
+    def close_slots(self, now: float) -> None:
+        """One `measurement` per asset and slot once the slot is metered past its end."""
+        last_metered = self.meter.last_metered_ts()
+        for name, slots in self.meter.open_slots().items():
+            for slot in slots:
+                if not slot_closes(slot, self.slot_s, last_metered[name], self.period_s, now):
+                    continue
+                kwh, covered = self.meter.take_slot(name, slot)
+                payload = measurement(
+                    self.config.site, name, slot, kwh, min(1.0, covered / self.slot_s)
+                )
+                self.store.log_measurement(payload, now)
+                self.outbox.put("market/measurement", payload)
