@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 
 from flexedge.contract.wire import encode, iso
-from flexedge.mqtt import Inbound
-
-if TYPE_CHECKING:
-    from flexedge.controller.daemon.daemon import Daemon
+from flexedge.controller.daemon.control import ControlLoop
+from flexedge.controller.daemon.market_desk import MarketDesk
+from flexedge.controller.daemon.outbox import Outbox
+from flexedge.controller.daemon.store import Store
+from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,28 @@ class OrderRequest(BaseModel):
 
 
 class CommandHandler:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Answers operator commands from the parts of the shell it is handed."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        control: ControlLoop,
+        market: MarketDesk,
+        store: Store,
+        outbox: Outbox,
+        link: MqttLink,
+        clock: Callable[[], float],
+        daemon_state: Callable[[], str],
+    ) -> None:
+        self.site = site
+        self.control = control
+        self.market = market
+        self.store = store
+        self.outbox = outbox
+        self.link = link
+        self.clock = clock
+        self.daemon_state = daemon_state
 
     async def handle(self, message: Inbound, command: str) -> None:
         if message.response_topic is None:
@@ -42,13 +64,12 @@ class CommandHandler:
             body = self.set_order(message.payload)
         else:
             body = {"ok": False, "error": f"unknown command {command!r}; known: status, set-order"}
-        self.daemon.link.publish(
+        self.link.publish(
             message.response_topic, encode(body), qos=1, correlation_data=message.correlation_data
         )
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
         """Replace a tariff's standing order; it is re-published (retained) at once."""
-        d = self.daemon
         try:
             request = OrderRequest.model_validate_json(payload)
         except ValidationError as exc:
@@ -59,22 +80,27 @@ class CommandHandler:
                     for e in exc.errors()[:3]
                 ),
             )
-        current = d.market.policies.get(request.tariff_id)
+        current = self.market.policy(request.tariff_id)
         if current is None:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
         if request.exercise_ratio == 0:
             return self._refuse(payload, "exercise_ratio 0 offers nothing; use [-1, 0) or (0, 2]")
-        d.market.policies[request.tariff_id] = replace(
-            current,
-            exercise_ratio=request.exercise_ratio,
-            price_per_kwh=(
-                current.price_per_kwh if request.price_per_kwh is None else request.price_per_kwh
-            ),
+        self.market.set_policy(
+            replace(
+                current,
+                exercise_ratio=request.exercise_ratio,
+                price_per_kwh=(
+                    current.price_per_kwh
+                    if request.price_per_kwh is None
+                    else request.price_per_kwh
+                ),
+            )
         )
-        d.market.refresh_orders()
-        d.store.log_event(d.clock(), "set-order", payload.decode("utf-8", "replace"))
-        policy = d.market.policies[request.tariff_id]
-        live = d.market.orders.get(request.tariff_id)
+        self.market.refresh_orders()
+        self.store.log_event(self.clock(), "set-order", payload.decode("utf-8", "replace"))
+        policy = self.market.policy(request.tariff_id)
+        assert policy is not None  # set just above
+        live = self.market.order_in_force(request.tariff_id)
         return {
             "ok": True,
             "tariff_id": policy.tariff_id,
@@ -84,21 +110,20 @@ class CommandHandler:
         }
 
     def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
-        d = self.daemon
-        d.store.log_event(
-            d.clock(), "command-rejected", f"{reason}: {payload.decode('utf-8', 'replace')[:500]}"
+        self.store.log_event(
+            self.clock(),
+            "command-rejected",
+            f"{reason}: {payload.decode('utf-8', 'replace')[:500]}",
         )
         return {"ok": False, "error": reason}
 
     def status(self) -> dict[str, Any]:
-        d = self.daemon
-        now = d.clock()
+        now = self.clock()
         commitments = []
-        for cid, c in d.control.commitments.items():
-            progress = d.control.progress[cid]
+        for c, progress in self.control.commitments_in_progress():
             commitments.append(
                 {
-                    "id": cid,
+                    "id": c.id,
                     "ref_type": c.ref_type.value,
                     "window_start": iso(c.window_start),
                     "window_end": iso(c.window_end),
@@ -108,20 +133,20 @@ class CommandHandler:
             )
         return {
             "ok": True,
-            "site": d.config.site,
-            "state": d.state,
+            "site": self.site,
+            "state": self.daemon_state(),
             "ts": iso(now),
-            "assets": d.control.summary(now),
+            "assets": self.control.summary(now),
             "open_commitments": commitments,
-            "outbox_backlog": d.outbox.backlog(),
-            "log_db": str(d.store.path),
+            "outbox_backlog": self.outbox.backlog(),
+            "log_db": str(self.store.path),
             "orders": [
                 {
                     "tariff_id": o.tariff_id,
                     "exercise_ratio": o.exercise_ratio,
                     "price_per_kwh": o.price_per_kwh,
                 }
-                for o in d.market.orders.values()
+                for o in self.market.orders_in_force()
             ],
         }
 

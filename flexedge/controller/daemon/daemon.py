@@ -64,7 +64,16 @@ class Daemon:
         self.market = MarketDesk(
             site, self.control, self.store, self.outbox, clock, self._schedule_tick_at
         )
-        self.commands = CommandHandler(self)
+        self.commands = CommandHandler(
+            site=self.config.site,
+            control=self.control,
+            market=self.market,
+            store=self.store,
+            outbox=self.outbox,
+            link=self.link,
+            clock=clock,
+            daemon_state=lambda: self.state,
+        )
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 

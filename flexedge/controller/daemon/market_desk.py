@@ -80,6 +80,22 @@ class MarketDesk:
         }
         self.orders: dict[str, StandingOrder] = {}
 
+    # -- the operator's standing orders ---------------------------------------------------
+    def policy(self, tariff_id: str) -> StandingOrder | None:
+        """What the operator configured for a tariff (None: no such tariff)."""
+        return self.policies.get(tariff_id)
+
+    def set_policy(self, policy: StandingOrder) -> None:
+        """Replace a tariff's configured order; refresh_orders() publishes its live form."""
+        self.policies[policy.tariff_id] = policy
+
+    def order_in_force(self, tariff_id: str) -> StandingOrder | None:
+        """The order published for a tariff now (None: none of its assets was available)."""
+        return self.orders.get(tariff_id)
+
+    def orders_in_force(self) -> list[StandingOrder]:
+        return list(self.orders.values())
+
     def restore(self) -> None:
         """After a restart: open commitments, offers of slots not yet over, traded amounts."""
         now = self.clock()
