@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,13 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, site: Site, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        site: Site,
+        clock: Callable[[], float] = time.time,
+        devices: Mapping[str, Device] | None = None,
+    ) -> None:
+        """`devices`: the devices to drive, by name (default: built from the site file)."""
         self.site = site
         self.config = site.config
         self.clock = clock
@@ -56,10 +62,14 @@ class Daemon:
             session_expiry=3600,
         )
         self.outbox = Outbox(self.store, self.link, self.base, clock)
-        self.devices: dict[str, Device] = {
-            d.name: build_device(d, site.maps[d.name], mqtt=self.config.mqtt)
-            for d in self.config.devices
-        }
+        self.devices: dict[str, Device] = (
+            dict(devices)
+            if devices is not None
+            else {
+                d.name: build_device(d, site.maps[d.name], mqtt=self.config.mqtt)
+                for d in self.config.devices
+            }
+        )
         self.control = ControlLoop(site, self.devices, self.store, self.outbox, clock)
         self.market = MarketDesk(
             site, self.control, self.store, self.outbox, clock, self._schedule_tick_at
