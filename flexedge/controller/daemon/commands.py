@@ -7,25 +7,17 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
+from pydantic import ValidationError
 
-from flexedge.contract.wire import encode, iso
+from flexedge.contract.messages import SetOrderRequest
+from flexedge.contract.wire import command_reply, iso
+from flexedge.errors import message_reason
 from flexedge.mqtt import Inbound
 
 if TYPE_CHECKING:
     from flexedge.controller.daemon.daemon import Daemon
 
 log = logging.getLogger(__name__)
-
-
-class OrderRequest(BaseModel):
-    """`cmd/set-order`: a new exercise ratio (and optionally price) for a tariff's order."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tariff_id: str = Field(min_length=1)
-    exercise_ratio: StrictFloat = Field(ge=-1.0, le=2.0, allow_inf_nan=False)
-    price_per_kwh: StrictFloat | None = Field(default=None, allow_inf_nan=False)
 
 
 class CommandHandler:
@@ -43,22 +35,19 @@ class CommandHandler:
         else:
             body = {"ok": False, "error": f"unknown command {command!r}; known: status, set-order"}
         self.daemon.link.publish(
-            message.response_topic, encode(body), qos=1, correlation_data=message.correlation_data
+            message.response_topic,
+            command_reply(command, body),
+            qos=1,
+            correlation_data=message.correlation_data,
         )
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
         """Replace a tariff's standing order; it is re-published (retained) at once."""
         d = self.daemon
         try:
-            request = OrderRequest.model_validate_json(payload)
+            request = SetOrderRequest.model_validate_json(payload)
         except ValidationError as exc:
-            return self._refuse(
-                payload,
-                "; ".join(
-                    f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
-                    for e in exc.errors()[:3]
-                ),
-            )
+            return self._refuse(payload, message_reason(exc, name_missing=False, show_input=False))
         current = d.market.policies.get(request.tariff_id)
         if current is None:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
