@@ -6,6 +6,12 @@ that calls them translates them into these, so callers handle one family.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class FlexedgeError(Exception):
     """Base of every error flexedge raises on purpose."""
@@ -57,3 +63,69 @@ class BrokerError(FlexedgeError):
 
 class BrokerUnavailable(BrokerError):
     """No Mosquitto binary to start, or it failed to start."""
+
+
+# -- pydantic validation errors, told the same way everywhere --------------------------------
+
+Loc = tuple[int | str, ...]
+_NO_INPUT_SHOWN = {"missing", "extra_forbidden"}  # the input is absent or is the field itself
+
+
+class FieldProblem(NamedTuple):
+    """One validation error: where (as the caller names it), pydantic's type, the message."""
+
+    field: str
+    kind: str
+    message: str
+
+
+def indexed_path(loc: Loc) -> str:
+    """`("steps", 0, "asset")` as `steps[0].asset`; "" for the input as a whole."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def field_problems(
+    exc: ValidationError,
+    *,
+    limit: int = 1,
+    show_input: bool = True,
+    name: Callable[[Loc], str] = indexed_path,
+    conceal: Callable[[Loc], bool] = lambda loc: False,
+) -> list[FieldProblem]:
+    """The first `limit` errors of `exc`, each with its field named by `name`.
+
+    With `show_input`, the message ends with the offending value, `(got 'lots')`, except where
+    the value is missing, an unknown field, a whole mapping or list, or `conceal(loc)` (a
+    password).
+    """
+    problems = []
+    for error in exc.errors()[:limit]:
+        loc = tuple(error["loc"])
+        message = error["msg"]
+        shown = error.get("input")
+        if (
+            show_input
+            and error["type"] not in _NO_INPUT_SHOWN
+            and "input" in error
+            and not conceal(loc)
+            and not isinstance(shown, dict | list)
+        ):
+            message += f" (got {shown!r})"
+        problems.append(FieldProblem(name(loc), error["type"], message))
+    return problems
+
+
+def message_reason(exc: ValidationError, *, name_missing: bool, show_input: bool) -> str:
+    """Up to three problems of a message as one reason: `field 'kwh' is missing; ...`.
+
+    The market's acks name a missing field in words (`name_missing`); operator command replies
+    keep pydantic's own "Field required".
+    """
+    sentences = []
+    for problem in field_problems(exc, limit=3, show_input=show_input):
+        field = problem.field or "payload"
+        if name_missing and problem.kind == "missing":
+            sentences.append(f"field {field!r} is missing")
+        else:
+            sentences.append(f"field {field!r}: {problem.message}")
+    return "; ".join(sentences)

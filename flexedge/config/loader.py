@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig, reference_problems
-from flexedge.errors import ConfigError
+from flexedge.errors import ConfigError, field_problems
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
 DEMO_SITE = Path(__file__).resolve().parent / "sites" / "demo-site.yaml"
@@ -62,15 +62,12 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
     try:
         config = SiteConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(tuple(first["loc"]), raw)
-        message = first["msg"]
-        secret = any("password" in str(part) for part in first["loc"])
-        if first["type"] not in {"missing", "extra_forbidden"} and "input" in first and not secret:
-            shown = first["input"]
-            if not isinstance(shown, dict | list):
-                message += f" (got {shown!r})"
-        raise ConfigError(source, field, message) from None
+        first = field_problems(
+            exc,
+            name=lambda loc: _field_path(loc, raw),
+            conceal=lambda loc: any("password" in str(part) for part in loc),
+        )[0]
+        raise ConfigError(source, first.field, first.message) from None
     problems = reference_problems(config)
     if problems:
         field, problem = problems[0]

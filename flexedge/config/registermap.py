@@ -28,7 +28,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flexedge.errors import ConfigError
+from flexedge.errors import ConfigError, field_problems
 
 BUNDLED_MAPS_DIR = Path(__file__).resolve().parent / "maps"
 
@@ -375,12 +375,9 @@ def load_map(path: Path) -> LoadedMap:
     try:
         spec = RegisterMap.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
         # "points.soc.type", "unimplemented[3]": list items as in site-file errors.
-        field = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
-        ).lstrip(".")
-        raise ConfigError(source, field, first["msg"]) from None
+        first = field_problems(exc, show_input=False)[0]
+        raise ConfigError(source, first.field, first.message) from None
     _check_layout(source, spec)
     return LoadedMap(source=source, spec=spec)
 

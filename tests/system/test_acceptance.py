@@ -602,20 +602,7 @@ def test_disabled_market_offers_nothing_and_rejects_trades(closed_site: RunningS
             }
             trade_ref = market.trade(offer, 0.001)
             trade_ack = await market.ack_for(trade_ref)
-            spot_ref = f"spot-{time.time_ns()}"
-            market.send(
-                "market/spot-trade",
-                {
-                    "v": 1,
-                    "type": "spot_trade",
-                    "id": spot_ref,
-                    "asset": "heat-pump",
-                    "slot_start": iso(slot),
-                    "energy_kwh": 1.0,
-                    "side": "buy",
-                    "rate_ct_per_kwh": 25.0,
-                },
-            )
+            spot_ref = market.spot_trade("heat-pump", slot, 1.0, side="buy", rate_ct_per_kwh=25.0)
             spot_ack = await market.ack_for(spot_ref)
             # A slot start while we listen: the daemon logs one for every slot.
             needed = max(2, starts_before + 1)  # the one at start may come after online

@@ -7,12 +7,20 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flexedge.contract.wire import iso
+from flexedge.contract.messages import (
+    BalancingControlMsg,
+    BalancingTradeMsg,
+    EconomicControlMsg,
+    SpotTradeMsg,
+    moment,
+)
+from flexedge.contract.wire import dump, iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.site_process import RunningSite, running_site
@@ -51,64 +59,57 @@ def live_offer(site: RunningSite, sign: int = 1) -> dict[str, Any]:
 
 
 def trade(offer: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A valid trade of a quarter of the offer, then `changes` (good or bad) on top."""
     energy = changes.pop("energy_kwh", round(offer["energy_kwh"] / 4, 4))
-    body = {
-        "v": 1,
-        "type": "balancing_trade",
-        "id": f"t-{time.time_ns()}",
-        "offer_id": offer["id"],
-        "asset": offer["asset"],
-        "slot_start": offer["slot_start"],
-        "energy_kwh": energy,
-        "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy), 6),
-    }
-    body.update(changes)
-    return body
+    message = BalancingTradeMsg(
+        v=1,
+        id=f"t-{time.time_ns()}",
+        offer_id=offer["id"],
+        asset=offer["asset"],
+        slot_start=datetime.fromisoformat(offer["slot_start"]),
+        energy_kwh=energy,
+        price_ct=round(offer["rate_ct_per_kwh"] * abs(energy), 6),
+    )
+    return {**dump(message), **changes}
 
 
 def control(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {
-        "v": 1,
-        "type": "balancing_control",
-        "id": f"e-{time.time_ns()}",
-        "tariff_id": "tariff-1",
-        "timeslot_start": iso(now - now % SLOT),
-        "kwh": 0.001,
-        "payment": 0.01,
-    }
-    body.update(changes)
-    return body
+    message = BalancingControlMsg(
+        v=1,
+        id=f"e-{time.time_ns()}",
+        tariff_id="tariff-1",
+        timeslot_start=moment(now - now % SLOT),
+        kwh=0.001,
+        payment=0.01,
+    )
+    return {**dump(message), **changes}
 
 
 def spot(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {
-        "v": 1,
-        "type": "spot_trade",
-        "id": f"s-{time.time_ns()}",
-        "asset": "battery-1",
-        "slot_start": iso(now - now % SLOT),
-        "energy_kwh": 1.0,
-        "side": "buy",
-        "rate_ct_per_kwh": 25.0,
-    }
-    body.update(changes)
-    return body
+    message = SpotTradeMsg(
+        v=1,
+        id=f"s-{time.time_ns()}",
+        asset="battery-1",
+        slot_start=moment(now - now % SLOT),
+        energy_kwh=1.0,
+        side="buy",
+        rate_ct_per_kwh=25.0,
+    )
+    return {**dump(message), **changes}
 
 
 def economic(**changes: Any) -> dict[str, Any]:
     now = time.time()
-    body = {
-        "v": 1,
-        "type": "economic_control",
-        "id": f"ec-{time.time_ns()}",
-        "tariff_id": "tariff-1",
-        "timeslot_start": iso(now - now % SLOT),
-        "curtailment_ratio": 0.5,
-    }
-    body.update(changes)
-    return body
+    message = EconomicControlMsg(
+        v=1,
+        id=f"ec-{time.time_ns()}",
+        tariff_id="tariff-1",
+        timeslot_start=moment(now - now % SLOT),
+        curtailment_ratio=0.5,
+    )
+    return {**dump(message), **changes}
 
 
 def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from flexedge.contract.wire import iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.site_process import RunningSite, running_site
@@ -56,19 +55,7 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
             if start + SLOT - now < 14:
                 start += SLOT
                 await asyncio.sleep(start + 0.3 - now)
-            market.send(
-                "market/spot-trade",
-                {
-                    "v": 1,
-                    "type": "spot_trade",
-                    "id": f"sp-{time.time_ns()}",
-                    "asset": "heater",
-                    "slot_start": iso(start),
-                    "energy_kwh": 1.0,
-                    "side": "buy",
-                    "rate_ct_per_kwh": 25.0,
-                },
-            )
+            market.spot_trade("heater", start, 1.0, side="buy", rate_ct_per_kwh=25.0)
             offer = await market.wait_for(
                 lambda m: (
                     m.get("type") == "balancing_offer"
@@ -106,18 +93,7 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
             now = time.time()
             start = now - now % SLOT + SLOT  # a whole timeslot, after the other test's
             await asyncio.sleep(start + 0.3 - now)
-            ref = f"ec-{time.time_ns()}"
-            market.send(
-                "market/economic-control",
-                {
-                    "v": 1,
-                    "type": "economic_control",
-                    "id": ref,
-                    "tariff_id": "heat-tariff",
-                    "timeslot_start": iso(start),
-                    "curtailment_ratio": 0.5,
-                },
-            )
+            ref = market.economic_control("heat-tariff", start, 0.5)
             ack = await market.ack_for(ref)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
             return ack, report

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexedge.contract import wire
+from flexedge.contract.messages import BalancingControlMsg, BalancingTradeMsg, moment
 from flexedge.controller.core.admission import ControlRequest, TradeRequest
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import AssetDelivery, DeliveryReport
@@ -22,32 +23,29 @@ JAN_1_2024 = 1704067200.0  # 2024-01-01T00:00:00Z
 
 
 def trade(**changes: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "v": 1,
-        "type": "balancing_trade",
-        "id": "msg-1",
-        "offer_id": "offer-7",
-        "asset": "battery-1",
-        "slot_start": "2024-01-01T00:00:00Z",
-        "energy_kwh": 1.25,
-        "price_ct": 43.75,
-    }
-    payload.update(changes)
-    return payload
+    """A valid balancing_trade as a market builds it, then `changes` (good or bad) on top."""
+    message = BalancingTradeMsg(
+        v=1,
+        id="msg-1",
+        offer_id="offer-7",
+        asset="battery-1",
+        slot_start=moment(JAN_1_2024),
+        energy_kwh=1.25,
+        price_ct=43.75,
+    )
+    return {**wire.dump(message), **changes}
 
 
 def control(**changes: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "v": 1,
-        "type": "balancing_control",
-        "id": "msg-2",
-        "tariff_id": "tariff-1",
-        "timeslot_start": "2024-01-01T00:15:00+00:00",
-        "kwh": -2.5,
-        "payment": 0.3,
-    }
-    payload.update(changes)
-    return payload
+    message = BalancingControlMsg(
+        v=1,
+        id="msg-2",
+        tariff_id="tariff-1",
+        timeslot_start=moment(JAN_1_2024 + 900),
+        kwh=-2.5,
+        payment=0.3,
+    )
+    return {**wire.dump(message), **changes}
 
 
 def without(payload: dict[str, Any], key: str) -> dict[str, Any]:
@@ -96,8 +94,10 @@ def test_valid_control_parses() -> None:
 )
 def test_iso_times_become_epoch_seconds(text: str, epoch: float) -> None:
     parsed_trade = wire.parse_inbound("balancing_trade", dumps(trade(slot_start=text)))
+    assert isinstance(parsed_trade, TradeRequest)
     assert parsed_trade.slot_start == pytest.approx(epoch, abs=1e-6)
     parsed_control = wire.parse_inbound("balancing_control", dumps(control(timeslot_start=text)))
+    assert isinstance(parsed_control, ControlRequest)
     assert parsed_control.timeslot_start == pytest.approx(epoch, abs=1e-6)
 
 
@@ -237,6 +237,11 @@ def report(delivered_kwh: float = 1.2, commitment_id: str = "c-42") -> DeliveryR
     )
 
 
+def summary(**changes: Any) -> dict[str, Any]:
+    """One asset as the control loop summarises it for status and telemetry."""
+    return {"p_kw": 1.0, "soc": None, "available": True, "setpoint_kw": None, **changes}
+
+
 def all_builders() -> list[tuple[str, dict[str, Any]]]:
     return [
         (
@@ -263,8 +268,8 @@ def all_builders() -> list[tuple[str, dict[str, Any]]]:
         ("balancing_offer", wire.balancing_offer(OFFER)),
         ("balancing_order", wire.balancing_order("tariff-1", 1.5, 0.12, "bo-1")),
         ("delivery_report", wire.delivery_report(report())),
-        ("status", wire.status("running", {"battery-1": {"soc": 0.5}}, JAN_1_2024)),
-        ("telemetry", wire.telemetry({"battery-1": {"power_kw": 1.0}}, JAN_1_2024)),
+        ("status", wire.status("online", {"battery-1": summary(soc=0.5)}, JAN_1_2024)),
+        ("telemetry", wire.telemetry({"battery-1": summary(p_kw=1.0)}, JAN_1_2024)),
     ]
 
 
@@ -319,7 +324,7 @@ def test_builder_fields() -> None:
     assert dr["window_start"] == "2024-01-01T00:00:00.000Z"
     assert dr["assets"] == [{"asset": "battery-1", "baseline_kw": 0.0, "delivered_kwh": 1.2}]
 
-    assert wire.status("idle", {}, JAN_1_2024)["ts"] == "2024-01-01T00:00:00.000Z"
+    assert wire.status("safe", {}, JAN_1_2024)["ts"] == "2024-01-01T00:00:00.000Z"
     assert wire.telemetry({}, JAN_1_2024 + 0.5)["ts"] == "2024-01-01T00:00:00.500Z"
 
 
@@ -330,7 +335,7 @@ def test_fresh_ids_are_unique() -> None:
         )["id"]
         for _ in range(50)
     }
-    ids |= {wire.status("s", {}, 0.0)["id"] for _ in range(50)}
+    ids |= {wire.status("online", {}, 0.0)["id"] for _ in range(50)}
     ids |= {wire.telemetry({}, 0.0)["id"] for _ in range(50)}
     assert len(ids) == 150
 
@@ -357,6 +362,7 @@ def test_iso_ends_with_z_and_round_trips(ts: float) -> None:
     assert wire.iso(back.timestamp()) == text
     # And the parser reads what the builder writes.
     parsed = wire.parse_inbound("balancing_trade", dumps(trade(slot_start=text)))
+    assert isinstance(parsed, TradeRequest)
     assert parsed.slot_start == back.timestamp()
 
 
@@ -370,7 +376,7 @@ def test_encode_refuses_non_finite(bad: float) -> None:
     with pytest.raises(ValueError):
         wire.encode(wire.balancing_order("tariff-1", bad, 0.12, "bo-1"))
     with pytest.raises(ValueError):
-        wire.encode(wire.telemetry({"battery-1": {"power_kw": bad}}, JAN_1_2024))
+        wire.encode(wire.telemetry({"battery-1": summary(p_kw=bad)}, JAN_1_2024))
 
 
 def test_encode_is_compact_utf8_json() -> None:

@@ -8,26 +8,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
+from pydantic import ValidationError
 
-from flexedge.contract.wire import encode, iso
+from flexedge.contract.messages import SetOrderRequest
+from flexedge.contract.wire import command_reply, iso
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
+from flexedge.errors import message_reason
 from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
-
-
-class OrderRequest(BaseModel):
-    """`cmd/set-order`: a new exercise ratio (and optionally price) for a tariff's order."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tariff_id: str = Field(min_length=1)
-    exercise_ratio: StrictFloat = Field(ge=-1.0, le=2.0, allow_inf_nan=False)
-    price_per_kwh: StrictFloat | None = Field(default=None, allow_inf_nan=False)
 
 
 class CommandHandler:
@@ -65,21 +57,18 @@ class CommandHandler:
         else:
             body = {"ok": False, "error": f"unknown command {command!r}; known: status, set-order"}
         self.link.publish(
-            message.response_topic, encode(body), qos=1, correlation_data=message.correlation_data
+            message.response_topic,
+            command_reply(command, body),
+            qos=1,
+            correlation_data=message.correlation_data,
         )
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
         """Replace a tariff's standing order; it is re-published (retained) at once."""
         try:
-            request = OrderRequest.model_validate_json(payload)
+            request = SetOrderRequest.model_validate_json(payload)
         except ValidationError as exc:
-            return self._refuse(
-                payload,
-                "; ".join(
-                    f"field {'.'.join(str(p) for p in e['loc']) or 'payload'!r}: {e['msg']}"
-                    for e in exc.errors()[:3]
-                ),
-            )
+            return self._refuse(payload, message_reason(exc, name_missing=False, show_input=False))
         current = self.market.policy(request.tariff_id)
         if current is None:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flexedge.contract.wire import iso
+from flexedge.contract.messages import BalancingTradeMsg, moment
+from flexedge.contract.wire import dump
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +144,17 @@ class BalancingAgent:
 
 def trade_message(fill: Fill) -> dict[str, Any]:
     """The balancing_trade payload for a fill (wire contract v1)."""
-    return {
-        "v": 1,
-        "type": "balancing_trade",
-        "id": f"bt-{uuid.uuid4().hex[:16]}",
-        "offer_id": fill.offer.id,
-        "asset": fill.offer.asset,
-        "slot_start": fill.offer.slot_start_text or iso(fill.offer.slot_start),
-        "energy_kwh": fill.energy_kwh,
-        "price_ct": fill.price_ct,
-    }
+    text = fill.offer.slot_start_text
+    return dump(
+        BalancingTradeMsg(
+            v=1,
+            id=f"bt-{uuid.uuid4().hex[:16]}",
+            offer_id=fill.offer.id,
+            asset=fill.offer.asset,
+            # The offer's own slot start (the site writes it to the millisecond, so it comes
+            # back as it was written).
+            slot_start=datetime.fromisoformat(text) if text else moment(fill.offer.slot_start),
+            energy_kwh=fill.energy_kwh,
+            price_ct=fill.price_ct,
+        )
+    )

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexedge.config.schema import Battery, FlexibleLoad, SiteConfig
-from flexedge.contract.wire import iso
+from flexedge.contract.messages import BalancingControlMsg, EconomicControlMsg, moment
+from flexedge.contract.wire import dump
 from flexedge.controller.core.kinds import profile_kw
 
 log = logging.getLogger(__name__)
@@ -125,26 +126,28 @@ def order_capacity_kwh(site: SiteConfig, order: Order, now: float, window_end: f
 
 
 def control_message(exercise: Exercise, timeslot_start: float) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "type": "balancing_control",
-        "id": f"bce-{uuid.uuid4().hex[:16]}",
-        "tariff_id": exercise.tariff_id,
-        "timeslot_start": iso(timeslot_start),
-        "kwh": exercise.kwh,
-        "payment": exercise.payment,
-    }
+    return dump(
+        BalancingControlMsg(
+            v=1,
+            id=f"bce-{uuid.uuid4().hex[:16]}",
+            tariff_id=exercise.tariff_id,
+            timeslot_start=moment(timeslot_start),
+            kwh=exercise.kwh,
+            payment=exercise.payment,
+        )
+    )
 
 
 def economic_message(tariff_id: str, timeslot_start: float, ratio: float) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "type": "economic_control",
-        "id": f"ece-{uuid.uuid4().hex[:16]}",
-        "tariff_id": tariff_id,
-        "timeslot_start": iso(timeslot_start),
-        "curtailment_ratio": ratio,
-    }
+    return dump(
+        EconomicControlMsg(
+            v=1,
+            id=f"ece-{uuid.uuid4().hex[:16]}",
+            tariff_id=tariff_id,
+            timeslot_start=moment(timeslot_start),
+            curtailment_ratio=ratio,
+        )
+    )
 
 
 # Sends one balancing_control payload, returns the site's ack (None: no ack in time).

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from flexedge.config.loader import Site
-from flexedge.contract.wire import iso
+from flexedge.contract.messages import SpotTradeMsg, moment
+from flexedge.contract.wire import dump, iso
 from flexedge.errors import FlexedgeError
 from flexedge.mqtt import Inbound, MqttLink
 from flexedge.simulators.devices.fault_client import send_fault
@@ -207,16 +208,17 @@ class MarketSim:
 
     async def _spot_trade(self, index: int, trade: SpotTrade, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
-        msg: dict[str, Any] = {
-            "v": 1,
-            "type": "spot_trade",
-            "id": f"st-{uuid.uuid4().hex[:16]}",
-            "asset": trade.asset,
-            "slot_start": iso(slot_start),
-            "energy_kwh": trade.energy_kwh,
-            "side": trade.side,
-            "rate_ct_per_kwh": trade.rate,
-        }
+        msg = dump(
+            SpotTradeMsg(
+                v=1,
+                id=f"st-{uuid.uuid4().hex[:16]}",
+                asset=trade.asset,
+                slot_start=moment(slot_start),
+                energy_kwh=trade.energy_kwh,
+                side=trade.side,
+                rate_ct_per_kwh=trade.rate,
+            )
+        )
         # Site sign convention: selling is injection (+), buying consumption (-).
         signed = trade.energy_kwh if trade.side == "sell" else -trade.energy_kwh
         self._send(

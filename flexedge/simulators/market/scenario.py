@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flexedge.config.registermap import read_yaml
 from flexedge.config.schema import SiteConfig
-from flexedge.errors import ConfigError
+from flexedge.errors import ConfigError, field_problems
 from flexedge.simulators.devices.fault_client import fault_message
 from flexedge.simulators.devices.faults import FaultError, FaultState, updated
 
@@ -158,23 +158,14 @@ class TimedStep:
     note: str
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
 def parse_scenario(raw: object, source: str) -> Scenario:
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "a scenario file must be a YAML mapping")
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"]
-        if first["type"] not in {"missing", "extra_forbidden"} and not isinstance(
-            first.get("input"), dict | list
-        ):
-            message += f" (got {first.get('input')!r})"
-        raise ConfigError(source, _field(tuple(first["loc"])), message) from None
+        first = field_problems(exc)[0]
+        raise ConfigError(source, first.field, first.message) from None
 
 
 def timeline(scenario: Scenario, slot_seconds: float, source: str) -> list[TimedStep]:

@@ -1,7 +1,7 @@
 """A scripted market client over MQTT, shared by the demo, the latency benchmark and tests.
 
 It speaks the wire contract from the market's side: it watches offers, acks and reports,
-and sends balancing trades and control events.
+and sends spot trades, balancing trades and control events, built from the contract's models.
 """
 
 from __future__ import annotations
@@ -11,9 +11,17 @@ import contextlib
 import json
 import time
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from flexedge.contract.wire import iso
+from flexedge.contract.messages import (
+    BalancingControlMsg,
+    BalancingTradeMsg,
+    EconomicControlMsg,
+    SpotTradeMsg,
+    moment,
+)
+from flexedge.contract.wire import dump
 from flexedge.mqtt import Inbound, MqttLink
 
 
@@ -93,16 +101,17 @@ class MarketClient:
         msg_id = msg_id or f"trade-{uuid.uuid4().hex[:12]}"
         self.send(
             "market/balancing-trade",
-            {
-                "v": 1,
-                "type": "balancing_trade",
-                "id": msg_id,
-                "offer_id": offer["id"],
-                "asset": offer["asset"],
-                "slot_start": offer["slot_start"],
-                "energy_kwh": energy_kwh,
-                "price_ct": round(offer["rate_ct_per_kwh"] * abs(energy_kwh), 6),
-            },
+            dump(
+                BalancingTradeMsg(
+                    v=1,
+                    id=msg_id,
+                    offer_id=offer["id"],
+                    asset=offer["asset"],
+                    slot_start=datetime.fromisoformat(offer["slot_start"]),
+                    energy_kwh=energy_kwh,
+                    price_ct=round(offer["rate_ct_per_kwh"] * abs(energy_kwh), 6),
+                )
+            ),
         )
         return msg_id
 
@@ -117,14 +126,60 @@ class MarketClient:
         msg_id = msg_id or f"bce-{uuid.uuid4().hex[:12]}"
         self.send(
             "market/balancing-control",
-            {
-                "v": 1,
-                "type": "balancing_control",
-                "id": msg_id,
-                "tariff_id": tariff_id,
-                "timeslot_start": iso(timeslot_start),
-                "kwh": kwh,
-                "payment": payment,
-            },
+            dump(
+                BalancingControlMsg(
+                    v=1,
+                    id=msg_id,
+                    tariff_id=tariff_id,
+                    timeslot_start=moment(timeslot_start),
+                    kwh=kwh,
+                    payment=payment,
+                )
+            ),
+        )
+        return msg_id
+
+    def spot_trade(
+        self,
+        asset: str,
+        slot_start: float,
+        energy_kwh: float,
+        *,
+        side: Literal["buy", "sell"] = "buy",
+        rate_ct_per_kwh: float = 25.0,
+        msg_id: str | None = None,
+    ) -> str:
+        msg_id = msg_id or f"sp-{uuid.uuid4().hex[:12]}"
+        self.send(
+            "market/spot-trade",
+            dump(
+                SpotTradeMsg(
+                    v=1,
+                    id=msg_id,
+                    asset=asset,
+                    slot_start=moment(slot_start),
+                    energy_kwh=energy_kwh,
+                    side=side,
+                    rate_ct_per_kwh=rate_ct_per_kwh,
+                )
+            ),
+        )
+        return msg_id
+
+    def economic_control(
+        self, tariff_id: str, timeslot_start: float, ratio: float, msg_id: str | None = None
+    ) -> str:
+        msg_id = msg_id or f"ec-{uuid.uuid4().hex[:12]}"
+        self.send(
+            "market/economic-control",
+            dump(
+                EconomicControlMsg(
+                    v=1,
+                    id=msg_id,
+                    tariff_id=tariff_id,
+                    timeslot_start=moment(timeslot_start),
+                    curtailment_ratio=ratio,
+                )
+            ),
         )
         return msg_id
