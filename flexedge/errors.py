@@ -6,6 +6,8 @@ that calls them translates them into these, so callers handle one family.
 
 from __future__ import annotations
 
+import sys
+
 
 class FlexedgeError(Exception):
     """Base of every error flexedge raises on purpose."""
@@ -57,3 +59,14 @@ class BrokerError(FlexedgeError):
 
 class BrokerUnavailable(BrokerError):
     """No Mosquitto binary to start, or it failed to start."""
+
+
+# What the OS raises when a serial port refuses its line settings (e.g. parity on a pty):
+# pyserial lets termios.error through, which is no OSError, so pymodbus does not catch it
+# either. The RTU driver and the serial simulator both open ports and translate it.
+if sys.platform == "win32":
+    SERIAL_LINE_REFUSED: tuple[type[Exception], ...] = ()
+else:
+    import termios
+
+    SERIAL_LINE_REFUSED = (termios.error,)
