@@ -13,6 +13,12 @@ INSTALL = (
     "../shared/thirdparty/gsy (or $FLEXEDGE_GSY_DIR) holds its wheels; see the README"
 )
 
+# One of gsy-e's dependencies imports through Python's old module-finder API.
+IMPORT_WARNINGS = [
+    pytest.mark.filterwarnings(f"ignore:{text}:DeprecationWarning")
+    for text in ("find_module", "FileFinder.find_loader", "the load_module")
+]
+
 
 def require_gsy() -> None:
     """Skip the calling test without gsy-e, or fail it in CI."""

@@ -21,7 +21,7 @@ from flexedge.errors import FlexedgeError
 from flexedge.simulators.market.d3a import BalancingAgent, BookOffer, Clearing
 from flexedge.simulators.market.engines import D3aEngine, d3a_engine
 from flexedge.simulators.market.gsy_engine import GSY_INSTALL
-from tests.support.gsy import require_gsy
+from tests.support.gsy import IMPORT_WARNINGS, require_gsy
 
 SLOT = 1_800_000_000.0
 NEXT_SLOT = SLOT + 900
@@ -29,11 +29,7 @@ REGISTRY = {"battery-1": (33.0, 35.0), "heat-pump": (30.0, 36.0), "genset": (0.0
 ASSETS = [*REGISTRY, "plug"]  # the plug is not in the market's registry
 
 
-# One of gsy-e's dependencies imports through Python's old module-finder API.
-pytestmark = [
-    pytest.mark.filterwarnings(f"ignore:{text}:DeprecationWarning")
-    for text in ("find_module", "FileFinder.find_loader", "the load_module")
-]
+pytestmark = IMPORT_WARNINGS
 
 
 @pytest.fixture(scope="module")
