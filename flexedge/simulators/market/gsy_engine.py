@@ -44,9 +44,9 @@ from flexedge.simulators.market.d3a import BookOffer, Clearing, Fill
 log = logging.getLogger(__name__)
 
 GSY_INSTALL = (
-    "install it into this virtualenv: pip install --no-deps ../shared/thirdparty/gsy/*.whl "
-    "&& pip install -r ../shared/thirdparty/gsy/requirements.txt "
-    "(./flexedge.sh test does this; see the README, 'Market simulator')"
+    "install it into this virtualenv: pip install --no-deps ../shared/thirdparty/gsy/*.whl, "
+    "then its requirements.txt but click==8.1.7, which breaks flexedge's click (./flexedge.sh "
+    "test does both; see the README, 'Against gsy-e's own market')"
 )
 GRID = "Grid"
 CONSTANT_FEES = 1  # gsy-e's GRID_FEE_TYPE for a constant fee (0 here)
