@@ -27,8 +27,6 @@ from flexedge.mqtt import MqttLink
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 
-pytestmark = pytest.mark.integration
-
 T = TypeVar("T")
 Raw = dict[str, Any]
 

@@ -35,8 +35,6 @@ from flexedge.simulators.devices.modbus_server import SiteSimulator
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker
 
-pytestmark = pytest.mark.integration
-
 T = TypeVar("T")
 Raw = dict[str, Any]
 SITE_NAME = "mqtt-kinds"

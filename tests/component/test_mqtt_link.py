@@ -18,8 +18,6 @@ from flexedge.errors import BrokerError
 from flexedge.mqtt import Inbound, Message, MqttLink, RequestTimeout, request
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 
-pytestmark = pytest.mark.integration
-
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 

@@ -434,7 +434,6 @@ def test_fault_command_without_simulator_exits_1(
     assert "no simulator confirmed" in capsys.readouterr().err
 
 
-@pytest.mark.integration
 def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker) -> None:
     port = free_port()
     path = write_site(tmp_path, port)

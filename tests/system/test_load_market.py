@@ -98,6 +98,8 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
     assert capped >= -4.0  # a cap, never more than its demand, never below its firm part
 
 
+# About 40 s: it waits for the next whole timeslot, then for the report after it.
+@pytest.mark.timeout(240)
 def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)

@@ -338,7 +338,6 @@ steps:
 """
 
 
-@pytest.mark.integration
 def test_market_sim_plays_both_markets_against_the_example_site(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
@@ -379,7 +378,6 @@ steps:
 """
 
 
-@pytest.mark.integration
 def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:

@@ -24,6 +24,8 @@ def site(broker: PrivateBroker, tmp_path: Path) -> Iterator[RunningSite]:
         yield running
 
 
+# About 35 s: it waits for a slot with 20 s left, then for the restarted daemon's report.
+@pytest.mark.timeout(240)
 def test_commitment_survives_kill_9(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
