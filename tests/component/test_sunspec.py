@@ -25,7 +25,7 @@ from flexedge.config.registermap import decode, load_map, resolve_map_path
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
-from tests.support.helpers import FakeClock, run
+from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 
 T = TypeVar("T")
 MAP_PATH = resolve_map_path("sunspec_storage")
@@ -84,9 +84,7 @@ def offsets(model_id: int) -> dict[str, int]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE, encoding="utf-8")
-    return load_site(path)
+    return load_site(write_site_file(tmp_path, SITE))
 
 
 @contextlib.asynccontextmanager
@@ -274,7 +272,9 @@ def test_init_writes_are_repeated_after_the_device_restarts(site: Site) -> None:
         async with served(site, FakeClock()) as (sim, device):
             await device.connect()
             await sim.stop()
-            await asyncio.sleep(0.05)  # let the client see the close
+            await wait_for_async(
+                lambda: not device._client.connected, 5, "the driver to see the server close"
+            )
             with pytest.raises(DeviceUnavailable):
                 await device.read()
             await sim.start()  # a fresh register image: StorCtl_Mod is 0 again

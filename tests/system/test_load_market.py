@@ -15,7 +15,8 @@ import pytest
 from flexedge.contract.wire import iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
-from tests.support.site_process import RunningSite, running_site
+from tests.support.harness import run
+from tests.support.site_process import RunningSite, running_site, slot_with
 
 SLOT = 20
 LOAD = {
@@ -51,11 +52,7 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
-            now = time.time()
-            start = now - now % SLOT
-            if start + SLOT - now < 14:
-                start += SLOT
-                await asyncio.sleep(start + 0.3 - now)
+            start = await slot_with(SLOT, 14)
             market.send(
                 "market/spot-trade",
                 {
@@ -84,7 +81,7 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
         finally:
             await market.stop()
 
-    offer, ack, report = asyncio.run(scenario())
+    offer, ack, report = run(scenario())
     # 10 % of the 1 kWh bought, within 2 kW curtailable over the time left in the slot.
     assert 0 < offer["energy_kwh"] <= 0.1
     assert offer["rate_ct_per_kwh"] == 45
@@ -107,7 +104,7 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
         try:
             now = time.time()
             start = now - now % SLOT + SLOT  # a whole timeslot, after the other test's
-            await asyncio.sleep(start + 0.3 - now)
+            await asyncio.sleep(start + 0.3 - now)  # until it starts: the clock is the condition
             ref = f"ec-{time.time_ns()}"
             market.send(
                 "market/economic-control",
@@ -126,7 +123,7 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
         finally:
             await market.stop()
 
-    ack, report = asyncio.run(scenario())
+    ack, report = run(scenario())
     assert ack["status"] == "accepted", ack
     assert report["ref_type"] == "economic_control" and report["settlement"] == 0.0
     # Half of the 2 kW curtailable for the rest of the timeslot.

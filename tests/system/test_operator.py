@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.processes import ROOT
 from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.harness import run
 from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
@@ -46,7 +46,7 @@ def cli(site: RunningSite, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def retained_order(site: RunningSite) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
+    async def listen() -> dict[str, Any]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
@@ -54,7 +54,7 @@ def retained_order(site: RunningSite) -> dict[str, Any]:
         finally:
             await market.stop()
 
-    return asyncio.run(run())
+    return run(listen())
 
 
 def test_status_tells_what_the_daemon_is_doing(site: RunningSite) -> None:
@@ -109,6 +109,6 @@ def test_new_order_replaces_the_retained_one_and_bounds_exercises(site: RunningS
         finally:
             await market.stop()
 
-    ack = asyncio.run(exercise())
+    ack = run(exercise())
     assert ack["status"] == "rejected"
     assert "offers only down-regulation (exercise_ratio -0.5)" in ack["reason"]
