@@ -26,7 +26,7 @@ from tests.support.harness import run, write_site_file
 # The control period: these tests tick the loop on the wall clock as the daemon does, so a
 # sleep between ticks is the passing time under test, not a wait for something to happen.
 PERIOD = 0.2
-FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
+FAULTS: dict[str, Callable[[DeviceFaults], object]] = {
     "connection drop": lambda f: setattr(f, "drop", True),
     "latency beyond the timeout": lambda f: setattr(f, "latency_s", 1.0),
     "exception responses": lambda f: f.apply({"exception": "DEVICE_FAILURE"}),
@@ -35,7 +35,7 @@ FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
 }
 
 
-async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> dict[str, Any]:
+async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], object]) -> dict[str, Any]:
     site_file = write_site_file(
         tmp_path,
         batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1, setpoint_timeout_s=30),

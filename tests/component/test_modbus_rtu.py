@@ -23,6 +23,7 @@ from flexedge.config.schema import SerialSettings
 from flexedge.drivers.factory import build_device
 from flexedge.drivers.modbus_rtu import ModbusRtuDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
 from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 from tests.support.pty_pair import NullModem
@@ -86,7 +87,7 @@ def test_read_and_setpoint_follow_the_model(site: Site) -> None:
                 assert reading.soc == pytest.approx(0.3, abs=1e-4)
                 assert (reading.p_kw, reading.setpoint_kw) == (0.0, 0.0)
                 await device.write_setpoint(-2.0)
-                model = sim.model("b1")
+                model = sim.model("b1", BatteryModel)
                 assert (model.setpoint_kw, model.p_kw) == (-2.0, -2.0)
                 clock.now += 8.0  # within the 10 s lease: 2 kW x 0.9 for 8 s into 10 kWh
                 reading = await device.read()
@@ -122,8 +123,8 @@ def test_two_units_on_one_bus_concurrently(site: Site) -> None:
                 for reading in readings:
                     expected = {"b1": 0.3, "b2": 0.7}[reading.asset]
                     assert reading.soc == pytest.approx(expected, abs=1e-4)
-                assert sim.model("b1").setpoint_kw == pytest.approx(-1.4)
-                assert sim.model("b2").setpoint_kw == pytest.approx(1.9)
+                assert sim.model("b1", BatteryModel).setpoint_kw == pytest.approx(-1.4)
+                assert sim.model("b2", BatteryModel).setpoint_kw == pytest.approx(1.9)
                 r1, r2 = await asyncio.gather(d1.read(), d2.read())
                 assert r1.setpoint_kw == pytest.approx(-1.4)
                 assert r2.setpoint_kw == pytest.approx(1.9)

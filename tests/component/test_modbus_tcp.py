@@ -25,6 +25,7 @@ from flexedge.config.registermap import WIDTH, DataType, Point, decode, encode
 from flexedge.drivers.base import Device
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice, ReadBlock, plan_reads
 from flexedge.errors import DeviceProtocolError, DeviceUnavailable
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
 from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 
@@ -138,7 +139,7 @@ def test_setpoint_reaches_model_and_reads_back(site: Site) -> None:
             before = time.perf_counter()
             await device.write_setpoint(-2.5)
             after = time.perf_counter()
-            model = sim.model("b1")
+            model = sim.model("b1", BatteryModel)
             assert (model.setpoint_kw, model.p_kw) == (-2.5, -2.5)
             assert [w[:3] for w in writes] == [("b1", "power_setpoint", -2.5)]
             assert before <= writes[0][3] <= after
@@ -181,7 +182,7 @@ def test_lease_reverts_setpoint_after_timeout(site: Site) -> None:
             reading = await device.read()
             assert (reading.p_kw, reading.setpoint_kw) == (0.0, 0.0)
             # Discharged for exactly the 2 s lease.
-            assert sim.model("b1").discharged_kwh == pytest.approx(3.0 * 2.0 / 3600)
+            assert sim.model("b1", BatteryModel).discharged_kwh == pytest.approx(3.0 * 2.0 / 3600)
 
     run(body())
 
@@ -292,7 +293,7 @@ def test_scale_factor_points_and_two_word_registers(tmp_path: Path) -> None:
             assert exponent == -5.0
             assert points["soc"] == pytest.approx(0.6, rel=1e-6)
             await device.write_setpoint(-1.23456)
-            assert sim.model("b1").setpoint_kw == pytest.approx(-1.23456, abs=1e-8)
+            assert sim.model("b1", BatteryModel).setpoint_kw == pytest.approx(-1.23456, abs=1e-8)
             reading = await device.read()
             assert reading.p_kw == pytest.approx(-1.23456, abs=1e-8)
             assert await device.configure_lease(70000) is True  # needs the u32

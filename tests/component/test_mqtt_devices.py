@@ -23,6 +23,7 @@ from flexedge.drivers.factory import build_device
 from flexedge.drivers.mqtt_device import Broker, MqttJsonDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
 from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 from tests.support.harness import run, wait_for_async, write_site_file
@@ -271,7 +272,7 @@ def test_limit_load_follows_its_limit_and_release(broker: PrivateBroker) -> None
 
     async def scenario() -> None:
         async with simulated(config) as sim, drivers(config) as [device]:
-            model = sim.devices["charger-1"].model
+            model = sim.model("charger-1", LoadModel)
             await settle(device, near(-5.0))
             await device.write_setpoint(-3.0)
             reading = await settle(device, near(-3.0))

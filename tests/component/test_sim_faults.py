@@ -27,6 +27,7 @@ from flexedge.config.loader import Site, load_site
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import DeviceProtocolError, DeviceUnavailable
 from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.fault_client import fault_message, send_fault
 from flexedge.simulators.devices.faults import (
     DeviceFaults,
@@ -225,7 +226,7 @@ def test_exception_is_a_protocol_error_naming_the_code(
                 await device.read()
             with pytest.raises(DeviceProtocolError, match=f"exception code {int(code)}$"):
                 await device.write_setpoint(1.0)
-            assert sim.model("b1").setpoint_kw == 0.0
+            assert sim.model("b1", BatteryModel).setpoint_kw == 0.0
             sim.faults("b1").exception = None
             assert (await device.read()).soc == pytest.approx(0.6)
 
@@ -253,7 +254,7 @@ def test_frozen_reads_are_stale_while_the_physics_goes_on(site: Site) -> None:
             await device.write_setpoint(2.0)  # writes still reach the model
             clock.now += 600
             stale = await device.read()
-            model = sim.model("b1")
+            model = sim.model("b1", BatteryModel)
             assert (stale.soc, stale.p_kw, stale.setpoint_kw) == (before.soc, 0.0, 0.0)
             assert model.p_kw == 2.0
             assert before.soc is not None and model.soc < before.soc - 0.03
@@ -272,7 +273,10 @@ def test_ignored_writes_are_acknowledged_but_not_applied(site: Site) -> None:
             await device.write_setpoint(3.0)
             reading = await device.read()
             assert reading.setpoint_kw == 0.0  # the read-back mismatch a controller sees
-            assert (sim.model("b1").setpoint_kw, sim.model("b1").p_kw) == (0.0, 0.0)
+            assert (
+                sim.model("b1", BatteryModel).setpoint_kw,
+                sim.model("b1", BatteryModel).p_kw,
+            ) == (0.0, 0.0)
             sim.faults("b1").ignore_writes = False
             await device.write_setpoint(3.0)
             assert (await device.read()).setpoint_kw == 3.0

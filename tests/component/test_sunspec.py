@@ -24,6 +24,7 @@ from flexedge.config.loader import Site, load_site
 from flexedge.config.registermap import decode, load_map, resolve_map_path
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
 from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 
@@ -197,7 +198,7 @@ def test_pysunspec2_scans_the_simulator_and_sees_the_model(site: Site) -> None:
 
             # Discharge commanded through flexedge's driver: pysunspec2 sees the new power.
             await device.write_setpoint(3.0)
-            model = sim.model("b1")
+            model = sim.model("b1", BatteryModel)
             assert model.p_kw == 3.0
             inverter = await scanner.model(103)
             assert inverter.W.cvalue == pytest.approx(model.p_kw * 1000)
@@ -225,7 +226,7 @@ def test_pysunspec2_writes_outwrte_and_the_simulator_follows(site: Site) -> None
             storage = scanner.client.models[124][0]
             storage.OutWRte.cvalue = 50.0  # 50 % of WChaMax (4 kW): discharge 2 kW
             await scanner.call(storage.write)
-            assert sim.model("b1").setpoint_kw == pytest.approx(2.0)
+            assert sim.model("b1", BatteryModel).setpoint_kw == pytest.approx(2.0)
             storage = await scanner.model(124)
             assert storage.InWRte.cvalue == -50.0  # the simulator mirrors the window
             assert (await scanner.model(103)).W.cvalue == pytest.approx(2000.0)

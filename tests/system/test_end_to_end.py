@@ -65,9 +65,9 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
     assert measured["energy_kwh"] == pytest.approx(report["delivered_kwh"], rel=0.02)
     assert ack["status"] == "accepted", ack
     assert report["status"] == "delivered", report
-    accepted = float(report["accepted_kwh"])  # type: ignore[arg-type]
+    accepted = float(report["accepted_kwh"])
     assert accepted > 0
-    assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted  # type: ignore[arg-type]
+    assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted
     assert report["coverage"] == 1.0
     assets = report["assets"]
     assert isinstance(assets, list) and assets[0]["asset"] == "battery-1"

@@ -105,7 +105,8 @@ def test_new_order_replaces_the_retained_one_and_bounds_exercises(site: RunningS
         try:
             now = time.time()
             ref = market.control("tariff-1", now - now % SLOT, 0.001, payment=0.0)
-            return await market.ack_for(ref)
+            ack: dict[str, Any] = await market.ack_for(ref)
+            return ack
         finally:
             await market.stop()
 

@@ -12,7 +12,7 @@ import yaml
 
 from flexedge.config.loader import EXAMPLE_SITE, load_site
 from flexedge.config.registermap import BUNDLED_MAPS_DIR
-from flexedge.config.schema import BalancingConstants, SiteConfig
+from flexedge.config.schema import BalancingConstants, Battery, SiteConfig
 from flexedge.errors import ConfigError
 from tests.support.harness import write_site_file
 
@@ -62,6 +62,7 @@ def test_example_site_loads_with_its_values() -> None:
     )
 
     [battery] = cfg.devices
+    assert isinstance(battery, Battery)
     assert cfg.device("battery-1") is battery
     assert battery.name == "battery-1"
     assert (battery.kind, battery.transport) == ("battery", "modbus-tcp")
@@ -117,6 +118,7 @@ def test_minimal_site_takes_documented_defaults(tmp_path: Path) -> None:
     assert cfg.mqtt.port == 1883
     assert cfg.asset_registry == {} and cfg.tariffs == []
     assert cfg.devices[0].map_name == "battery_generic"  # the kind's bundled map
+    assert isinstance(cfg.devices[0], Battery)
     assert (cfg.devices[0].soc_min, cfg.devices[0].soc_max) == (0.1, 0.95)
 
 

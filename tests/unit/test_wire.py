@@ -96,8 +96,10 @@ def test_valid_control_parses() -> None:
 )
 def test_iso_times_become_epoch_seconds(text: str, epoch: float) -> None:
     parsed_trade = wire.parse_inbound("balancing_trade", dumps(trade(slot_start=text)))
+    assert isinstance(parsed_trade, TradeRequest)
     assert parsed_trade.slot_start == pytest.approx(epoch, abs=1e-6)
     parsed_control = wire.parse_inbound("balancing_control", dumps(control(timeslot_start=text)))
+    assert isinstance(parsed_control, ControlRequest)
     assert parsed_control.timeslot_start == pytest.approx(epoch, abs=1e-6)
 
 
@@ -357,6 +359,7 @@ def test_iso_ends_with_z_and_round_trips(ts: float) -> None:
     assert wire.iso(back.timestamp()) == text
     # And the parser reads what the builder writes.
     parsed = wire.parse_inbound("balancing_trade", dumps(trade(slot_start=text)))
+    assert isinstance(parsed, TradeRequest)
     assert parsed.slot_start == back.timestamp()
 
 
