@@ -108,14 +108,14 @@ def test_bad_spot_trades_are_rejected(
     trade: SpotTrade, enabled: bool, now: float, needle: str
 ) -> None:
     result = admit_spot_trade(
-        trade, market_enabled=enabled, registry={"l1": ()}, slot_seconds=900, now=now
+        trade, market_enabled=enabled, registry={"l1": (0.0, 0.0)}, slot_seconds=900, now=now
     )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
 
 def test_spot_trade_is_recorded_not_committed() -> None:
     result = admit_spot_trade(
-        spot(), market_enabled=True, registry={"l1": ()}, slot_seconds=900, now=T0 + 1
+        spot(), market_enabled=True, registry={"l1": (0.0, 0.0)}, slot_seconds=900, now=T0 + 1
     )
     assert result.status is AckStatus.ACCEPTED and result.commitment is None
 
