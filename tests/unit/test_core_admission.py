@@ -6,18 +6,12 @@ from typing import Any
 
 import pytest
 
-from flexedge.controller.core.admission import (
-    AssetState,
-    ControlRequest,
-    Ledger,
-    StandingOrder,
-    TradeRequest,
-    admit_control,
-    admit_trade,
-)
+from flexedge.controller.core.admission import AssetState, Ledger
 from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.control_admission import ControlRequest, StandingOrder, admit_control
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import OfferRules, battery_offers
+from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery, commitment
 
 SLOT = 60.0

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexedge.controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade
+from flexedge.controller.core.admission import AssetState, Ledger
 from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.dispatch import DeviceView, battery_view, plan
 from flexedge.controller.core.kinds import (
@@ -20,6 +20,7 @@ from flexedge.controller.core.kinds import (
 )
 from flexedge.controller.core.merit import AssetKind, merit_order
 from flexedge.controller.core.model import AckStatus, Offer, Progress
+from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery, commitment
 
 # {asset: (demand rate, supply rate)} in ct/kWh

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from flexedge.controller.core.admission import (
-    AssetState,
+from flexedge.controller.core.admission import AssetState, Ledger
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.control_admission import (
     ControlRequest,
     EconomicControl,
-    Ledger,
-    SpotTrade,
     StandingOrder,
     admit_control,
     admit_economic_control,
-    admit_spot_trade,
     live_order,
 )
-from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
+from flexedge.controller.core.trade_admission import SpotTrade, admit_spot_trade
 from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(
