@@ -125,7 +125,7 @@ def control(kwh: float, tariff: str = "t") -> ControlRequest:
 
 
 ASSETS = {
-    "l1": AssetState("flexible_load", LOAD),
+    "l1": AssetState("flexible_load", LOAD, usage_kw=4.0),
     "b1": AssetState("battery", Headroom.of_battery(battery(), 0.5), battery(), 0.5),
     "g1": AssetState("generator", Headroom(8.0, 2.0)),
 }
@@ -136,7 +136,7 @@ def test_curtailment_order_offers_a_share_of_curtailable_load_only() -> None:
     # 2 kW curtailable x 0.1 h x 0.5; the battery counts only above 1, the generator never.
     result = admit_control(
         control(1.0),
-        orders={"t": order},
+        orders={"t": {"up": order}},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
@@ -152,7 +152,7 @@ def test_order_above_one_adds_storage_discharge_to_all_curtailable_load() -> Non
     order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
     result = admit_control(
         control(0.3),
-        orders={"t": order},
+        orders={"t": {"up": order}},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
@@ -170,18 +170,18 @@ def economic(ratio: float, tariff: str = "t", start: float = T0) -> EconomicCont
 
 
 def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> None:
-    order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
     result = admit_economic_control(
         economic(0.25),
-        orders={"t": order},
+        tariffs={"t": ("l1", "b1")},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
         now=T0,
     )
     assert result.status is AckStatus.ACCEPTED and result.commitment is not None
-    # A quarter of 2 kW curtailable for 0.1 h; the battery is not a curtailable load.
-    assert result.commitment.accepted_kwh == pytest.approx(0.05)
+    # Power TAC: min(0.25, maxCurtailment 0.5) of the 4 kW usage for 0.1 h; the battery is
+    # not a curtailable load.
+    assert result.commitment.accepted_kwh == pytest.approx(0.1)
     assert result.commitment.shares == (("l1", 1.0),)
     assert result.commitment.settlement == 0.0
 
@@ -195,12 +195,9 @@ def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> No
     ],
 )
 def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: str) -> None:
-    orders = {
-        "t": StandingOrder("t", ("l1",), 0.5, 0.1),
-        "batteries": StandingOrder("batteries", ("b1",), 1.5, 0.1),
-    }
+    tariffs = {"t": ("l1",), "batteries": ("b1",)}
     result = admit_economic_control(
-        request_, orders=orders, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360, now=T0
+        request_, tariffs=tariffs, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360, now=T0
     )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
@@ -208,7 +205,7 @@ def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: s
 def test_economic_control_of_ratio_zero_changes_nothing() -> None:
     result = admit_economic_control(
         economic(0.0),
-        orders={"t": StandingOrder("t", ("l1",), 0.5, 0.1)},
+        tariffs={"t": ("l1",)},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
