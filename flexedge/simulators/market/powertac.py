@@ -1,17 +1,18 @@
 """The Power TAC distribution utility: exercise standing balancing orders, send economic controls.
 
-A BalancingOrder(tariff, exerciseRatio, price) stays in force until replaced; flexedge publishes
-each tariff's order retained on market/balancing-order/{tariff}. To cover an imbalance the
-utility exercises the orders whose direction matches it (ratio > 0 up-regulation for a
-shortage, ratio < 0 down-regulation for a surplus), cheapest price first, each up to what its
-tariff can deliver in the rest of the timeslot, with a balancing control event.
-
-Payment: Power TAC's price is "the per-kWh value, positive if the broker is paid", so an event
-pays `price x |kwh|`. With price x kwh, a down-regulation order priced negative (the broker
-pays, as Power TAC expects) would turn into a payment to the site.
+A BalancingOrder(tariff, exerciseRatio, price) stays in force until replaced by an order of
+its direction; flexedge publishes each tariff's up and down order retained on
+market/balancing-order/{tariff}/up and .../down. To cover an imbalance the utility exercises,
+as Power TAC's StaticSettlementProcessor does, only the orders on the side of the imbalance
+(ratio > 0 up-regulation for a shortage, ratio < 0 down-regulation for a surplus), cheapest
+price first (ties in the order they arrived), none priced above the regulating price (the
+server's dummy order for the regulating market, at pPlus or pMinus: with its default zero
+slope, dearer orders sort after it and are never used), each up to what its tariff can
+deliver in the rest of the timeslot, with one balancing control event per order.
 
 How much a tariff can deliver is estimated from the site file (the utility sees no SoC), an
-upper bound; when the site clips an event the rest goes to the next order in a new round.
+upper bound; when the site clips an event the rest goes to the next order in a new round
+(flexedge's own: the server plans once and the site cannot clip).
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ log = logging.getLogger(__name__)
 
 STEP_KWH = 1e-4  # the site refuses smaller events (0.1 Wh)
 
+# Power TAC's regulating-market prices with the server's default settings (server.properties:
+# defaultSpotPrice 75 per MWh, rmPremium 2.0, rmFee 0.035 per kWh), per kWh.
+DEFAULT_SPOT_PER_MWH = 75.0
+RM_PREMIUM = 2.0
+RM_FEE_PER_KWH = 0.035
+P_PLUS = DEFAULT_SPOT_PER_MWH * RM_PREMIUM / 1000 + RM_FEE_PER_KWH  # 0.185
+P_MINUS = -DEFAULT_SPOT_PER_MWH / RM_PREMIUM / 1000 - RM_FEE_PER_KWH  # -0.0725
+
+PAYMENT_RULE = (
+    "each exercised kWh is paid the regulating price (pPlus for a shortage, pMinus for a "
+    "surplus, negative: the site pays), unless the scenario sets payment_per_kwh. This is "
+    "what Power TAC's VCG payment (StaticSettlementProcessor, p2) comes to for one broker "
+    "whose orders compete only with a regulating market of zero price slope; the server's "
+    "imbalance charge (p1) and sloped regulating market are not simulated"
+)
+
+
+def regulating_price(imbalance_kwh: float) -> float:
+    """The regulating market's price for an imbalance (> 0 shortage): pPlus, or pMinus."""
+    return P_PLUS if imbalance_kwh > 0 else P_MINUS
+
 
 @dataclass(frozen=True, slots=True)
 class Order:
@@ -42,6 +64,11 @@ class Order:
     @property
     def direction(self) -> int:
         return 1 if self.exercise_ratio > 0 else -1
+
+    @property
+    def key(self) -> str:
+        """The order's place: one per tariff and direction, as on its topic."""
+        return f"{self.tariff_id}/{'up' if self.direction > 0 else 'down'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +103,27 @@ def plan_exercise(
     *,
     tariff: str | None = None,
     payment_per_kwh: float | None = None,
+    regulating_price: float | None = None,
 ) -> tuple[list[Exercise], float]:
-    """Cover `imbalance_kwh` (> 0 shortage) with the matching orders, cheapest first.
+    """Cover `imbalance_kwh` (> 0 shortage) with the orders on its side, cheapest first and
+    none priced above `regulating_price` (None: no such cap).
 
     `capacity_kwh` bounds each tariff (magnitude; a missing tariff is unbounded). Returns the
-    exercises and the signed part nobody can cover.
+    exercises and the signed part nobody can cover (the regulating market's).
     """
     direction = 1 if imbalance_kwh > 0 else -1
     need = abs(imbalance_kwh)
     caps = capacity_kwh or {}
     plan: list[Exercise] = []
     candidates = [
-        o for o in orders if o.direction == direction and (tariff is None or o.tariff_id == tariff)
+        o
+        for o in orders
+        if o.direction == direction
+        and (tariff is None or o.tariff_id == tariff)
+        and (regulating_price is None or o.price_per_kwh <= regulating_price)
     ]
-    for order in sorted(candidates, key=lambda o: (o.price_per_kwh, o.tariff_id)):
+    # A stable sort: orders of one price keep the order they arrived in.
+    for order in sorted(candidates, key=lambda o: o.price_per_kwh):
         take = _floor(min(need, caps.get(order.tariff_id, math.inf)))
         if take < STEP_KWH:
             continue
@@ -163,6 +197,7 @@ async def cover_imbalance(
     *,
     tariff: str | None = None,
     payment_per_kwh: float | None = None,
+    regulating_price: float | None = None,
 ) -> float:
     """Exercise orders in rounds until the imbalance is covered or no order has room left.
 
@@ -175,7 +210,12 @@ async def cover_imbalance(
     for _ in range(len(orders) + 1):
         caps = {t: 0.0 if t in full else left.get(t, math.inf) for t in orders}
         plan, _unmet = plan_exercise(
-            orders.values(), remaining, caps, tariff=tariff, payment_per_kwh=payment_per_kwh
+            orders.values(),
+            remaining,
+            caps,
+            tariff=tariff,
+            payment_per_kwh=payment_per_kwh,
+            regulating_price=regulating_price,
         )
         if not plan:
             break

@@ -31,11 +31,13 @@ from flexedge.simulators.devices.faults import FaultState, updated
 from flexedge.simulators.market.d3a import BalancingAgent, parse_offer, trade_message
 from flexedge.simulators.market.ledger import Ledger, Sent, scorecard_table, settlement_table
 from flexedge.simulators.market.powertac import (
+    PAYMENT_RULE,
     Order,
     cover_imbalance,
     economic_message,
     order_capacity_kwh,
     parse_order,
+    regulating_price,
 )
 from flexedge.simulators.market.scenario import (
     EconomicControl,
@@ -88,6 +90,7 @@ class MarketSim:
             client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
         )
         self.agent = BalancingAgent(cfg.balancing.balancing_spot_trade_ratio)
+        # Power TAC keeps one order per tariff and direction: key "{tariff}/{up|down}".
         self.orders: dict[str, Order] = {}
         self.ledger = Ledger()
         self._online = asyncio.Event()
@@ -96,7 +99,7 @@ class MarketSim:
         await self.link.start()
         for suffix in (
             "market/balancing-offer",
-            f"{ORDER_PREFIX}+",
+            f"{ORDER_PREFIX}+/+",
             "market/ack",
             "market/delivery",
             "status",
@@ -120,6 +123,7 @@ class MarketSim:
                 f"site online, {len(self.orders)} standing order(s); slot 0 starts "
                 f"{iso(t0)} ({self.slot_s:g} s slots)"
             )
+            self.say(f"Power TAC payment rule: {PAYMENT_RULE}")
             if not self.cfg.balancing.enable_balancing_market:
                 self.say(
                     "the site's balancing market is disabled: expect no offers and "
@@ -139,7 +143,7 @@ class MarketSim:
     async def _wait_for_orders(self) -> None:
         """The standing orders are retained, but a site that has just come online may still
         be publishing them; give it a moment so the first imbalance finds them."""
-        expected = {t.id for t in self.cfg.tariffs}
+        expected = {f"{t.id}/{o.direction}" for t in self.cfg.tariffs for o in t.orders()}
         deadline = time.monotonic() + ORDERS_WAIT_S
         while not expected <= self.orders.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -156,7 +160,8 @@ class MarketSim:
             suffix = message.topic.removeprefix(prefix)
             if suffix.startswith(ORDER_PREFIX) and not message.payload:
                 # An empty retained payload clears the topic: the order is withdrawn.
-                self.orders.pop(suffix.removeprefix(ORDER_PREFIX), None)
+                if self.orders.pop(suffix.removeprefix(ORDER_PREFIX), None):
+                    self.say(f"order withdrawn: {suffix.removeprefix(ORDER_PREFIX)}")
                 continue
             try:
                 body = json.loads(message.payload)
@@ -173,8 +178,11 @@ class MarketSim:
                 self.agent.add_offer(offer)
         elif suffix.startswith(ORDER_PREFIX):
             order = parse_order(body)
-            if order is not None:
-                self.orders[order.tariff_id] = order
+            key = suffix.removeprefix(ORDER_PREFIX)
+            if order is not None and key != order.key:
+                log.warning("ignoring %s order on %s: wrong direction for its topic", key, suffix)
+            elif order is not None:
+                self.orders[key] = order
         elif suffix == "market/ack":
             self.ledger.on_ack(body)
         elif suffix == "market/delivery":
@@ -271,12 +279,23 @@ class MarketSim:
     async def _imbalance(self, index: int, imbalance: Imbalance, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
         now = time.time()
-        capacity = {
-            t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in self.orders.items()
-        }
+        # Only the orders on the side of the imbalance; one per tariff then.
+        direction = "up" if imbalance.kwh > 0 else "down"
+        orders = {o.tariff_id: o for k, o in self.orders.items() if k.endswith(f"/{direction}")}
+        capacity = {t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in orders.items()}
+        regulating = imbalance.regulating_price_per_kwh
+        if regulating is None:
+            regulating = regulating_price(imbalance.kwh)
+        payment = imbalance.payment_per_kwh
         self.say(
             f"imbalance {imbalance.kwh:+.4f} kWh"
             + (f" on {imbalance.tariff}" if imbalance.tariff else "")
+            + f"; regulating price {regulating:+.4f} per kWh, orders priced above it unused; "
+            + (
+                f"paid {payment:+.4f} per kWh (the scenario's)"
+                if payment is not None
+                else "paid the regulating price per kWh"
+            )
         )
 
         async def send(payload: dict[str, Any]) -> Mapping[str, Any] | None:
@@ -303,13 +322,14 @@ class MarketSim:
             return ack
 
         left = await cover_imbalance(
-            self.orders,
+            orders,
             imbalance.kwh,
             capacity,
             send,
             slot_start,
             tariff=imbalance.tariff,
-            payment_per_kwh=imbalance.payment_per_kwh,
+            payment_per_kwh=regulating if payment is None else payment,
+            regulating_price=regulating,
         )
         if left:
             self.say(f"  uncovered: {left:+.4f} kWh (no standing order with room left)")
