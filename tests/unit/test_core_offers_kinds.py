@@ -17,8 +17,10 @@ from flexedge.controller.core.admission import (
     live_order,
 )
 from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.dispatch import commitment_power
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
+from flexedge.controller.core.orders import balancing_room_kwh, economic_curtailment_kwh
 from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(
@@ -234,3 +236,74 @@ def test_live_order_follows_what_the_tariffs_assets_can_do(
     states = {a: s if a in available else AssetState(s.kind, None) for a, s in ASSETS.items()}
     order = live_order(StandingOrder("t", ("l1", "b1"), ratio, 0.1), states)
     assert (order.exercise_ratio if order else None) == published
+
+
+def test_economic_control_for_a_later_timeslot_is_held_until_that_timeslot() -> None:
+    later = T0 + 360
+    result = admit_economic_control(
+        economic(0.25, start=later),
+        tariffs={"t": ("l1",)},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0 + 10,
+    )
+    held = result.commitment
+    assert result.status is AckStatus.ACCEPTED and held is not None
+    assert (held.window_start, held.window_end) == (later, later + 360)
+    # Nothing is curtailed before the timeslot; from its start the whole of it is.
+    assert commitment_power(held, None, T0 + 10) == 0.0
+    assert commitment_power(held, None, later) == pytest.approx(0.25 * 4.0)
+
+
+def test_balancing_gets_what_the_economic_control_leaves_whichever_arrives_first() -> None:
+    order = StandingOrder("t", ("l1",), 1.0, 0.1)
+
+    def balancing(ledger: Ledger) -> float:
+        result = admit_control(
+            control(1.0),
+            orders={"t": {"up": order}},
+            assets=ASSETS,
+            ledger=ledger,
+            slot_seconds=360,
+            now=T0,
+        )
+        assert result.commitment is not None
+        return result.commitment.accepted_kwh
+
+    def economic_after(ledger: Ledger) -> float:
+        result = admit_economic_control(
+            economic(0.25),
+            tariffs={"t": ("l1",)},
+            assets=ASSETS,
+            ledger=ledger,
+            slot_seconds=360,
+            now=T0,
+        )
+        assert result.commitment is not None
+        return result.commitment.accepted_kwh
+
+    curtailable = 2.0 * 0.1  # 2 kW for 0.1 h
+    economic_kwh = economic_curtailment_kwh(0.25, 0.5, 4.0 * 0.1)
+    first = admit_economic_control(
+        economic(0.25),
+        tariffs={"t": ("l1",)},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    ).commitment
+    assert first is not None and first.accepted_kwh == pytest.approx(economic_kwh)
+    room = balancing(Ledger([first], {}))
+    assert room == pytest.approx(balancing_room_kwh(curtailable, economic_kwh))
+    # Balancing first: the economic control still takes its whole share of usage.
+    taken = admit_control(
+        control(1.0),
+        orders={"t": {"up": order}},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    ).commitment
+    assert taken is not None
+    assert economic_after(Ledger([taken], {})) == pytest.approx(economic_kwh)
