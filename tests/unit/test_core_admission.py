@@ -10,12 +10,12 @@ from flexedge.controller.core.admission import (
     Ledger,
     StandingOrder,
     TradeRequest,
-    admit_control,
     admit_trade,
 )
 from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import OfferRules, battery_offers
+from flexedge.controller.core.powertac_admission import admit_control
 from tests.support.core_fixtures import T0, battery, commitment
 
 SLOT = 60.0

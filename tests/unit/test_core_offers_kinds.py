@@ -11,16 +11,18 @@ from flexedge.controller.core.admission import (
     Ledger,
     SpotTrade,
     StandingOrder,
-    admit_control,
-    admit_economic_control,
     admit_spot_trade,
-    live_order,
 )
 from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.dispatch import commitment_power
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
 from flexedge.controller.core.orders import balancing_room_kwh, economic_curtailment_kwh
+from flexedge.controller.core.powertac_admission import (
+    admit_control,
+    admit_economic_control,
+    live_order,
+)
 from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(

@@ -24,8 +24,6 @@ from flexedge.controller.core.admission import (
     EconomicControl,
     SpotTrade,
     TradeRequest,
-    admit_control,
-    admit_economic_control,
     admit_spot_trade,
     admit_trade,
 )
@@ -38,6 +36,7 @@ from flexedge.controller.core.offers import (
     load_offers,
     load_supply_after_spot_trade,
 )
+from flexedge.controller.core.powertac_admission import admit_control, admit_economic_control
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.standing_orders import StandingOrders
