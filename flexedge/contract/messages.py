@@ -120,6 +120,10 @@ class BalancingTradeMsg(Inbound):
     slot_start: WireTime
     energy_kwh: StrictFloat = Field(description="kWh, the offer's sign, at most what is left")
     price_ct: StrictFloat = Field(description="ct, pay-as-offer: rate x |energy_kwh|")
+    residual_offer_id: MessageId | None = Field(
+        default=None,
+        description="the new id the market gave the untraded rest of the offer (gsy-e's residual)",
+    )
 
 
 class BalancingControlMsg(Inbound):

@@ -17,6 +17,7 @@ upper bound; when the site clips an event the rest goes to the next order in a n
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
@@ -28,6 +29,7 @@ from flexedge.config.schema import Battery, FlexibleLoad, SiteConfig
 from flexedge.contract.messages import BalancingControlMsg, EconomicControlMsg, moment
 from flexedge.contract.wire import dump
 from flexedge.controller.core.kinds import profile_kw
+from flexedge.simulators.market.scenario import Imbalance
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,60 @@ def parse_order(body: Mapping[str, Any]) -> Order | None:
     except (KeyError, TypeError, ValueError):
         log.warning("ignoring malformed balancing order %s", body.get("id"))
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ImbalanceTerms:
+    orders: dict[str, Order]  # the orders on the imbalance's side, by tariff
+    regulating_price: float
+    payment_per_kwh: float
+    summary: str
+
+
+def imbalance_terms(orders_by_key: Mapping[str, Order], imbalance: Imbalance) -> ImbalanceTerms:
+    """What an imbalance (> 0 shortage) may use and pays: the orders on its side (one per
+    tariff), the regulating price (default pPlus or pMinus) and the payment per kWh (default
+    the regulating price, PAYMENT_RULE)."""
+    imbalance_kwh = imbalance.kwh
+    regulating_price_per_kwh = imbalance.regulating_price_per_kwh
+    payment_per_kwh = imbalance.payment_per_kwh
+    side = 1 if imbalance_kwh > 0 else -1
+    regulating = (
+        regulating_price(imbalance_kwh)
+        if regulating_price_per_kwh is None
+        else regulating_price_per_kwh
+    )
+    paid = regulating if payment_per_kwh is None else payment_per_kwh
+    summary = (
+        f"imbalance {imbalance_kwh:+.4f} kWh"
+        + (f" on {imbalance.tariff}" if imbalance.tariff else "")
+        + f"; regulating price {regulating:+.4f} per kWh, orders priced above it unused; paid "
+        + (
+            f"{paid:+.4f} per kWh (the scenario's)"
+            if payment_per_kwh is not None
+            else "the regulating price per kWh"
+        )
+    )
+    orders = {o.tariff_id: o for o in orders_by_key.values() if o.direction == side}
+    return ImbalanceTerms(orders, regulating, paid, summary)
+
+
+def take_order(orders: dict[str, Order], key: str, payload: bytes) -> str | None:
+    """Keep the order published on `{ORDER_PREFIX}{key}` ("{tariff}/{up|down}"): an empty
+    retained payload withdraws it. Returns what changed worth saying, if anything."""
+    if not payload:
+        return f"order withdrawn: {key}" if orders.pop(key, None) else None
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        log.warning("ignoring a non-JSON balancing order on %s", key)
+        return None
+    order = parse_order(body) if isinstance(body, dict) else None
+    if order is not None and order.key != key:
+        log.warning("ignoring %s order on %s: wrong direction for its topic", order.key, key)
+    elif order is not None:
+        orders[key] = order
+    return None
 
 
 def _floor(kwh: float) -> float:

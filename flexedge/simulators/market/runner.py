@@ -1,6 +1,7 @@
 """`flexedge market`: play a scenario of both markets against a running site over MQTT.
 
-One MQTT client plays the D3A balancing agent (flexedge.simulators.market.d3a) and the Power TAC
+One MQTT client plays the D3A balancing agent (flexedge.simulators.market.d3a, or gsy-e's own
+market and agent with `engine="gsy-e"`: flexedge.simulators.market.gsy_engine) and the Power TAC
 distribution utility (flexedge.simulators.market.powertac) against the site's wire contract v1. It
 watches offers and standing orders, publishes the scenario's spot trades, the balancing trades
 that follow them, control events and economic controls, collects acks and delivery reports
@@ -28,16 +29,17 @@ from flexedge.errors import FlexedgeError
 from flexedge.mqtt import Inbound, MqttLink
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.simulators.devices.faults import FaultState, updated
-from flexedge.simulators.market.d3a import BalancingAgent, parse_offer, trade_message
+from flexedge.simulators.market.d3a import parse_offer, trade_message
+from flexedge.simulators.market.engines import d3a_engine
 from flexedge.simulators.market.ledger import Ledger, Sent, scorecard_table, settlement_table
 from flexedge.simulators.market.powertac import (
     PAYMENT_RULE,
     Order,
     cover_imbalance,
     economic_message,
+    imbalance_terms,
     order_capacity_kwh,
-    parse_order,
-    regulating_price,
+    take_order,
 )
 from flexedge.simulators.market.scenario import (
     EconomicControl,
@@ -72,7 +74,13 @@ def resolve_scenario(text: str) -> Path:
 
 class MarketSim:
     def __init__(
-        self, site: Site, steps: list[TimedStep], *, grace_s: float, say: Callable[[str], None]
+        self,
+        site: Site,
+        steps: list[TimedStep],
+        *,
+        grace_s: float,
+        say: Callable[[str], None],
+        engine: str = "builtin",
     ) -> None:
         cfg = site.config
         self.cfg = cfg
@@ -89,9 +97,8 @@ class MarketSim:
             password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
             client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
         )
-        self.agent = BalancingAgent(cfg.balancing.balancing_spot_trade_ratio)
-        # Power TAC keeps one order per tariff and direction: key "{tariff}/{up|down}".
-        self.orders: dict[str, Order] = {}
+        self.agent = d3a_engine(engine, cfg)
+        self.orders: dict[str, Order] = {}  # by "{tariff}/{up|down}", one per direction
         self.ledger = Ledger()
         self._online = asyncio.Event()
 
@@ -158,10 +165,10 @@ class MarketSim:
             message: Inbound = await self.link.inbound.get()
             self.link.ack(message)
             suffix = message.topic.removeprefix(prefix)
-            if suffix.startswith(ORDER_PREFIX) and not message.payload:
-                # An empty retained payload clears the topic: the order is withdrawn.
-                if self.orders.pop(suffix.removeprefix(ORDER_PREFIX), None):
-                    self.say(f"order withdrawn: {suffix.removeprefix(ORDER_PREFIX)}")
+            if suffix.startswith(ORDER_PREFIX):
+                note = take_order(self.orders, suffix.removeprefix(ORDER_PREFIX), message.payload)
+                if note:
+                    self.say(note)
                 continue
             try:
                 body = json.loads(message.payload)
@@ -174,15 +181,9 @@ class MarketSim:
     def _dispatch(self, suffix: str, body: Mapping[str, Any]) -> None:
         if suffix == "market/balancing-offer":
             offer = parse_offer(body)
-            if offer is not None:
-                self.agent.add_offer(offer)
-        elif suffix.startswith(ORDER_PREFIX):
-            order = parse_order(body)
-            key = suffix.removeprefix(ORDER_PREFIX)
-            if order is not None and key != order.key:
-                log.warning("ignoring %s order on %s: wrong direction for its topic", key, suffix)
-            elif order is not None:
-                self.orders[key] = order
+            refused = None if offer is None else self.agent.add_offer(offer)
+            if refused:
+                log.warning("the balancing market refused offer %s: %s", body.get("id"), refused)
         elif suffix == "market/ack":
             self.ledger.on_ack(body)
         elif suffix == "market/delivery":
@@ -249,7 +250,10 @@ class MarketSim:
         )
         await _sleep_until(max(slot_start + OFFERS_SETTLE_S, time.time() + REACT_S))
         self.agent.forget_before(slot_start)
-        clearing = self.agent.follow_spot_trade(trade.energy_kwh, slot_start)
+        clearing = self.agent.follow_spot_trade(trade.energy_kwh, trade.side, slot_start)
+        if clearing is None:
+            self.say("  the balancing agent follows only spot trades the site buys")
+            return
         for fill in clearing.fills:
             payload = trade_message(fill)
             self._send(
@@ -266,37 +270,24 @@ class MarketSim:
                     slot_end,
                 ),
             )
+            rest = f", the rest is {fill.residual.id}" if fill.residual else ""
             self.say(
                 f"  balancing trade {payload['id']}: {fill.energy_kwh:+.4f} kWh of "
-                f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh"
+                f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh{rest}"
             )
-        if clearing.unmet_up_kwh or clearing.unmet_down_kwh:
+        if clearing.unmet_up_kwh > 0 or clearing.unmet_down_kwh > 0:
             self.say(
                 f"  not on offer: {clearing.unmet_up_kwh:.4f} kWh up, "
-                f"{clearing.unmet_down_kwh:.4f} kWh down"
+                f"{clearing.unmet_down_kwh:.4f} kWh down (carried to the next spot trade)"
             )
 
     async def _imbalance(self, index: int, imbalance: Imbalance, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
         now = time.time()
-        # Only the orders on the side of the imbalance; one per tariff then.
-        direction = "up" if imbalance.kwh > 0 else "down"
-        orders = {o.tariff_id: o for k, o in self.orders.items() if k.endswith(f"/{direction}")}
+        terms = imbalance_terms(self.orders, imbalance)
+        orders = terms.orders
         capacity = {t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in orders.items()}
-        regulating = imbalance.regulating_price_per_kwh
-        if regulating is None:
-            regulating = regulating_price(imbalance.kwh)
-        payment = imbalance.payment_per_kwh
-        self.say(
-            f"imbalance {imbalance.kwh:+.4f} kWh"
-            + (f" on {imbalance.tariff}" if imbalance.tariff else "")
-            + f"; regulating price {regulating:+.4f} per kWh, orders priced above it unused; "
-            + (
-                f"paid {payment:+.4f} per kWh (the scenario's)"
-                if payment is not None
-                else "paid the regulating price per kWh"
-            )
-        )
+        self.say(terms.summary)
 
         async def send(payload: dict[str, Any]) -> Mapping[str, Any] | None:
             self._send(
@@ -328,8 +319,8 @@ class MarketSim:
             send,
             slot_start,
             tariff=imbalance.tariff,
-            payment_per_kwh=regulating if payment is None else payment,
-            regulating_price=regulating,
+            payment_per_kwh=terms.payment_per_kwh,
+            regulating_price=terms.regulating_price,
         )
         if left:
             self.say(f"  uncovered: {left:+.4f} kWh (no standing order with room left)")
@@ -377,7 +368,9 @@ async def _sleep_until(ts: float) -> None:
     await asyncio.sleep(max(0.0, ts - time.time()))
 
 
-def run_market(site: Site, scenario_arg: str, *, grace_s: float | None = None) -> int:
+def run_market(
+    site: Site, scenario_arg: str, *, grace_s: float | None = None, engine: str = "builtin"
+) -> int:
     """Play the scenario, print settlement and scorecard; 0 if every report came, else 1."""
     path = resolve_scenario(scenario_arg)
     scenario, steps = load_scenario(path, site.config)
@@ -392,7 +385,9 @@ def run_market(site: Site, scenario_arg: str, *, grace_s: float | None = None) -
         f"scenario {scenario.name!r} ({len(steps)} steps) against site {site.config.site!r} "
         f"on {site.config.mqtt.host}:{site.config.mqtt.port}"
     )
-    ledger = asyncio.run(MarketSim(site, steps, grace_s=grace, say=say).run())
+    market = MarketSim(site, steps, grace_s=grace, say=say, engine=engine)
+    say(f"D3A balancing market: {engine}")
+    ledger = asyncio.run(market.run())
     print("\nSettlement (pay-as-offer, capped at the accepted energy)\n" + settlement_table(ledger))
     print("\nScorecard\n" + scorecard_table(ledger), flush=True)
     return 0 if ledger.complete() else 1
