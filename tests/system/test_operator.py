@@ -14,6 +14,7 @@ import pytest
 
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.harness import run
 from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
@@ -51,7 +52,7 @@ def retained_order(site: RunningSite, direction: str = "up") -> dict[str, Any]:
     """What the broker retains on tariff-1's order topic of `direction` ({"_cleared": True}:
     nothing, the topic was cleared)."""
 
-    async def run() -> dict[str, Any]:
+    async def listen() -> dict[str, Any]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
@@ -61,7 +62,7 @@ def retained_order(site: RunningSite, direction: str = "up") -> dict[str, Any]:
         finally:
             await market.stop()
 
-    return asyncio.run(run())
+    return run(listen())
 
 
 def retained_becomes(
@@ -150,7 +151,7 @@ def test_up_and_down_orders_stand_side_by_side_and_bound_events_of_their_sign(
         finally:
             await market.stop()
 
-    both = asyncio.run(exercise(0.002, -0.002))
+    both = run(exercise(0.002, -0.002))
     for (ack, report), kwh in zip(both, (0.002, -0.002), strict=True):
         assert ack["status"] == "accepted", ack
         assert report is not None and report["accepted_kwh"] == kwh
@@ -160,7 +161,7 @@ def test_up_and_down_orders_stand_side_by_side_and_bound_events_of_their_sign(
     assert result.returncode == 0, result.stderr
     assert "up order of tariff-1: withdrawn" in result.stdout
     assert retained_becomes(site, "up", lambda o: "_cleared" in o) == {"_cleared": True}
-    [(rejected, _)] = asyncio.run(exercise(0.002))
+    [(rejected, _)] = run(exercise(0.002))
     assert rejected["status"] == "rejected"
     assert "tariff 'tariff-1' has no up order in force" in rejected["reason"]
     assert retained_order(site, "down")["exercise_ratio"] == -0.5

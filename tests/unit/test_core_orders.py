@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flexedge.controller.core.orders import (
+    Direction,
     StandingOrder,
     accepted_by_powertac_server,
     balancing_room_kwh,
@@ -39,7 +40,7 @@ def test_a_down_order_leaves_the_up_order_and_a_second_up_order_replaces_the_fir
 
 @given(st.lists(ratios, min_size=1, max_size=12))
 def test_each_direction_holds_the_last_order_of_its_own_sign(sequence: list[float]) -> None:
-    pair: dict = {}
+    pair: dict[Direction, StandingOrder] = {}
     for index, ratio in enumerate(sequence):
         pair = replace_order(pair, order_of(ratio, price=index))
     for direction in ("up", "down"):
@@ -49,7 +50,7 @@ def test_each_direction_holds_the_last_order_of_its_own_sign(sequence: list[floa
 
 
 def test_withdraw_clears_one_direction_and_a_missing_order_is_refused() -> None:
-    pair = {"up": UP, "down": DOWN}
+    pair: dict[Direction, StandingOrder] = {"up": UP, "down": DOWN}
     without_up, problem = withdraw_order(pair, "t", "up")
     assert (without_up, problem) == ({"down": DOWN}, None)
     unchanged, problem = withdraw_order(without_up, "t", "up")
@@ -58,7 +59,7 @@ def test_withdraw_clears_one_direction_and_a_missing_order_is_refused() -> None:
 
 
 def test_a_control_event_is_bounded_by_the_order_of_its_sign() -> None:
-    pair = {"up": UP, "down": DOWN}
+    pair: dict[Direction, StandingOrder] = {"up": UP, "down": DOWN}
     assert order_for_event(pair, "t", 0.2) == (UP, None)
     assert order_for_event(pair, "t", -0.2) == (DOWN, None)
     order, problem = order_for_event({"up": UP}, "t", -0.2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import event, given, settings
@@ -190,14 +190,14 @@ def test_differential_cases_cover_partial_residual_refused_and_carried(gsy_e: No
     assert built_in[3] == ("posted", "asset 'plug' is not in the market's registry")
     assert built_in[7] == ("posted", None)  # the repeat changes nothing
     assert built_in[5] is None
-    first, _, _ = built_in[4]  # type: ignore[misc]
+    first, _, _ = cast("tuple[Any, float, float]", built_in[4])
     assert [(n, rest is not None) for n, _, _, rest in first] == [
         ("site.battery-1.0", True),
         ("site.genset.2", True),
     ]
-    third, up, down = built_in[6]  # type: ignore[misc]
+    third, up, down = cast("tuple[Any, float, float]", built_in[6])
     assert [n for n, *_ in third] == ["site.battery-1.0'", "site.genset.2'", "site.battery-1.1"]
-    last, up, down = built_in[8]  # type: ignore[misc]
+    last, up, down = cast("tuple[Any, float, float]", built_in[8])
     assert [n for n, *_ in last] == ["site.battery-1.1'"]
     assert up == pytest.approx(0.05) and down == pytest.approx(0.09)
 

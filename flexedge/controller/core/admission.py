@@ -1,29 +1,24 @@
-"""Turn inbound balancing trades and control events into commitments, or say why not.
-
-Each function checks everything before deciding, so a rejected message changes nothing.
-Reasons name the field or object at fault; they go verbatim into the ack.
+"""What admitting an inbound message into a commitment shares, whatever market it comes from:
+the live state of the assets, the open commitments that bound new ones, and accepting what the
+assets can do. D3A trades are admitted in `trade_admission`, Power TAC control events in
+`control_admission`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from flexedge.controller.core.capability import Headroom, capability, committed_on
-from flexedge.controller.core.merit import AssetKind, merit_order
+from flexedge.controller.core.merit import AssetKind
 from flexedge.controller.core.model import (
     AckStatus,
     Admission,
     BatteryLimits,
     Commitment,
-    Offer,
     Progress,
     RefType,
 )
-from flexedge.controller.core.orders import StandingOrder
-
-__all__ = ["StandingOrder"]  # its home is core.orders; kept importable from here
 
 # Energies closer than this are the same (0.1 Wh): floats from JSON need a little slack.
 EPS_KWH = 1e-4
@@ -39,47 +34,8 @@ class AssetState:
     headroom: Headroom | None  # None: unavailable
     limits: BatteryLimits | None = None
     soc: float | None = None
-    # Loads: what the load draws uncurtailed now, kW (> 0); Power TAC's "usage".
+    # Loads: what the load draws uncurtailed now, kW (>= 0); Power TAC's "usage".
     usage_kw: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRequest:
-    id: str
-    offer_id: str
-    asset: str
-    slot_start: float
-    energy_kwh: float
-    price_ct: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpotTrade:
-    """A D3A spot-market trade of one of our assets (what it bought or sold in a slot)."""
-
-    id: str
-    asset: str
-    slot_start: float
-    energy_kwh: float
-    side: Literal["buy", "sell"]
-    rate_ct_per_kwh: float
-
-
-@dataclass(frozen=True, slots=True)
-class ControlRequest:
-    id: str
-    tariff_id: str
-    timeslot_start: float
-    kwh: float
-    payment: float
-
-
-@dataclass(frozen=True, slots=True)
-class EconomicControl:
-    id: str
-    tariff_id: str
-    timeslot_start: float
-    curtailment_ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,127 +46,11 @@ class Ledger:
     progress: Mapping[str, Progress]
 
 
-def _fmt(kwh: float) -> str:
+def format_kwh(kwh: float) -> str:
     return f"{kwh:.4f} kWh"
 
 
-def _d3a_problem(
-    market_enabled: bool, registry: Mapping[str, tuple[float, float]], asset: str
-) -> str | None:
-    """Why a D3A message about `asset` cannot be taken at all, if it cannot."""
-    if not market_enabled:
-        return "balancing market is disabled for this site (enable_balancing_market is false)"
-    if asset not in registry:
-        return f"asset {asset!r} is not in the asset registry"
-    return None
-
-
-def _availability_problem(asset: str, state: AssetState | None) -> str | None:
-    if state is None or state.headroom is None:
-        return f"asset {asset!r} is unavailable (no fresh telemetry)"
-    return None
-
-
-def admit_trade(
-    request: TradeRequest,
-    *,
-    market_enabled: bool,
-    registry: Mapping[str, tuple[float, float]],
-    offers: Mapping[str, Offer],
-    traded_kwh: Mapping[str, float],
-    assets: Mapping[str, AssetState],
-    ledger: Ledger,
-    slot_seconds: float,
-    now: float,
-    cover_with_other_assets: bool = True,
-) -> Admission:
-    """A D3A balancing trade against one of our offers, delivered over the rest of its slot.
-
-    The offer's asset carries it; with `cover_with_other_assets`, the site's other registered
-    assets back it up in merit order (see `merit_order`).
-    """
-    problem = _d3a_problem(market_enabled, registry, request.asset)
-    if problem:
-        return Admission.reject(problem)
-    offer = offers.get(request.offer_id)
-    if offer is None:
-        return Admission.reject(f"unknown offer {request.offer_id!r}")
-    if offer.asset != request.asset:
-        return Admission.reject(
-            f"offer {offer.id!r} is for asset {offer.asset!r}, not {request.asset!r}"
-        )
-    if abs(offer.slot_start - request.slot_start) > 1e-3:
-        return Admission.reject(f"slot_start does not match offer {offer.id!r}'s slot")
-    if request.energy_kwh * offer.energy_kwh <= 0:
-        return Admission.reject(
-            f"energy_kwh {request.energy_kwh:+.4f} must have the sign of offer "
-            f"{offer.id!r} ({offer.energy_kwh:+.4f}) and not be 0"
-        )
-    left = abs(offer.energy_kwh) - abs(traded_kwh.get(offer.id, 0.0))
-    if abs(request.energy_kwh) > left + EPS_KWH:
-        return Admission.reject(
-            f"energy_kwh {_fmt(abs(request.energy_kwh))} exceeds what is left of offer "
-            f"{offer.id!r} ({_fmt(max(left, 0.0))} of {_fmt(abs(offer.energy_kwh))})"
-        )
-    expected_price = offer.rate_ct_per_kwh * abs(request.energy_kwh)
-    if abs(request.price_ct - expected_price) > max(0.01, 0.001 * expected_price):
-        return Admission.reject(
-            f"price_ct {request.price_ct:.4f} is not the offer rate "
-            f"{offer.rate_ct_per_kwh} ct/kWh x {_fmt(abs(request.energy_kwh))} "
-            f"= {expected_price:.4f} (pay-as-offer)"
-        )
-    window_end = offer.slot_start + slot_seconds
-    if window_end <= now:
-        return Admission.reject("the slot of this trade is already over")
-    problem = _availability_problem(request.asset, assets.get(request.asset))
-    if problem:
-        return Admission.reject(problem)
-    headroom = assets[request.asset].headroom
-    assert headroom is not None
-    window_start = max(now, offer.slot_start)
-    direction = 1 if request.energy_kwh > 0 else -1
-    can_do = capability(
-        headroom,
-        direction,
-        window_start,
-        window_end,
-        committed_on(request.asset, ledger.commitments, ledger.progress, now),
-    )
-    backups = (
-        merit_order(registry, {a: st.kind for a, st in assets.items()}, direction, request.asset)
-        if cover_with_other_assets
-        else ()
-    )
-    return _commit(
-        ref=request.id,
-        ref_type=RefType.BALANCING_TRADE,
-        requested=request.energy_kwh,
-        capability_by_asset={request.asset: can_do},
-        bound=None,
-        window=(window_start, window_end),
-        settlement=lambda accepted: offer.rate_ct_per_kwh * abs(accepted),
-        backups=backups,
-    )
-
-
-def admit_spot_trade(
-    request: SpotTrade,
-    *,
-    market_enabled: bool,
-    registry: Mapping[str, tuple[float, float]],
-    slot_seconds: float,
-    now: float,
-) -> Admission:
-    """A spot trade is recorded (it may lead to new offers); it never is a commitment."""
-    problem = _d3a_problem(market_enabled, registry, request.asset)
-    if problem:
-        return Admission.reject(problem)
-    if request.slot_start + slot_seconds <= now:
-        return Admission.reject("the slot of this spot trade is already over")
-    return Admission(AckStatus.ACCEPTED, "")
-
-
-def _capabilities(
+def capabilities_in_window(
     names: Sequence[str],
     assets: Mapping[str, AssetState],
     direction: int,
@@ -233,7 +73,7 @@ def _capabilities(
     return result
 
 
-def _commit(
+def accept_what_fits(
     *,
     ref: str,
     ref_type: RefType,
@@ -248,7 +88,9 @@ def _commit(
     total = sum(capability_by_asset.values())
     if total < EPS_KWH:
         what = bound or "the asset's power and SoC limits"
-        return Admission.reject(f"nothing of {_fmt(abs(requested))} fits {what} in the window")
+        return Admission.reject(
+            f"nothing of {format_kwh(abs(requested))} fits {what} in the window"
+        )
     direction = 1.0 if requested > 0 else -1.0
     accepted = direction * min(abs(requested), total)
     shares = tuple(
@@ -271,7 +113,7 @@ def _commit(
         what = bound or "the asset's power and SoC limits in the time left"
         return Admission(
             AckStatus.CLIPPED,
-            f"accepted {_fmt(abs(accepted))}; {_fmt(beyond)} is beyond {what}",
+            f"accepted {format_kwh(abs(accepted))}; {format_kwh(beyond)} is beyond {what}",
             commitment,
         )
     return Admission(AckStatus.ACCEPTED, "", commitment)

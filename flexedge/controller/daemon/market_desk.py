@@ -19,15 +19,13 @@ from flexedge.contract.wire import (
     parse_inbound,
     peek_id,
 )
-from flexedge.controller.core.admission import (
-    AssetState,
-    EconomicControl,
-    SpotTrade,
-    TradeRequest,
-    admit_spot_trade,
-    admit_trade,
-)
+from flexedge.controller.core.admission import AssetState
 from flexedge.controller.core.capability import Committed, committed_on
+from flexedge.controller.core.control_admission import (
+    EconomicControl,
+    admit_control,
+    admit_economic_control,
+)
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import (
     OfferRules,
@@ -36,7 +34,12 @@ from flexedge.controller.core.offers import (
     load_offers,
     load_supply_after_spot_trade,
 )
-from flexedge.controller.core.powertac_admission import admit_control, admit_economic_control
+from flexedge.controller.core.trade_admission import (
+    SpotTrade,
+    TradeRequest,
+    admit_spot_trade,
+    admit_trade,
+)
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.standing_orders import StandingOrders

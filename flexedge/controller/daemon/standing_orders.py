@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from flexedge.config.loader import Site
 from flexedge.contract.wire import balancing_order
+from flexedge.controller.core.control_admission import live_order
 from flexedge.controller.core.orders import (
     DIRECTIONS,
     Direction,
@@ -20,7 +21,6 @@ from flexedge.controller.core.orders import (
     replace_order,
     withdraw_order,
 )
-from flexedge.controller.core.powertac_admission import live_order
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store

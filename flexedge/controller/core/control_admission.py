@@ -1,22 +1,21 @@
-"""Power TAC messages into commitments, or why not: balancing control events bounded by the
-order of their sign, economic control events, and the live form of a standing order.
+"""Turn inbound Power TAC control events into commitments against a tariff's standing order,
+or say why not; and the standing order to publish for what the assets can really do.
 
-Like core.admission (whose helpers it shares), each function checks everything before
-deciding, so a rejected message changes nothing.
+Each function checks everything before deciding, so a rejected message changes nothing.
+Reasons name the field or object at fault; they go verbatim into the ack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from flexedge.controller.core.admission import (
     EPS_KWH,
     AssetState,
-    ControlRequest,
-    EconomicControl,
     Ledger,
-    _capabilities,
-    _commit,
+    accept_what_fits,
+    capabilities_in_window,
 )
 from flexedge.controller.core.merit import AssetKind
 from flexedge.controller.core.model import AckStatus, Admission, RefType
@@ -26,6 +25,25 @@ from flexedge.controller.core.orders import (
     economic_curtailment_kwh,
     order_for_event,
 )
+
+__all__ = ["StandingOrder"]  # its home is core.orders; kept importable from here
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    kwh: float
+    payment: float
+
+
+@dataclass(frozen=True, slots=True)
+class EconomicControl:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    curtailment_ratio: float
 
 
 def order_bound_by_asset(
@@ -81,14 +99,16 @@ def admit_control(
         return Admission.reject(problem or "no order")
     direction = 1 if request.kwh > 0 else -1
     window_start = max(now, request.timeslot_start)
-    can_do = _capabilities(order.assets, assets, direction, (window_start, window_end), ledger, now)
+    can_do = capabilities_in_window(
+        order.assets, assets, direction, (window_start, window_end), ledger, now
+    )
     if not can_do:
         return Admission.reject(
             f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
             f"{', '.join(order.assets)}"
         )
     bound = order_bound_by_asset(order, direction, can_do, {a: s.kind for a, s in assets.items()})
-    return _commit(
+    return accept_what_fits(
         ref=request.id,
         ref_type=RefType.BALANCING_CONTROL,
         requested=request.kwh,
@@ -135,7 +155,7 @@ def admit_economic_control(
         ledger.progress,
     )
     curtail: dict[str, float] = {}
-    for asset, room in _capabilities(
+    for asset, room in capabilities_in_window(
         loads, assets, +1, (window_start, window_end), economic_only, now
     ).items():
         state = assets[asset]
@@ -150,7 +170,7 @@ def admit_economic_control(
             f"{', '.join(loads)}"
         )
     energy = sum(curtail.values())
-    return _commit(
+    return accept_what_fits(
         ref=request.id,
         ref_type=RefType.ECONOMIC_CONTROL,
         requested=energy,
