@@ -102,7 +102,8 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
     ack, report = run(scenario())
     assert ack["status"] == "accepted", ack
     assert report["ref_type"] == "economic_control" and report["settlement"] == 0.0
-    # Half of the 2 kW curtailable for the rest of the timeslot.
+    # As Power TAC applies it: min(ratio, max curtailment) x usage = min(0.5, 0.5) x 4 kW, for
+    # the rest of the timeslot.
     window_h = (SLOT - 0.3) / 3600
-    assert report["accepted_kwh"] == pytest.approx(0.5 * 2.0 * window_h, rel=0.05)
+    assert report["accepted_kwh"] == pytest.approx(min(0.5, 0.5) * 4.0 * window_h, rel=0.05)
     assert abs(report["delivered_kwh"] - report["accepted_kwh"]) <= 0.02 * report["accepted_kwh"]
