@@ -120,6 +120,11 @@ class BalancingTradeMsg(Inbound):
     slot_start: WireTime
     energy_kwh: StrictFloat = Field(description="kWh, the offer's sign, at most what is left")
     price_ct: StrictFloat = Field(description="ct, pay-as-offer: rate x |energy_kwh|")
+    residual_offer_id: MessageId | None = Field(
+        default=None,
+        description="optional: the new id the market gave the rest of the offer it did not "
+        "take (gsy-e); later trades may name it, on what is left of the same offer",
+    )
 
 
 class BalancingControlMsg(Inbound):

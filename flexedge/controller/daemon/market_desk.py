@@ -42,6 +42,7 @@ from flexedge.controller.core.offers import (
     load_offers,
     load_supply_after_spot_trade,
 )
+from flexedge.controller.core.residuals import live_residuals, record_trade, root_offer
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
@@ -69,7 +70,10 @@ class MarketDesk:
         self.clock = clock
         self._schedule_tick_at = schedule_tick_at
         self.offers: dict[str, Offer] = {}
+        # What the market took of each offer, by the id the site published it under, and the
+        # residual ids partial trades announced for the rest (residual id -> that offer id).
         self.traded_kwh: dict[str, float] = {}
+        self.residuals: dict[str, str] = {}
         # The asset registry as the core takes it; the site file does not change while we run.
         self.registry = self.config.registry_rates()
         # What the operator configured, and what is published (in force) now: the policy cut
@@ -104,6 +108,7 @@ class MarketDesk:
             self._schedule_tick_at(commitment.window_end)
         self.offers = {o.id: o for o in self.store.offers_since(now)}
         self.traded_kwh = self.store.traded_kwh_by_offer()
+        self.residuals = live_residuals(self.store.residual_offer_ids(), self.offers)
 
     # -- inbound ----------------------------------------------------------------------------
     async def handle(self, message: Inbound, topic_suffix: str) -> None:
@@ -111,6 +116,7 @@ class MarketDesk:
         now = self.clock()
         msg_id = peek_id(message.payload)
         offer_id: str | None = None
+        residual_id: str | None = None
         duplicate_of: str | None = None
         try:
             request = parse_inbound(topic_type, message.payload)
@@ -134,7 +140,9 @@ class MarketDesk:
                     now=now,
                 )
             elif isinstance(request, TradeRequest):
-                offer_id = request.offer_id
+                root = root_offer(request.offer_id, self.offers, self.residuals)
+                offer_id = root.id if root is not None else request.offer_id
+                residual_id = request.residual_offer_id
                 admission = admit_trade(
                     request,
                     market_enabled=self.config.balancing.enable_balancing_market,
@@ -146,6 +154,7 @@ class MarketDesk:
                     slot_seconds=self.config.slot_seconds,
                     now=now,
                     cover_with_other_assets=self.config.balancing.cover_with_other_assets,
+                    residuals=self.residuals,
                 )
             elif isinstance(request, EconomicControl):
                 admission = admit_economic_control(
@@ -184,7 +193,7 @@ class MarketDesk:
                 commitment_id=commitment_id,
             )
             if commitment is not None:
-                self.store.save_commitment(commitment, offer_id, now)
+                self.store.save_commitment(commitment, offer_id, now, residual_id)
             self.outbox.put(
                 "market/ack",
                 ack(
@@ -200,8 +209,8 @@ class MarketDesk:
             log.info("rejected %s %s: %s", topic_type, msg_id, admission.reason)
         if commitment is not None:
             if offer_id is not None:
-                self.traded_kwh[offer_id] = self.traded_kwh.get(offer_id, 0.0) + abs(
-                    commitment.requested_kwh
+                self.traded_kwh, self.residuals = record_trade(
+                    offer_id, commitment.requested_kwh, residual_id, self.traded_kwh, self.residuals
                 )
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
@@ -327,6 +336,7 @@ class MarketDesk:
                 self.outbox.put("market/balancing-offer", balancing_offer(offer))
         self.offers = {i: o for i, o in self.offers.items() if o.slot_end > now}
         self.offers.update((o.id, o) for o in fresh)
+        self.residuals = live_residuals(self.residuals, self.offers)
         self.outbox.flush()
         return fresh
 

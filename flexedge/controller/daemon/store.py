@@ -66,6 +66,8 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
             "covered_s_by_asset": str,
             "state": str,
             "backups": str,
+            # The residual id the trade announced for the rest of offer_id (gsy-e).
+            "residual_offer_id": str,
         },
         "id",
     ),
@@ -285,7 +287,13 @@ class Store:
         ).fetchall()
         return [Offer(*row) for row in rows]
 
-    def save_commitment(self, c: Commitment, offer_id: str | None, created_ts: float) -> None:
+    def save_commitment(
+        self,
+        c: Commitment,
+        offer_id: str | None,
+        created_ts: float,
+        residual_offer_id: str | None = None,
+    ) -> None:
         self._insert(
             "commitments",
             [
@@ -306,6 +314,7 @@ class Store:
                     "covered_s_by_asset": "{}",
                     "state": "open",
                     "backups": json.dumps(c.backups),
+                    "residual_offer_id": residual_offer_id,
                 }
             ],
         )
@@ -348,6 +357,14 @@ class Store:
         rows = self._conn.execute(
             "SELECT offer_id, SUM(ABS(requested_kwh)) FROM commitments "
             "WHERE offer_id IS NOT NULL GROUP BY offer_id"
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def residual_offer_ids(self) -> dict[str, str]:
+        """Every residual id an accepted trade announced -> the offer it is the rest of."""
+        rows = self._conn.execute(
+            "SELECT residual_offer_id, offer_id FROM commitments "
+            "WHERE residual_offer_id IS NOT NULL AND offer_id IS NOT NULL"
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
