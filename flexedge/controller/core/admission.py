@@ -6,7 +6,7 @@ Reasons name the field or object at fault; they go verbatim into the ack.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +22,12 @@ from flexedge.controller.core.model import (
     RefType,
 )
 from flexedge.controller.core.residuals import energy_left, named, residual_problem, root_offer
+
+# The ack of a spot trade recorded while the balancing market is off.
+SPOT_ONLY = (
+    "recorded; the balancing market is disabled for this site (enable_balancing_market is "
+    "false), so no balancing offer follows"
+)
 
 # Energies closer than this are the same (0.1 Wh): floats from JSON need a little slack.
 EPS_KWH = 1e-4
@@ -218,13 +224,22 @@ def admit_spot_trade(
     registry: Mapping[str, tuple[float, float]],
     slot_seconds: float,
     now: float,
+    devices: Collection[str] = (),
 ) -> Admission:
-    """A spot trade is recorded (it may lead to new offers); it never is a commitment."""
-    problem = _d3a_problem(market_enabled, registry, request.asset)
-    if problem:
-        return Admission.reject(problem)
+    """A spot trade is recorded (it may lead to new offers); it never is a commitment.
+
+    Spot trading does not depend on the balancing market: with it disabled the trade of any
+    asset of the site (`devices`) is still recorded, and only the offers it would lead to
+    are not made."""
+    if not market_enabled:
+        if request.asset not in devices:
+            return Admission.reject(f"asset {request.asset!r} is not a device of this site")
+    elif request.asset not in registry:
+        return Admission.reject(f"asset {request.asset!r} is not in the asset registry")
     if request.slot_start + slot_seconds <= now:
         return Admission.reject("the slot of this spot trade is already over")
+    if not market_enabled:
+        return Admission(AckStatus.ACCEPTED, SPOT_ONLY)
     return Admission(AckStatus.ACCEPTED, "")
 
 

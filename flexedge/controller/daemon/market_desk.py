@@ -138,6 +138,7 @@ class MarketDesk:
                     registry=self.registry,
                     slot_seconds=self.config.slot_seconds,
                     now=now,
+                    devices=self.control.assets,
                 )
             elif isinstance(request, TradeRequest):
                 root = root_offer(request.offer_id, self.offers, self.residuals)
@@ -224,6 +225,7 @@ class MarketDesk:
         state = self.control.asset_states(now).get(trade.asset)
         if (
             trade.side != "buy"
+            or not self.config.balancing.enable_balancing_market
             or state is None
             or state.kind != "flexible_load"
             or not self.config.balancing.balancing_flexible_loads_support
