@@ -86,20 +86,26 @@ def plan_reads(
     return tuple(blocks)
 
 
+# The control of a load with a consumption setpoint: power_setpoint with setpoint_enable.
+LOAD_SETPOINT = "load_setpoint"
+
+
 def control_point(register_map: LoadedMap) -> str:
-    """The point write_setpoint writes: power_setpoint for batteries and generators; for a
-    flexible load its writable power_limit, else its relay (the map validation guarantees
-    one of them, so a load is always commanded by a cap, never by a setpoint)."""
+    """How write_setpoint commands the device: power_setpoint for batteries and generators;
+    for a flexible load its writable power_limit (a cap), else its relay, else its consumption
+    setpoint (LOAD_SETPOINT); the map validation guarantees one of them."""
     spec = register_map.spec
     if spec.kind != "flexible_load":
         return "power_setpoint"
     for name in ("power_limit", "relay"):
         if name in spec.points and spec.points[name].access == "rw":
             return name
+    if "power_setpoint" in spec.points and spec.points["power_setpoint"].access == "rw":
+        return LOAD_SETPOINT  # its map validation guarantees setpoint_enable with it
     raise ConfigError(
         register_map.source,
         "points.power_limit",
-        "a flexible_load map needs an rw power_limit or relay point",
+        "a flexible_load map needs an rw power_limit, relay or power_setpoint point",
     )
 
 
@@ -128,7 +134,12 @@ class ModbusDevice:
         self.register_map = register_map
         self.control = control_point(register_map)
         self.release_limit_kw = release_limit_kw
-        for written in (self.control, "setpoint_timeout"):
+        written_points = (
+            ["power_setpoint", "setpoint_enable"]
+            if self.control == LOAD_SETPOINT
+            else [self.control]
+        )
+        for written in (*written_points, "setpoint_timeout"):
             if register_map.has(written) and register_map.point(written).table != "holding":
                 raise ConfigError(
                     register_map.source,
@@ -164,14 +175,18 @@ class ModbusDevice:
             p_kw=values["power"],
             soc=values.get("soc"),
             available=True,
-            setpoint_kw=values.get("power_setpoint"),
+            # A load's consumption setpoint is no power setpoint to read back (a release
+            # leaves it as it was): loads are confirmed by the heartbeat.
+            setpoint_kw=None if self.control == LOAD_SETPOINT else values.get("power_setpoint"),
             heartbeat=None if heartbeat is None else round(heartbeat),
         )
 
     async def write_setpoint(self, p_kw: float | None) -> None:
         """Command the device (base.Device.write_setpoint): batteries and generators
         get power_setpoint = p_kw; a load gets a cap of -p_kw kW on power_limit (its rating
-        for None), or its relay opened for any cap (closed for None).
+        for None), or its relay opened for any cap (closed for None), or, with a consumption
+        setpoint, power_setpoint = p_kw (it draws -p_kw, less or more than its demand) and
+        setpoint_enable 1 (0 for None: its own demand).
 
         ValueError for None on a setpoint device, NaN, or a value beyond what the map's type
         and scale hold: the controller clips to ratings before this."""
@@ -193,6 +208,11 @@ class ModbusDevice:
                 raise ValueError(
                     f"{self._name}: no release_limit_kw (the load's max_kw) to write for a release"
                 )
+        elif self.control == LOAD_SETPOINT:
+            # The setpoint first, then the switch: the load never follows a stale setpoint.
+            if p_kw is not None:
+                await self.write_point("power_setpoint", min(0.0, p_kw))
+            await self.write_point("setpoint_enable", 0 if p_kw is None else 1)
         else:
             await self.write_point("relay", 1 if p_kw is None else 0)
 
