@@ -2,7 +2,7 @@
 # Quick start on a fresh Debian/Ubuntu machine with Python 3.11+:
 #   ./flexedge.sh demo   - run the demo (private broker, simulator, daemon, scripted market)
 #   ./flexedge.sh test   - run the whole test suite
-#   ./flexedge.sh check  - ruff and mypy
+#   ./flexedge.sh check  - ruff (lint and format), mypy and the import-linter contracts
 # Anything else is passed to the `flexedge` command inside the project's virtualenv.
 # It installs what it needs: a virtualenv in .venv with the package, and Mosquitto from the
 # distribution's packages when it is missing (as root, or with passwordless sudo).
@@ -67,7 +67,8 @@ cmd=${1:-help}
 case "$cmd" in
   demo) ensure_venv; ensure_mosquitto; shift; exec "$VENV/bin/flexedge" demo "$@" ;;
   test) ensure_venv; ensure_mosquitto; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
-  check) ensure_venv; "$VENV/bin/ruff" check . && exec "$VENV/bin/mypy" ;;
+  check) ensure_venv; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . &&
+    "$VENV/bin/mypy" && exec "$VENV/bin/lint-imports" ;;
   help|-h|--help) sed -n '2,9p' "$0" ;;
   *) ensure_venv; ensure_mosquitto; exec "$VENV/bin/flexedge" "$@" ;;
 esac

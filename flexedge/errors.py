@@ -6,6 +6,7 @@ that calls them translates them into these, so callers handle one family.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -129,3 +130,14 @@ def message_reason(exc: ValidationError, *, name_missing: bool, show_input: bool
         else:
             sentences.append(f"field {field!r}: {problem.message}")
     return "; ".join(sentences)
+
+
+# What the OS raises when a serial port refuses its line settings (e.g. parity on a pty):
+# pyserial lets termios.error through, which is no OSError, so pymodbus does not catch it
+# either. The RTU driver and the serial simulator both open ports and translate it.
+if sys.platform == "win32":
+    SERIAL_LINE_REFUSED: tuple[type[Exception], ...] = ()
+else:
+    import termios
+
+    SERIAL_LINE_REFUSED = (termios.error,)

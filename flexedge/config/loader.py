@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from flexedge.config.cross_references import reference_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
-from flexedge.config.schema import SiteConfig, reference_problems
+from flexedge.config.schema import SiteConfig
 from flexedge.errors import ConfigError, field_problems
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"

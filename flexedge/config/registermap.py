@@ -11,16 +11,15 @@ type), so that a client reading a whole SunSpec model block gets no ILLEGAL_ADDR
 `init_writes`, point writes the driver makes on every connect (e.g. enabling SunSpec 124's
 charge/discharge rate registers).
 
-Encoding and decoding live here too, so the Modbus driver and the Modbus simulator share one
-reading of every map: a value the simulator writes is the value the driver reads.
+Encoding and decoding (register_codec.py, re-exported here) are shared by the Modbus driver and
+the Modbus simulator, so both read every map alike: a value the simulator writes is the value
+the driver reads.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
-from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
@@ -28,30 +27,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flexedge.config.register_codec import UNIT_TO_SITE as UNIT_TO_SITE
+from flexedge.config.register_codec import WIDTH as WIDTH
+from flexedge.config.register_codec import DataType as DataType
+from flexedge.config.register_codec import decode as decode
+from flexedge.config.register_codec import encode as encode
 from flexedge.errors import ConfigError, field_problems
 
 BUNDLED_MAPS_DIR = Path(__file__).resolve().parent / "maps"
 
-
-class DataType(StrEnum):
-    U16 = "u16"
-    S16 = "s16"
-    U32 = "u32"
-    S32 = "s32"
-    F32 = "f32"
-
-
-WIDTH = {DataType.U16: 1, DataType.S16: 1, DataType.U32: 2, DataType.S32: 2, DataType.F32: 2}
-_STRUCT = {
-    DataType.U16: "H",
-    DataType.S16: "h",
-    DataType.U32: "I",
-    DataType.S32: "i",
-    DataType.F32: "f",
-}
-
-# Site units: power in kW, state of charge as a fraction, time in seconds.
-UNIT_TO_SITE = {"kW": 1.0, "W": 0.001, "%": 0.01, "fraction": 1.0, "s": 1.0, "count": 1.0}
 
 # Points each device kind must have for the controller to drive it.
 REQUIRED_POINTS: dict[str, dict[str, Literal["r", "rw"]]] = {
@@ -393,38 +377,3 @@ def load_map(path: Path) -> LoadedMap:
         raise ConfigError(source, first.field, first.message) from None
     _check_layout(source, spec)
     return LoadedMap(source=source, spec=spec)
-
-
-def decode(point: Point, registers: list[int], sf_exponent: int = 0, base: float = 1.0) -> float:
-    """Raw registers of one point to a value in site units; `base` is the site value of the
-    point's scale_point (1 without one)."""
-    words = registers if point.word_order == "big" else list(reversed(registers))
-    raw = struct.unpack(f">{_STRUCT[point.type]}", struct.pack(f">{len(words)}H", *words))[0]
-    factor = point.scale * (10.0**sf_exponent) * UNIT_TO_SITE[point.unit] * base
-    return float(raw) * factor * point.sign
-
-
-def encode(point: Point, value: float, sf_exponent: int = 0, base: float = 1.0) -> list[int]:
-    """A value in site units to the registers of one point, rounded and range-checked."""
-    factor = point.scale * (10.0**sf_exponent) * UNIT_TO_SITE[point.unit] * base
-    if factor == 0 or not math.isfinite(factor):
-        # A share of a 0 W rating (or of an unreadable one) cannot express any power.
-        raise ValueError(f"{value} cannot be written as a share of {base}")
-    raw_value = value * point.sign / factor
-    if point.type is DataType.F32:
-        packed = struct.pack(">f", raw_value)
-    else:
-        as_int = round(raw_value)
-        lo, hi = _int_range(point.type)
-        if not lo <= as_int <= hi:
-            raise ValueError(f"{value} does not fit {point.type} at scale {factor}")
-        packed = struct.pack(f">{_STRUCT[point.type]}", as_int)
-    words = list(struct.unpack(f">{point.width}H", packed))
-    return words if point.word_order == "big" else list(reversed(words))
-
-
-def _int_range(data_type: DataType) -> tuple[int, int]:
-    bits = 16 * WIDTH[data_type]
-    if data_type in (DataType.U16, DataType.U32):
-        return 0, (1 << bits) - 1
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1

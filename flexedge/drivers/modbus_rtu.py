@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusSerialClient
@@ -25,18 +24,9 @@ from pymodbus.framer import FramerType
 from flexedge.config.registermap import LoadedMap
 from flexedge.config.schema import DeviceBase, SerialSettings
 from flexedge.drivers.modbus_tcp import ModbusDevice, release_limit_of
-from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.errors import SERIAL_LINE_REFUSED, ConfigError, DeviceUnavailable
 
 logger = logging.getLogger(__name__)
-
-if sys.platform == "win32":
-    LINE_REFUSED: tuple[type[Exception], ...] = ()
-else:
-    import termios
-
-    # pyserial lets the OS refuse line settings (e.g. parity on a pty) as termios.error,
-    # which is no OSError, so pymodbus does not catch it either.
-    LINE_REFUSED = (termios.error,)
 
 # The client's own answer timeout. Devices on one bus may have different timeout_s, which
 # ModbusDevice enforces per request; this is only the ceiling (the schema's maximum).
@@ -153,7 +143,7 @@ class ModbusRtuDevice(ModbusDevice):
     async def _ensure_connected(self) -> None:
         try:
             await super()._ensure_connected()
-        except LINE_REFUSED as exc:
+        except SERIAL_LINE_REFUSED as exc:
             raise DeviceUnavailable(
                 self.name, f"cannot open {self.serial.port} with {_describe(self.serial)}: {exc}"
             ) from exc

@@ -1,14 +1,15 @@
 """A device (battery, flexible load, generator) over Modbus TCP (pymodbus AsyncModbusTcpClient),
 in site units.
 
-ModbusDevice holds everything that does not depend on the transport (read plan, SunSpec scale
+ModbusDevice holds everything that does not depend on the transport (SunSpec scale
 factors, error translation); ModbusTcpDevice and modbus_rtu.ModbusRtuDevice only give
 it a client and the lock that serialises requests on that client.
 
 Timing is kept predictable for the controller: one attempt per request (retries=0) bounded by
 the device's timeout_s, no background reconnect task; a call made while disconnected tries one
 connect first. Every pymodbus/OS failure is translated here into DeviceUnavailable (no answer)
-or DeviceProtocolError (an answer that is an error), so nothing above sees pymodbus.
+or DeviceProtocolError (an answer that is an error), so nothing above sees pymodbus. Which
+requests to send for a map (the read plan, the control point) is in modbus_plan.py.
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable
 
 from pymodbus.client import AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from flexedge.config.registermap import LoadedMap, RegisterMap, decode, encode
+from flexedge.config.registermap import LoadedMap, decode, encode
 from flexedge.config.schema import DeviceBase, FlexibleLoad
 from flexedge.drivers.base import Reading
+from flexedge.drivers.modbus_plan import LOAD_SETPOINT, control_point
+
+# ReadBlock and plan_reads: re-exported where the benchmarks and tests have imported them.
+from flexedge.drivers.modbus_plan import ReadBlock as ReadBlock
+from flexedge.drivers.modbus_plan import plan_reads as plan_reads
 from flexedge.errors import (
     ConfigError,
     DeviceProtocolError,
@@ -37,76 +41,8 @@ from flexedge.errors import (
 
 logger = logging.getLogger(__name__)
 
-MAX_READ_COUNT = 125  # Modbus limit for FC3/FC4
 # Exception codes by which a gateway says the device behind it did not answer.
 _GATEWAY_CODES = frozenset({ExcCodes.GATEWAY_PATH_UNAVIABLE, ExcCodes.GATEWAY_NO_RESPONSE})
-
-
-@dataclass(frozen=True, slots=True)
-class ReadBlock:
-    """One read request: `count` registers of `table` from `address`, covering `points`."""
-
-    table: Literal["holding", "input"]
-    address: int
-    count: int
-    points: tuple[str, ...]
-
-
-def plan_reads(
-    spec: RegisterMap, names: Iterable[str] | None = None, max_count: int = MAX_READ_COUNT
-) -> tuple[ReadBlock, ...]:
-    """Fewest requests that read `names` (default: all points): points of one table that are
-    back to back share a request. A gap is bridged only when the map declares every register
-    in it (another point, a constant, an unimplemented run: a SunSpec model block), since
-    devices (and the simulator) may answer ILLEGAL_ADDRESS for registers the map does not."""
-    wanted = sorted(
-        spec.points if names is None else set(names),
-        key=lambda n: (spec.points[n].table, spec.points[n].address),
-    )
-    served = set(spec.fixed_registers())
-    served.update(
-        (p.table, a) for p in spec.points.values() for a in range(p.address, p.address + p.width)
-    )
-    blocks: list[ReadBlock] = []
-    for name in wanted:
-        point = spec.points[name]
-        last = blocks[-1] if blocks else None
-        span = 0 if last is None else point.address + point.width - last.address
-        if (
-            last is not None
-            and last.table == point.table
-            and span <= max_count
-            and all(
-                (point.table, a) in served for a in range(last.address + last.count, point.address)
-            )
-        ):
-            blocks[-1] = ReadBlock(last.table, last.address, span, (*last.points, name))
-        else:
-            blocks.append(ReadBlock(point.table, point.address, point.width, (name,)))
-    return tuple(blocks)
-
-
-# The control of a load with a consumption setpoint: power_setpoint with setpoint_enable.
-LOAD_SETPOINT = "load_setpoint"
-
-
-def control_point(register_map: LoadedMap) -> str:
-    """How write_setpoint commands the device: power_setpoint for batteries and generators;
-    for a flexible load its writable power_limit (a cap), else its relay, else its consumption
-    setpoint (LOAD_SETPOINT); the map validation guarantees one of them."""
-    spec = register_map.spec
-    if spec.kind != "flexible_load":
-        return "power_setpoint"
-    for name in ("power_limit", "relay"):
-        if name in spec.points and spec.points[name].access == "rw":
-            return name
-    if "power_setpoint" in spec.points and spec.points["power_setpoint"].access == "rw":
-        return LOAD_SETPOINT  # its map validation guarantees setpoint_enable with it
-    raise ConfigError(
-        register_map.source,
-        "points.power_limit",
-        "a flexible_load map needs an rw power_limit, relay or power_setpoint point",
-    )
 
 
 class ModbusDevice:
@@ -134,12 +70,12 @@ class ModbusDevice:
         self.register_map = register_map
         self.control = control_point(register_map)
         self.release_limit_kw = release_limit_kw
-        written_points = (
+        commanded = (
             ["power_setpoint", "setpoint_enable"]
             if self.control == LOAD_SETPOINT
             else [self.control]
         )
-        for written in (*written_points, "setpoint_timeout"):
+        for written in (*commanded, "setpoint_timeout"):
             if register_map.has(written) and register_map.point(written).table != "holding":
                 raise ConfigError(
                     register_map.source,

@@ -27,11 +27,11 @@ from typing import Literal
 
 from flexedge.config.schema import DeviceBase, MqttSettings
 from flexedge.drivers.base import Reading
-from flexedge.drivers.mqtt_links import Broker, SharedLink, acquire, release
+from flexedge.drivers.mqtt_links import SharedLink, acquire, release
 from flexedge.errors import BrokerError, DeviceUnavailable
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 
-__all__ = ["Broker", "MqttJsonDevice"]  # Broker: where callers have always imported it
+__all__ = ["Broker", "MqttJsonDevice"]  # Broker (flexedge.mqtt's): where callers imported it
 
 log = logging.getLogger(__name__)
 

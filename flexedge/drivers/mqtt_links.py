@@ -12,23 +12,13 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from flexedge.errors import BrokerError
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes], None]
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    keepalive: int = 30
 
 
 class SharedLink:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from flexedge.tools.harness.broker import PrivateBroker
-from flexedge.tools.harness.processes import ROOT
 from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.site_process import RunningSite, running_site
 
@@ -38,7 +37,6 @@ def cli(site: RunningSite, *args: str) -> subprocess.CompletedProcess[str]:
             str(site.site_file),
             *args[1:],
         ],
-        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,

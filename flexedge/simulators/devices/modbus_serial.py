@@ -6,7 +6,7 @@ SimDevice per unit id.
 
 The simulator opens `simulator.serial_port` of the site file, the controller `serial.port`:
 the two ends of one line (a null-modem cable between two adapters, or a pty pair joined by a
-relay such as tests/pty_pair.py or `socat -d -d pty,raw,echo=0 pty,raw,echo=0`).
+relay such as tests/support/pty_pair.py or `socat -d -d pty,raw,echo=0 pty,raw,echo=0`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pymodbus.server import ModbusSerialServer
 
 from flexedge.config.loader import Site
 from flexedge.config.schema import SerialSettings
-from flexedge.drivers.modbus_rtu import LINE_REFUSED
-from flexedge.errors import ConfigError
+from flexedge.errors import SERIAL_LINE_REFUSED, ConfigError
 from flexedge.simulators.devices.sim_device import SimulatedDevice
 
 logger = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ class ModbusSerialSimServer:
         )
         try:
             await server.serve_forever(background=True)
-        except (RuntimeError, *LINE_REFUSED) as exc:  # RuntimeError: pymodbus's "cannot open"
+        # RuntimeError: pymodbus's "cannot open".
+        except (RuntimeError, *SERIAL_LINE_REFUSED) as exc:
             raise OSError(f"cannot open serial port {line.port}: {exc}") from None
         self._server = server
         logger.debug("modbus RTU simulator on %s, units %s", line.port, sorted(self._ids))

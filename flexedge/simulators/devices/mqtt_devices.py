@@ -34,9 +34,8 @@ from functools import partial
 from typing import TypeVar, overload
 
 from flexedge.config.schema import Battery, Device, FlexibleLoad, Generator, SiteConfig
-from flexedge.drivers.mqtt_device import Broker
 from flexedge.errors import BrokerError
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.device_models import SimModel
 from flexedge.simulators.devices.faults import DeviceFaults

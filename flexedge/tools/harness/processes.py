@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 def spawn_flexedge(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`flexedge ARGS` with this interpreter, its output appended to `log_path`."""
+    """`flexedge ARGS` with this interpreter, its output appended to `log_path`.
+
+    It runs in the caller's directory, as from a shell: this interpreter finds the package
+    wherever it is installed (no source tree needed), and paths in ARGS are taken as given."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "flexedge.cli.main", *args],
-            cwd=ROOT,
+            [sys.executable, "-m", "flexedge", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,77 +1,23 @@
-"""The one module that knows paho-mqtt.
-
-paho runs its network loop in its own thread; every event it reports is handed to the asyncio
-loop with call_soon_threadsafe, so the rest of flexedge sees a small typed API that lives on
-one thread and raises only flexedge.errors.BrokerError.
-
-Delivery contract (at-least-once, end to end):
-- Inbound QoS 1 messages are acknowledged to the broker only when the application calls
-  ack(), i.e. after it has persisted the message. With session_expiry > 0 the broker keeps
-  unacknowledged messages for us across reconnects and restarts and sends them again.
-- publish() never queues while disconnected: it returns None and the caller's outbox keeps the
-  message. The caller re-publishes everything not yet confirmed by on_published after each
-  on_connect, so the broker may see a message twice; receivers must tolerate duplicates.
-"""
+"""MqttLink: one MQTT v5 connection, as the asyncio loop sees it (the delivery contract is
+in the package docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from flexedge.errors import BrokerError
+from flexedge.mqtt.messages import Inbound, Message
+from flexedge.mqtt.paho_bridge import LinkEvents, PahoBridge, new_properties
 
 log = logging.getLogger(__name__)
-_paho_log = logging.getLogger(f"{__name__}.paho")
-
-
-def _drop_paho_noise(record: logging.LogRecord) -> bool:
-    # paho 2.2 logs this at ERROR on every clean disconnect (its loop runs once more after
-    # the socket is closed); it is not an error and would drown out the real ones.
-    return not str(record.msg).startswith("Client is not connected. Socket: None")
-
-
-_paho_log.addFilter(_drop_paho_noise)
-
-# (topic, payload, qos, retain): a last will, or the final message stop() publishes.
-Message = tuple[str, bytes, int, bool]
-
-
-class RequestTimeout(BrokerError, TimeoutError):
-    """No response arrived in time for request()."""
-
-
-def _properties(packet_type: int) -> Properties:
-    # paho's Properties.__init__ is the one unannotated piece of its API we use.
-    return Properties(packet_type)  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One message from the broker. Pass it back to MqttLink.ack() once it is persisted."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    mid: int
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    # Which connection delivered it: a packet id is only meaningful on that connection, so
-    # ack() drops acks for messages from an earlier one (the broker redelivers those).
-    epoch: int = field(default=0, compare=False, repr=False)
 
 
 class MqttLink:
@@ -117,35 +63,23 @@ class MqttLink:
         self._refused: dict[str, str] = {}
         self._subs_changed = asyncio.Event()
         self._mid_waiters: dict[int, asyncio.Future[None]] = {}
-        # The epoch changes on every connect and disconnect (paho thread); the lock makes
-        # ack()'s "same connection?" check and its PUBACK one step.
-        self._epoch = 0
-        self._epoch_lock = threading.Lock()
-
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
+        self._bridge = PahoBridge(
             client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            will=will,
+            events=LinkEvents(
+                connected=self._connected,
+                refused_connect=self._refused_connect,
+                disconnected=self._disconnected,
+                subacked=self._subacked,
+                published=self._published,
+                received=self._received,
+            ),
         )
-        client.enable_logger(_paho_log)
-        # An exception escaping a callback would kill paho's thread, and with it reconnects.
-        client.suppress_exceptions = True
-        client.max_inflight_messages_set(1000)
-        # paho annotates the delays as int but sleeps for them, so fractions work.
-        client.reconnect_delay_set(min_delay=0.2, max_delay=5)  # type: ignore[arg-type]
-        if username is not None:
-            client.username_pw_set(username, password)
-        if will is not None:
-            topic, payload, qos, retain = will
-            client.will_set(topic, payload, qos, retain)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        self._client = client
+        self._client = self._bridge.client
 
     # ---- public API (call on the asyncio loop) -------------------------------------------
 
@@ -163,9 +97,10 @@ class MqttLink:
         self._started = True
         self._loop = loop or asyncio.get_running_loop()
         self._ready = self._loop.create_future()
+        self._bridge.loop = self._loop
         props: Properties | None = None
         if self.session_expiry > 0:
-            props = _properties(PacketTypes.CONNECT)
+            props = new_properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry
         try:
             self._client.connect_async(
@@ -220,13 +155,12 @@ class MqttLink:
         """Tell the broker `msg` is safely stored (PUBACK for QoS 1, PUBCOMP for QoS 2)."""
         if msg.qos == 0:
             return
-        with self._epoch_lock:
-            if msg.epoch != self._epoch:
-                # The connection it came on is gone; the same mid may now name another
-                # message. The broker redelivers this one if our session survived.
-                log.debug("not acking mid %s from an earlier connection", msg.mid)
-                return
-            rc = self._client.ack(msg.mid, msg.qos)
+        rc = self._bridge.ack_if_current(msg)
+        if rc is None:
+            # The connection it came on is gone; the same mid may now name another
+            # message. The broker redelivers this one if our session survived.
+            log.debug("not acking mid %s from an earlier connection", msg.mid)
+            return
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise BrokerError(f"ack of mid {msg.mid} failed: {paho.error_string(rc)}")
 
@@ -245,7 +179,7 @@ class MqttLink:
             return None
         props: Properties | None = None
         if response_topic is not None or correlation_data is not None:
-            props = _properties(PacketTypes.PUBLISH)
+            props = new_properties(PacketTypes.PUBLISH)
             if response_topic is not None:
                 props.ResponseTopic = response_topic
             if correlation_data is not None:
@@ -311,15 +245,6 @@ class MqttLink:
             # Not connected after all: the next on_connect subscribes again.
             log.debug("subscribe %s deferred: %s", topic_filter, paho.error_string(rc))
 
-    def _call(self, fn: Callable[..., object], *args: object) -> None:
-        """Run fn(*args) on the asyncio loop (we are on paho's thread)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        # RuntimeError: the loop closed under us, and nobody is left to tell.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(fn, *args)
-
     def _run_user(self, callback: Callable[[], None] | None, name: str) -> None:
         if callback is None:
             return
@@ -383,125 +308,7 @@ class MqttLink:
             except Exception:
                 log.exception("mqtt on_published callback of %s failed", self.client_id)
 
-    # ---- paho callbacks (paho's network thread) ------------------------------------------
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.warning("mqtt %s: CONNACK refused: %s", self.client_id, reason_code)
-            self._call(self._refused_connect, str(reason_code))
-            return
-        with self._epoch_lock:
-            self._epoch += 1
-        self._call(self._connected, flags.session_present)
-
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        log.debug("mqtt %s: cannot reach %s:%s, retrying", self.client_id, self.host, self.port)
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._epoch_lock:
-            self._epoch += 1
-        self._call(self._disconnected, str(reason_code))
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            # Nobody can route it; ack so the broker does not redeliver it forever.
-            log.warning("mqtt %s: dropping message with a non-UTF-8 topic", self.client_id)
-            if message.qos > 0:
-                client.ack(message.mid, message.qos)
-            return
-        props = message.properties
-        response_topic = getattr(props, "ResponseTopic", None)
-        correlation_data = getattr(props, "CorrelationData", None)
-        inbound = Inbound(
-            topic=topic,
-            payload=bytes(message.payload),
-            qos=message.qos,
-            retain=bool(message.retain),
-            mid=message.mid,
-            response_topic=response_topic if isinstance(response_topic, str) else None,
-            correlation_data=bytes(correlation_data) if correlation_data is not None else None,
-            epoch=self._epoch,
-        )
+    def _received(self, inbound: Inbound) -> None:
         # Unbounded on purpose: the broker sends at most its in-flight window of unacked
         # QoS 1 messages, so back-pressure comes from ack(), not from this queue.
-        self._call(self.inbound.put_nowait, inbound)
-
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            # Retrying would be refused again (e.g. not authorised): report and move on.
-            log.error(
-                "mqtt %s: broker refused publish mid %s: %s", self.client_id, mid, reason_code
-            )
-        self._call(self._published, mid)
-
-    def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        reasons = [str(rc) if rc.is_failure else None for rc in reason_codes]
-        self._call(self._subacked, mid, reasons)
-
-
-async def request(
-    host: str,
-    port: int,
-    topic: str,
-    payload: bytes,
-    response_topic: str,
-    timeout: float,
-) -> bytes:
-    """Publish one request (MQTT v5 ResponseTopic + CorrelationData) and return the payload of
-    the response carrying the same correlation data. Raises BrokerError if the broker cannot
-    be reached and RequestTimeout if no response comes within `timeout` seconds overall."""
-    correlation = uuid.uuid4().bytes
-    link = MqttLink(host=host, port=port, client_id=f"flexedge-req-{correlation.hex()[:12]}")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    await link.start(wait=timeout)
-    try:
-        async with asyncio.timeout_at(deadline):
-            link.subscribe(response_topic, qos=1)
-            # The overall deadline above fires first and becomes RequestTimeout.
-            await link.wait_subscribed(timeout)
-            mid = link.publish(
-                topic, payload, qos=1, response_topic=response_topic, correlation_data=correlation
-            )
-            if mid is None:
-                raise BrokerError(f"lost the connection to {host}:{port} before the request")
-            while True:
-                msg = await link.inbound.get()
-                link.ack(msg)
-                if msg.correlation_data == correlation:
-                    return msg.payload
-                log.debug("ignoring response on %s for another request", msg.topic)
-    except TimeoutError:
-        raise RequestTimeout(f"no response on {response_topic} within {timeout:g} s") from None
-    finally:
-        await link.stop()
+        self.inbound.put_nowait(inbound)
