@@ -5,10 +5,13 @@
 #   ./flexedge.sh check  - ruff (lint and format), mypy and the import-linter contracts
 # Anything else is passed to the `flexedge` command inside the project's virtualenv.
 # It installs what it needs: a virtualenv in .venv with the package, and Mosquitto from the
-# distribution's packages when it is missing (as root, or with passwordless sudo).
+# distribution's packages when it is missing (as root, or with passwordless sudo). When the
+# gsy-e wheels are there (../shared/thirdparty/gsy, or $FLEXEDGE_GSY_DIR), `test` and `check`
+# install them too, for `flexedge market --engine gsy-e` and the tests against gsy-e.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
+GSY_DIR=${FLEXEDGE_GSY_DIR:-../shared/thirdparty/gsy}
 
 die() { echo "flexedge.sh: $*" >&2; exit 1; }
 
@@ -56,6 +59,37 @@ ensure_venv() {
   fi
 }
 
+# gsy-e and gsy-framework are not on PyPI: their wheels go in without their (old, pinned)
+# dependencies, and requirements.txt adds what importing the balancing market and agent needs.
+# A requirement flexedge already installed is left as it is: its pin (click==8.1.7) would
+# break import-linter and sqlite-utils, and gsy-e imports fine with flexedge's version.
+# Re-run when the wheels change.
+ensure_gsy() {
+  local stamp="$VENV/.gsy-installed" wanted="$VENV/.gsy-requirements.txt" wheels
+  [ -d "$GSY_DIR" ] || return 0
+  wheels=$(ls "$GSY_DIR"/*.whl 2>/dev/null) || return 0
+  if [ -f "$stamp" ] && [ -z "$(find "$GSY_DIR" -newer "$stamp" -print -quit)" ]; then return 0; fi
+  echo "installing gsy-e from $GSY_DIR into $VENV ..." >&2
+  # shellcheck disable=SC2086  # one argument per wheel
+  "$VENV/bin/python" -m pip install -q --no-deps $wheels
+  "$VENV/bin/python" - "$GSY_DIR/requirements.txt" >"$wanted" <<'PY'
+import re
+import sys
+from importlib import metadata
+
+for line in open(sys.argv[1], encoding="utf-8"):
+    name = re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0]
+    if not name or name.startswith("#"):
+        continue
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        print(line.strip())
+PY
+  [ ! -s "$wanted" ] || "$VENV/bin/python" -m pip install -q -r "$wanted"
+  touch "$stamp"
+}
+
 ensure_mosquitto() {
   if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then return 0; fi
   echo "installing mosquitto from the distribution's packages ..." >&2
@@ -66,9 +100,9 @@ ensure_mosquitto() {
 cmd=${1:-help}
 case "$cmd" in
   demo) ensure_venv; ensure_mosquitto; shift; exec "$VENV/bin/flexedge" demo "$@" ;;
-  test) ensure_venv; ensure_mosquitto; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
-  check) ensure_venv; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . &&
+  test) ensure_venv; ensure_gsy; ensure_mosquitto; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+  check) ensure_venv; ensure_gsy; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . &&
     "$VENV/bin/mypy" && exec "$VENV/bin/lint-imports" ;;
-  help|-h|--help) sed -n '2,9p' "$0" ;;
+  help|-h|--help) sed -n '2,11p' "$0" ;;
   *) ensure_venv; ensure_mosquitto; exec "$VENV/bin/flexedge" "$@" ;;
 esac

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flexedge.config.loader import DEMO_SITE, Site, load_site
 from flexedge.errors import FlexedgeError
+from flexedge.simulators.market.engines import ENGINES
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_market(args: argparse.Namespace) -> int:
     from flexedge.simulators.market.runner import run_market
 
-    return run_market(_load(args.config, args.mqtt), args.scenario, grace_s=args.grace)
+    return run_market(
+        _load(args.config, args.mqtt), args.scenario, grace_s=args.grace, engine=args.engine
+    )
 
 
 def _devices(text: str) -> list[int]:
@@ -225,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scenario YAML file, or a bundled one by name (e.g. example-day)",
     )
     market.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    market.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="builtin",
+        help="the D3A balancing market: the built-in one, or gsy-e's own BalancingMarket and "
+        "BalancingAgent (gsy-e must be installed, see the README)",
+    )
     market.add_argument(
         "--grace",
         type=float,

@@ -34,14 +34,10 @@ from flexedge.contract.messages import (
     iso,
     moment,
 )
-from flexedge.controller.core.admission import (
-    ControlRequest,
-    EconomicControl,
-    SpotTrade,
-    TradeRequest,
-)
+from flexedge.controller.core.control_admission import ControlRequest, EconomicControl
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import DeliveryReport
+from flexedge.controller.core.trade_admission import SpotTrade, TradeRequest
 from flexedge.errors import MessageRejected, message_reason
 
 __all__ = [

@@ -7,11 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from flexedge.tools.bench_poll import PollStats, bench_poll
-
-pytestmark = pytest.mark.integration
 
 N = 5
 SECONDS = 3.0

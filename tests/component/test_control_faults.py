@@ -21,9 +21,12 @@ from flexedge.controller.core.model import Commitment, RefType
 from flexedge.simulators.devices.faults import DeviceFaults
 from flexedge.simulators.devices.modbus_server import serve_site
 from tests.support.control_harness import batteries_site, offline_control
+from tests.support.harness import run, write_site_file
 
+# The control period: these tests tick the loop on the wall clock as the daemon does, so a
+# sleep between ticks is the passing time under test, not a wait for something to happen.
 PERIOD = 0.2
-FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
+FAULTS: dict[str, Callable[[DeviceFaults], object]] = {
     "connection drop": lambda f: setattr(f, "drop", True),
     "latency beyond the timeout": lambda f: setattr(f, "latency_s", 1.0),
     "exception responses": lambda f: f.apply({"exception": "DEVICE_FAILURE"}),
@@ -32,10 +35,10 @@ FAULTS: dict[str, Callable[[DeviceFaults], None]] = {
 }
 
 
-async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> dict[str, Any]:
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(
-        batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1, setpoint_timeout_s=30)
+async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], object]) -> dict[str, Any]:
+    site_file = write_site_file(
+        tmp_path,
+        batteries_site("fault-site", PERIOD, ("b1", "b2"), unit_id=1, setpoint_timeout_s=30),
     )
     site = load_site(site_file)
     lease_writes: list[float] = []
@@ -67,19 +70,20 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
             seen["before"] = dict(control.setpoints)
             assert control.is_fresh("b1", time.time()) and control.is_fresh("b2", time.time())
             inject(sim.faults("b1"))
-            b2_ages, lost_at = [], None
+            b2_read_in_tick, lost_at = [], None
             for tick in range(20):
                 started = time.monotonic()
+                tick_start = time.time()
                 await control.tick()
                 seen.setdefault("tick_s", []).append(time.monotonic() - started)
-                b2_ages.append(time.time() - control.readings["b2"].ts)
+                b2_read_in_tick.append(control.readings["b2"].ts >= tick_start)
                 if lost_at is not None and "b2_after_loss" not in seen:
                     seen["b2_after_loss"] = control.setpoints["b2"]
                 if lost_at is None and not control.is_fresh("b1", time.time()):
                     lost_at = tick
                 await asyncio.sleep(PERIOD)
             seen["lost_at"] = lost_at
-            seen["b2_max_age"] = max(b2_ages)
+            seen["b2_read_in_tick"] = b2_read_in_tick
             sim.faults("b1").clear()
             seen["lease_writes_before_clear"] = len(lease_writes)
             for tick in range(40):
@@ -96,12 +100,13 @@ async def scenario(tmp_path: Path, inject: Callable[[DeviceFaults], None]) -> di
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_controller_survives_fault(tmp_path: Path, fault: str) -> None:
-    seen = asyncio.run(scenario(tmp_path, FAULTS[fault]))
+    seen = run(scenario(tmp_path, FAULTS[fault]))
     assert seen["lost_at"] is not None, "b1 was still counted on"
     # b1's share moved to b2 by the next tick after the controller stopped counting on b1.
     assert seen["b2_after_loss"] > 1.5 * seen["before"]["b2"]
-    # b2 kept fresh telemetry all along: a bad neighbour never made it stale.
-    assert seen["b2_max_age"] < 3 * PERIOD
+    # b2 kept fresh telemetry all along: every tick read it anew, whatever b1 did (an order,
+    # not an age in seconds, which a loaded machine would stretch).
+    assert all(seen["b2_read_in_tick"]), seen["b2_read_in_tick"]
     assert "back_after" in seen, "b1 did not come back by itself"
     if fault in {"connection drop", "latency beyond the timeout", "exception responses"}:
         # It stopped answering, so it may have restarted: its lease is written again.

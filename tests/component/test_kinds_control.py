@@ -21,8 +21,11 @@ from flexedge.simulators.devices.modbus_server import serve_site
 from flexedge.simulators.devices.mqtt_devices import serve_mqtt_devices
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 from tests.support.control_harness import offline_control
+from tests.support.harness import run, write_site_file
 from tests.support.pty_pair import NullModem
 
+# The control period: these tests tick the loop on the wall clock as the daemon does, so a
+# sleep between ticks is the passing time under test, not a wait for something to happen.
 PERIOD = 0.5
 WINDOW_S = 12.0
 SITE = """\
@@ -59,8 +62,8 @@ devices:
 
 async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
     with NullModem() as line:
-        site_file = tmp_path / "site.yaml"
-        site_file.write_text(
+        site_file = write_site_file(
+            tmp_path,
             SITE.format(
                 period=PERIOD,
                 mqtt_port=broker.port,
@@ -68,7 +71,7 @@ async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
                 gen_port=free_port(),
                 load_tty=line.a,
                 sim_tty=line.b,
-            )
+            ),
         )
         site = load_site(site_file)
         modbus = [d for d in site.config.devices if d.transport != "mqtt"]
@@ -123,7 +126,7 @@ async def scenario(tmp_path: Path, broker: PrivateBroker) -> dict[str, Any]:
 
 
 def test_every_kind_is_driven_within_its_limits(tmp_path: Path, broker: PrivateBroker) -> None:
-    seen = asyncio.run(scenario(tmp_path, broker))
+    seen = run(scenario(tmp_path, broker))
     assert all(seen["fresh"].values()), seen["fresh"]
     by_asset: dict[str, list[float | None]] = {}
     for asset, p_kw, _ in seen["setpoints"]:

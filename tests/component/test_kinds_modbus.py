@@ -8,15 +8,13 @@ clock so ramps, rebound and leases move only when a test says so.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import yaml
 
 from flexedge.config.loader import Site, load_site
 from flexedge.config.registermap import DataType, Point, decode, encode
@@ -33,16 +31,10 @@ from flexedge.simulators.devices.sim_device import (
     SimulatedDevice,
     encode_saturating,
 )
-from tests.support.helpers import FakeClock
+from tests.support.harness import FakeClock, run, write_site_file
 from tests.support.pty_pair import NullModem
 
-T = TypeVar("T")
-BOUND_S = 10.0
 NAMES = ("bat", "load", "relay", "gen", "ev")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(asyncio.wait_for(coro, BOUND_S))
 
 
 def device_specs() -> list[dict[str, Any]]:
@@ -120,9 +112,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         else:
             for device in devices:
                 device["timeout_s"] = 0.5
-        path = tmp_path / "site.yaml"
-        path.write_text(yaml.safe_dump({"site": "kinds", "devices": devices}), encoding="utf-8")
-        yield load_site(path)
+        yield load_site(write_site_file(tmp_path, {"site": "kinds", "devices": devices}))
 
 
 def driver(site: Site, sim: SiteSimulator, name: str) -> ModbusDevice:

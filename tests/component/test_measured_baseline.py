@@ -21,7 +21,10 @@ from flexedge.controller.core.model import Commitment, RefType
 from flexedge.simulators.devices.modbus_server import serve_site
 from flexedge.tools.harness.broker import free_port
 from tests.support.control_harness import offline_control
+from tests.support.harness import run, write_site_file
 
+# The control period: these tests tick the loop on the wall clock as the daemon does, so a
+# sleep between ticks is the passing time under test, not a wait for something to happen.
 PERIOD = 0.5
 SITE = """\
 site: measured
@@ -42,10 +45,9 @@ SIM_SITE = SITE.replace("[[0, 1.0]]", "[[0, 4.0]]")  # what the heater really dr
 
 async def scenario(tmp_path: Path) -> dict[str, Any]:
     port = free_port()
-    (tmp_path / "sim.yaml").write_text(SIM_SITE.format(period=PERIOD, port=port))
-    (tmp_path / "site.yaml").write_text(SITE.format(period=PERIOD, port=port))
-    sim = await serve_site(load_site(tmp_path / "sim.yaml"))
-    site = load_site(tmp_path / "site.yaml")
+    sim_file = write_site_file(tmp_path, SIM_SITE.format(period=PERIOD, port=port), "sim.yaml")
+    sim = await serve_site(load_site(sim_file))
+    site = load_site(write_site_file(tmp_path, SITE.format(period=PERIOD, port=port)))
     try:
         async with offline_control(site, tmp_path / "log.sqlite") as control:
             for _ in range(12):  # 6 s of telemetry: the window is 5 s
@@ -90,7 +92,7 @@ async def scenario(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_load_is_measured_against_what_it_drew_before_dispatch(tmp_path: Path) -> None:
-    seen = asyncio.run(scenario(tmp_path))
+    seen = run(scenario(tmp_path))
     assert seen["learned"] == pytest.approx(-4.0, abs=0.05)  # not the declared -1 kW
     # Curtailing 1 kW from 4 kW caps it near 3 kW (the profile would have said 0 kW).
     assert seen["caps"] and all(-3.5 <= p <= -2.5 for p in seen["caps"]), seen["caps"]

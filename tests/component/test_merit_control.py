@@ -17,15 +17,17 @@ from flexedge.config.loader import load_site
 from flexedge.controller.core.model import Commitment, RefType
 from flexedge.simulators.devices.modbus_server import serve_site
 from tests.support.control_harness import batteries_site, offline_control
+from tests.support.harness import run, write_site_file
 
+# The control period: these tests tick the loop on the wall clock as the daemon does, so a
+# sleep between ticks is the passing time under test, not a wait for something to happen.
 PERIOD = 0.2
 WINDOW_S = 12.0
 KWH = 0.01  # 3 kW over 12 s
 
 
 async def lose_the_traded_battery(tmp_path: Path) -> dict[str, Any]:
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(batteries_site("merit-site", PERIOD, ("b1", "b2", "b3")))
+    site_file = write_site_file(tmp_path, batteries_site("merit-site", PERIOD, ("b1", "b2", "b3")))
     site = load_site(site_file)
     sim = await serve_site(site)
     seen: dict[str, Any] = {"ticks": []}
@@ -71,7 +73,7 @@ async def lose_the_traded_battery(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_lost_battery_hands_its_trade_to_the_cheapest_backup(tmp_path: Path) -> None:
-    seen = asyncio.run(lose_the_traded_battery(tmp_path))
+    seen = run(lose_the_traded_battery(tmp_path))
     ticks = seen["ticks"]
     before = [t for t in ticks if t["b1_fresh"]]
     # While b1 delivers, the backups stay out of it.

@@ -8,12 +8,11 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from flexedge.cli.sim import run_sim
@@ -24,22 +23,12 @@ from flexedge.drivers.factory import build_device
 from flexedge.drivers.mqtt_device import Broker, MqttJsonDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
 from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker, free_port
+from tests.support.harness import run, wait_for_async, write_site_file
 
-pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 Raw = dict[str, Any]
-
-
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """asyncio.run with a hard bound, so a hung broker fails one test instead of the run."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout)
-
-    return asyncio.run(bounded())
 
 
 def load_raw(name: str, control: str, *, kw: float, share: float, **device: Any) -> Raw:
@@ -146,14 +135,8 @@ def near(kw: float) -> Callable[[Reading], bool]:
 # --- config -------------------------------------------------------------------------------
 
 
-def write_site(tmp_path: Path, raw: Raw) -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def test_mqtt_device_config_defaults(tmp_path: Path, broker: PrivateBroker) -> None:
-    site = load_site(write_site(tmp_path, site_raw(broker, plug())))
+    site = load_site(write_site_file(tmp_path, site_raw(broker, plug())))
     [device] = site.config.devices
     md = device.mqtt_device
     assert device.transport == "mqtt" and md is not None
@@ -201,7 +184,7 @@ def test_bad_mqtt_device_config_names_the_field(
     device = plug()
     change(device)
     with pytest.raises(ConfigError) as info:
-        load_site(write_site(tmp_path, site_raw(broker, device)))
+        load_site(write_site_file(tmp_path, site_raw(broker, device)))
     assert info.value.field.startswith("devices[0] (plug-1)")
     assert info.value.field.endswith(field)
     assert problem in info.value.problem
@@ -210,7 +193,7 @@ def test_bad_mqtt_device_config_names_the_field(
 def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path, broker: PrivateBroker) -> None:
     modbus = plug(transport="modbus-tcp")
     with pytest.raises(ConfigError, match="mqtt_device is only for transport mqtt"):
-        load_site(write_site(tmp_path, site_raw(broker, modbus)))
+        load_site(write_site_file(tmp_path, site_raw(broker, modbus)))
     # Generators run over MQTT too (tests/test_mqtt_kinds.py), but never by relay.
     generator = {
         "name": "gen-1",
@@ -222,11 +205,11 @@ def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path, broker: Pri
         "mqtt_device": {**plug()["mqtt_device"], "command": "relay"},
     }
     with pytest.raises(ConfigError, match="command 'relay' is only for flexible loads"):
-        load_site(write_site(tmp_path, site_raw(broker, generator)))
+        load_site(write_site_file(tmp_path, site_raw(broker, generator)))
     first = plug()
     second = charger(mqtt_device={"state_topic": first["mqtt_device"]["state_topic"]})
     with pytest.raises(ConfigError) as info:
-        load_site(write_site(tmp_path, site_raw(broker, first, second)))
+        load_site(write_site_file(tmp_path, site_raw(broker, first, second)))
     assert info.value.field == "devices[1] (charger-1).mqtt_device.state_topic"
     assert "already 'plug-1'" in info.value.problem
 
@@ -237,7 +220,7 @@ def test_mqtt_config_refused_where_it_does_not_apply(tmp_path: Path, broker: Pri
 def test_relay_plug_through_flexedge_sim(tmp_path: Path, broker: PrivateBroker) -> None:
     """`flexedge sim` serves the plug on the site broker; the driver built by the factory
     reads it (consumption negative), sheds it and releases it."""
-    site = load_site(write_site(tmp_path, site_raw(broker, plug())))
+    site = load_site(write_site_file(tmp_path, site_raw(broker, plug())))
     [config] = site.config.devices
     device = build_device(config, site.maps["plug-1"], mqtt=site.config.mqtt)
     assert isinstance(device, MqttJsonDevice)
@@ -289,7 +272,7 @@ def test_limit_load_follows_its_limit_and_release(broker: PrivateBroker) -> None
 
     async def scenario() -> None:
         async with simulated(config) as sim, drivers(config) as [device]:
-            model = sim.devices["charger-1"].model
+            model = sim.model("charger-1", LoadModel)
             await settle(device, near(-5.0))
             await device.write_setpoint(-3.0)
             reading = await settle(device, near(-3.0))
@@ -357,9 +340,9 @@ def test_malformed_state_keeps_the_last_good_one(
                 good = await settle(device, near(-1.5))
                 for payload in bad:
                     fake.publish(topic, payload)
-                async with asyncio.timeout(3):
-                    while len(ignored()) < len(bad):
-                        await asyncio.sleep(0.02)
+                await wait_for_async(
+                    lambda: len(ignored()) >= len(bad), 3, "every bad state to be ignored"
+                )
                 assert await device.read() == good
         finally:
             await fake.stop()
@@ -372,8 +355,11 @@ def test_malformed_state_keeps_the_last_good_one(
     assert [r.levelno for r in ignored()] == [logging.WARNING] + [logging.DEBUG] * (len(bad) - 1)
 
 
-def test_retained_state_is_not_taken_as_fresh(broker: PrivateBroker) -> None:
+def test_retained_state_is_not_taken_as_fresh(
+    broker: PrivateBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     """A retained state may be hours old; only live messages count as telemetry."""
+    caplog.set_level(logging.DEBUG, logger="flexedge.drivers.mqtt_links")
     raw = plug()
     config = SiteConfig.model_validate(site_raw(broker, raw))
     topic = raw["mqtt_device"]["state_topic"]
@@ -385,7 +371,11 @@ def test_retained_state_is_not_taken_as_fresh(broker: PrivateBroker) -> None:
             mid = fake.publish(topic, b'{"power": 1000}', retain=True)
             assert mid is not None and await fake.wait_published(mid, 2)
             async with drivers(config) as [device]:
-                await asyncio.sleep(0.3)  # the retained message arrives on subscribe
+                await wait_for_async(
+                    lambda: "ignoring retained state" in caplog.text,
+                    3,
+                    "the retained state to arrive on subscribe",
+                )
                 with pytest.raises(DeviceUnavailable, match="yet"):
                     await device.read()
                 fake.publish(topic, b'{"power": 1200}')

@@ -9,12 +9,11 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import yaml
 from pymodbus.constants import ExcCodes
 
 from flexedge.cli.sim import run_sim
@@ -34,21 +33,10 @@ from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.modbus_server import SiteSimulator
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.harness import run, wait_for_async, write_site_file
 
-pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 Raw = dict[str, Any]
 SITE_NAME = "mqtt-kinds"
-
-
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """asyncio.run with a hard bound, so a hung broker fails one test instead of the run."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout)
-
-    return asyncio.run(bounded())
 
 
 def with_mqtt(raw: Raw, mqtt_device: dict[str, Any] | None) -> Raw:
@@ -111,12 +99,6 @@ def site_raw(host: str, port: int, *devices: Raw) -> Raw:
 
 def config_of(broker: PrivateBroker, *devices: Raw) -> SiteConfig:
     return SiteConfig.model_validate(site_raw(broker.host, broker.port, *devices))
-
-
-def write_site(tmp_path: Path, raw: Raw) -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
 
 
 @contextlib.asynccontextmanager
@@ -247,7 +229,7 @@ def test_bad_setpoint_config_names_the_field(
     tmp_path: Path, device: Raw, field: str, problem: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        load_site(write_site(tmp_path, site_raw("127.0.0.1", 1883, device)))
+        load_site(write_site_file(tmp_path, site_raw("127.0.0.1", 1883, device)))
     assert info.value.field.startswith(f"devices[0] ({device['name']})")
     assert info.value.field.endswith(field)
     assert problem in info.value.problem
@@ -364,16 +346,19 @@ def test_battery_state_needs_a_soc_percentage(broker: PrivateBroker) -> None:
 
 
 def test_drop_silences_the_device_and_loses_commands(broker: PrivateBroker) -> None:
-    config = config_of(broker, battery({"stale_after_s": 0.5}))
+    config = config_of(broker, battery({"stale_after_s": 0.5}), generator())
 
     async def scenario() -> None:
-        async with simulated(config) as (sim, [device]):
+        async with simulated(config) as (sim, [device, gen]):
             await settle(device, power(0.0, 0.0))
             sim.faults("bat").drop = True
             exc = await unavailable(device, timeout=2.0)
             assert "stale_after_s 0.5" in str(exc)
             await device.write_setpoint(2.0)  # the broker takes it; the device never sees it
-            await asyncio.sleep(0.2)
+            # A later command over the same link, to the generator, has arrived: the
+            # battery's, sent before it, has reached the simulator too.
+            await gen.write_setpoint(2.0)
+            await settle(gen, lambda r: r.setpoint_kw is not None and r.setpoint_kw > 1.99)
             assert sim.model("bat", BatteryModel).setpoint_kw == 0.0
             sim.faults("bat").clear()
             await settle(device, power(0.0, 0.0))
@@ -392,7 +377,14 @@ def test_frozen_state_repeats_while_the_model_moves(broker: PrivateBroker) -> No
             sim.faults("bat").frozen = True
             frozen = await settle(device, newer_than(time.time()))
             await device.write_setpoint(5.0)  # commands still reach the model
-            await asyncio.sleep(0.5)
+
+            def model_moved_on() -> bool:
+                sim.devices["bat"].state()  # brings the model to now
+                return (
+                    model.p_kw == 5.0 and frozen.soc is not None and frozen.soc - model.soc > 0.005
+                )
+
+            await wait_for_async(model_moved_on, 3, "the model to discharge under the frozen state")
             again = await settle(device, newer_than(time.time()))
             # New messages, the old content: same power, SoC and setpoint.
             assert (
@@ -401,7 +393,7 @@ def test_frozen_state_repeats_while_the_model_moves(broker: PrivateBroker) -> No
                 == (4.0, frozen.soc, 4.0)
             )
             sim.devices["bat"].state()  # brings the model to now
-            # 0.5 s at 5 kW is about 0.7 % of 0.1 kWh.
+            # 5 kW moves 0.1 kWh by about 1.4 % a second.
             assert model.p_kw == 5.0 and frozen.soc is not None
             assert frozen.soc - model.soc > 0.005
             sim.faults("bat").frozen = False
@@ -442,7 +434,8 @@ def test_latency_delays_commands_and_state(broker: PrivateBroker) -> None:
             sent = time.monotonic()
             await device.write_setpoint(4.0)
             await settle(device, power(4.0, 4.0))
-            # The command takes 0.4 s in, the state showing it another 0.4 s out.
+            # The command takes 0.4 s in, the state showing it another 0.4 s out (a lower
+            # bound: a slow machine only makes it later).
             assert time.monotonic() - sent >= 0.8
             # Readings lag: what arrives now was the device's state 0.4 s ago, when the
             # SoC was higher than the model's now (4 kW: about 0.5 % in 0.4 s).
@@ -452,7 +445,8 @@ def test_latency_delays_commands_and_state(broker: PrivateBroker) -> None:
             assert lagging.soc - sim.model("bat", BatteryModel).soc > 0.002
             sim.faults("bat").latency_s = 0
             await device.write_setpoint(0.0)
-            await settle(device, power(0.0, 0.0), timeout=0.5)
+            # Within less than the 0.8 s the latency cost: it no longer applies.
+            await settle(device, power(0.0, 0.0), timeout=0.75)
 
     run(scenario)
 
@@ -481,7 +475,7 @@ def test_flexedge_sim_serves_them_and_takes_their_faults(
 ) -> None:
     """`flexedge sim --mqtt` serves an MQTT battery and generator; `flexedge fault` over MQTT
     reaches them like Modbus devices."""
-    path = write_site(
+    path = write_site_file(
         tmp_path, site_raw(broker.host, broker.port, battery({"stale_after_s": 1.5}), generator())
     )
     site = load_site(path)

@@ -8,29 +8,17 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from flexedge.errors import BrokerError
 from flexedge.mqtt import Inbound, Message, MqttLink, RequestTimeout, request
 from flexedge.tools.harness.broker import PrivateBroker, free_port
+from tests.support.harness import run
 
-pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    """asyncio.run with a hard bound, so a hung broker fails one test instead of the run."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout)
-
-    return asyncio.run(bounded())
 
 
 def uid(prefix: str) -> str:
@@ -175,11 +163,13 @@ def test_qos1_burst_to_a_slow_subscriber_loses_nothing(broker: PrivateBroker) ->
         await pub.start()
         sub.subscribe(topic)
         await sub.wait_subscribed()
-        for i in range(count):
-            assert pub.publish(topic, str(i).encode()) is not None
-        # Only start acking once everything is published: Mosquitto's defaults (20 in
-        # flight, 1000 queued) would have dropped most of the burst by now.
-        await asyncio.sleep(0.5)
+        mids = [pub.publish(topic, str(i).encode()) for i in range(count)]
+        assert None not in mids
+        # Only start acking once the broker has everything (QoS 1 from one client is acked
+        # in order, so the last PUBACK says so): Mosquitto's defaults (20 in flight, 1000
+        # queued) would have dropped most of the burst by now.
+        last = mids[-1]
+        assert last is not None and await pub.wait_published(last, 20)
         got = set()
         for _ in range(count):
             msg = await next_message(sub)

@@ -1,8 +1,8 @@
 """Simulator fault injection, seen through the Modbus TCP driver over real sockets.
 
-No pytest-asyncio: each test runs its async body with asyncio.run. Device tests give the
-simulator a fake clock, so physics moves only when a test says so; the MQTT tests use the
-session broker and the real clock.
+No pytest-asyncio: each test runs its async body with tests.support.harness.run. Device
+tests give the simulator a fake clock, so physics moves only when a test says so; the MQTT
+tests use the session broker and the real clock.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -27,6 +27,7 @@ from flexedge.config.loader import Site, load_site
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import DeviceProtocolError, DeviceUnavailable
 from flexedge.mqtt import MqttLink
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.fault_client import fault_message, send_fault
 from flexedge.simulators.devices.faults import (
     DeviceFaults,
@@ -38,9 +39,8 @@ from flexedge.simulators.devices.faults import (
 )
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
 from flexedge.tools.harness.broker import PrivateBroker, free_port
-from tests.support.helpers import FakeClock, run
+from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SITE_NAME = "fault-site"
 
@@ -66,9 +66,7 @@ devices:
 
 
 def write_site(tmp_path: Path, port: int = 5020) -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(port=port), encoding="utf-8")
-    return path
+    return write_site_file(tmp_path, SITE.format(port=port))
 
 
 @pytest.fixture
@@ -205,7 +203,7 @@ def test_latency_beyond_the_timeout_is_unavailable(site: Site) -> None:
                     await impatient.read()
                 started = time.monotonic()
                 reading = await patient.read()
-                assert time.monotonic() - started >= 0.5
+                assert time.monotonic() - started >= 0.5  # a lower bound: load only adds
                 assert reading.soc == pytest.approx(0.6)
             finally:
                 await impatient.close()
@@ -228,7 +226,7 @@ def test_exception_is_a_protocol_error_naming_the_code(
                 await device.read()
             with pytest.raises(DeviceProtocolError, match=f"exception code {int(code)}$"):
                 await device.write_setpoint(1.0)
-            assert sim.model("b1").setpoint_kw == 0.0
+            assert sim.model("b1", BatteryModel).setpoint_kw == 0.0
             sim.faults("b1").exception = None
             assert (await device.read()).soc == pytest.approx(0.6)
 
@@ -256,7 +254,7 @@ def test_frozen_reads_are_stale_while_the_physics_goes_on(site: Site) -> None:
             await device.write_setpoint(2.0)  # writes still reach the model
             clock.now += 600
             stale = await device.read()
-            model = sim.model("b1")
+            model = sim.model("b1", BatteryModel)
             assert (stale.soc, stale.p_kw, stale.setpoint_kw) == (before.soc, 0.0, 0.0)
             assert model.p_kw == 2.0
             assert before.soc is not None and model.soc < before.soc - 0.03
@@ -275,7 +273,10 @@ def test_ignored_writes_are_acknowledged_but_not_applied(site: Site) -> None:
             await device.write_setpoint(3.0)
             reading = await device.read()
             assert reading.setpoint_kw == 0.0  # the read-back mismatch a controller sees
-            assert (sim.model("b1").setpoint_kw, sim.model("b1").p_kw) == (0.0, 0.0)
+            assert (
+                sim.model("b1", BatteryModel).setpoint_kw,
+                sim.model("b1", BatteryModel).p_kw,
+            ) == (0.0, 0.0)
             sim.faults("b1").ignore_writes = False
             await device.write_setpoint(3.0)
             assert (await device.read()).setpoint_kw == 3.0
@@ -357,9 +358,7 @@ def test_faults_switch_over_mqtt(
         task = asyncio.create_task(
             run_sim(path, port=0, stop=stop, on_started=started.append, mqtt=mqtt)
         )
-        async with asyncio.timeout(10):
-            while not started:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: started, 10, "run_sim to start")
         sim = started[0]
         device = driver(site, sim.address("b1"))
         try:
@@ -434,7 +433,6 @@ def test_fault_command_without_simulator_exits_1(
     assert "no simulator confirmed" in capsys.readouterr().err
 
 
-@pytest.mark.integration
 def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker) -> None:
     port = free_port()
     path = write_site(tmp_path, port)
@@ -459,9 +457,11 @@ def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker
 
     async def body() -> None:
         # The retained state appears once fault control is up, after the Modbus servers.
-        async with asyncio.timeout(15):
-            while await retained_state(broker, wait=0.2) is None:
-                assert process.poll() is None, log.read_text(errors="replace")
+        async def fault_control_up() -> bool:
+            assert process.poll() is None, log.read_text(errors="replace")
+            return await retained_state(broker, wait=0.2) is not None
+
+        await wait_for_async(fault_control_up, 15, "the simulator's retained fault state")
         device = driver(site, ("127.0.0.1", port))
         try:
             await device.read()

@@ -24,8 +24,9 @@ from flexedge.config.loader import Site, load_site
 from flexedge.config.registermap import decode, load_map, resolve_map_path
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
+from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.modbus_server import SiteSimulator, serve_site
-from tests.support.helpers import FakeClock, run
+from tests.support.harness import FakeClock, run, wait_for_async, write_site_file
 
 T = TypeVar("T")
 MAP_PATH = resolve_map_path("sunspec_storage")
@@ -84,9 +85,7 @@ def offsets(model_id: int) -> dict[str, int]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE, encoding="utf-8")
-    return load_site(path)
+    return load_site(write_site_file(tmp_path, SITE))
 
 
 @contextlib.asynccontextmanager
@@ -199,7 +198,7 @@ def test_pysunspec2_scans_the_simulator_and_sees_the_model(site: Site) -> None:
 
             # Discharge commanded through flexedge's driver: pysunspec2 sees the new power.
             await device.write_setpoint(3.0)
-            model = sim.model("b1")
+            model = sim.model("b1", BatteryModel)
             assert model.p_kw == 3.0
             inverter = await scanner.model(103)
             assert inverter.W.cvalue == pytest.approx(model.p_kw * 1000)
@@ -227,7 +226,7 @@ def test_pysunspec2_writes_outwrte_and_the_simulator_follows(site: Site) -> None
             storage = scanner.client.models[124][0]
             storage.OutWRte.cvalue = 50.0  # 50 % of WChaMax (4 kW): discharge 2 kW
             await scanner.call(storage.write)
-            assert sim.model("b1").setpoint_kw == pytest.approx(2.0)
+            assert sim.model("b1", BatteryModel).setpoint_kw == pytest.approx(2.0)
             storage = await scanner.model(124)
             assert storage.InWRte.cvalue == -50.0  # the simulator mirrors the window
             assert (await scanner.model(103)).W.cvalue == pytest.approx(2000.0)
@@ -274,7 +273,9 @@ def test_init_writes_are_repeated_after_the_device_restarts(site: Site) -> None:
         async with served(site, FakeClock()) as (sim, device):
             await device.connect()
             await sim.stop()
-            await asyncio.sleep(0.05)  # let the client see the close
+            await wait_for_async(
+                lambda: not device._client.connected, 5, "the driver to see the server close"
+            )
             with pytest.raises(DeviceUnavailable):
                 await device.read()
             await sim.start()  # a fresh register image: StorCtl_Mod is 0 again

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from flexedge.contract.wire import iso
 from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.site_process import RunningSite
-
-T = TypeVar("T")
 
 SLOT = 12
 PERIOD = 1.0
@@ -106,18 +103,6 @@ SITE: dict[str, Any] = {
 
 
 # -- the market side ------------------------------------------------------------------------
-async def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `check` (a DB query, usually) until it returns something."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def is_offer(message: dict[str, Any], asset: str, slot: float, sign: int) -> bool:
     return (
         message.get("type") == "balancing_offer"

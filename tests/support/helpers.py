@@ -1,23 +1,6 @@
-"""Small helpers shared by the tests (no pytest-asyncio: async bodies run with `run`)."""
+"""The old name of the tests' harness, kept so imports written against it still work: new
+tests import tests.support.harness."""
 
-from __future__ import annotations
+from tests.support.harness import FakeClock, run
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    """A clock for the simulators that moves only when a test sets `now`."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+__all__ = ["FakeClock", "run"]

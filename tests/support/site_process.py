@@ -20,6 +20,7 @@ from flexedge.config.loader import EXAMPLE_SITE
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 from flexedge.tools.harness.processes import spawn_flexedge, stop_process
 from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.harness import wait_for, write_site_file
 
 
 @dataclass
@@ -67,15 +68,13 @@ def write_site(workdir: Path, broker: PrivateBroker, **changes: Any) -> Path:
     for device in raw["devices"]:
         if device.get("transport", "modbus-tcp") == "modbus-tcp":
             device["port"] = free_port()
-    path = workdir / "site.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    return write_site_file(workdir, raw)
 
 
 def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
     """Until the daemon has published its standing orders (the last step of its start)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def online() -> bool:
         if daemon.poll() is not None:
             log = (site.workdir / "daemon.log").read_text(errors="replace")
             raise RuntimeError(f"the daemon exited with {daemon.returncode}:\n{log}")
@@ -86,10 +85,10 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
                     "SELECT (SELECT COUNT(*) FROM orders), "
                     "(SELECT COUNT(DISTINCT asset) FROM telemetry)"
                 )[0]
-                if (ready[0] or not site.has_tariffs) and ready[1] >= site.device_count:
-                    return
-        time.sleep(0.2)
-    raise RuntimeError("the daemon did not come online within 30 s")
+                return bool(ready[0] or not site.has_tariffs) and ready[1] >= site.device_count
+        return False
+
+    wait_for(online, 30, "the daemon to come online", interval=0.2)
 
 
 @contextmanager

@@ -24,7 +24,6 @@ Slots are 12 s; each step runs in one slot, so the module takes a bit over a min
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 
 from flexedge.contract.wire import iso
-from flexedge.controller.core.admission import SPOT_ONLY
+from flexedge.controller.core.trade_admission import SPOT_ONLY
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.tools.harness.broker import PrivateBroker
 from tests.support.acceptance_site import (
@@ -67,8 +66,8 @@ from tests.support.acceptance_site import (
     inbound_row,
     is_offer,
     setpoints,
-    until,
 )
+from tests.support.harness import run, wait_for_async
 from tests.support.site_process import RunningSite, open_market, running_site, slot_with
 
 
@@ -113,7 +112,7 @@ def test_partial_d3a_trades_share_one_offer_until_it_is_used_up(site: RunningSit
         finally:
             await market.stop()
 
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     slot, offer, steps = seen["slot"], seen["offer"], seen["steps"]
     energy = offer["energy_kwh"]
 
@@ -235,7 +234,7 @@ def test_overlapping_trade_and_control_event_on_the_same_battery(site: RunningSi
         finally:
             await market.stop()
 
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     slot = seen["slot"]
     trade_ref, trade_kwh, trade_ack = seen["trade"]
     control_ref, control_kwh, control_ack = seen["control"]
@@ -349,7 +348,7 @@ def test_control_event_beyond_the_order_is_clipped_to_its_bound(site: RunningSit
         finally:
             await market.stop()
 
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     order, ack, requested = seen["order"], seen["ack"], seen["requested"]
 
     # The standing order in force, retained, as logged.
@@ -436,7 +435,7 @@ def test_device_lost_mid_delivery_moves_its_share_to_the_other(site: RunningSite
             ack = await market.ack_for(ref)
             cid = ack["commitment_id"]
             # Under way: two ticks have put the heat pump's share on it.
-            await until(
+            await wait_for_async(
                 lambda: (
                     True
                     if len(
@@ -471,7 +470,7 @@ def test_device_lost_mid_delivery_moves_its_share_to_the_other(site: RunningSite
         finally:
             await market.stop()
 
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     ack, kwh, report = seen["ack"], seen["kwh"], seen["report"]
     dropped_at, dropped_by = seen["dropped"]
     cid = ack["commitment_id"]
@@ -608,16 +607,21 @@ def test_disabled_market_offers_nothing_and_rejects_trades(closed_site: RunningS
             spot_ack = await market.ack_for(spot_ref)
             # A slot start while we listen: the daemon logs one for every slot.
             needed = max(2, starts_before + 1)  # the one at start may come after online
-            await until(
+            await wait_for_async(
                 lambda: True if slot_starts() >= needed else None, CLOSED_SLOT + 10, "a slot start"
             )
-            await asyncio.sleep(0.5)  # anything it would have sent is on the wire by now
+            # Anything it would have sent has left its outbox, acknowledged by the broker.
+            await wait_for_async(
+                lambda: site.query("SELECT COUNT(*) FROM outbox WHERE sent_ts IS NULL") == [(0,)],
+                10,
+                "the daemon's outbox to empty",
+            )
             offers = [m for m in market.seen if m.get("type") == "balancing_offer"]
             return {"trade": (trade_ref, trade_ack), "spot": (spot_ref, spot_ack), "offers": offers}
         finally:
             await market.stop()
 
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     for (ref, ack), ref_type, topic, status, why in (
         (seen["trade"], "balancing_trade", "balancing-trade", "rejected", reason),
         (seen["spot"], "spot_trade", "spot-trade", "accepted", SPOT_ONLY),

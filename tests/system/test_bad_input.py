@@ -3,7 +3,6 @@ is logged, and changes nothing (no commitment, no setpoint)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from flexedge.contract.messages import (
 from flexedge.contract.wire import dump, iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.harness import run
 from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
@@ -115,7 +115,7 @@ def economic(**changes: Any) -> dict[str, Any]:
 def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> dict[str, Any]:
     """Send one message and return its ack (matched by ref, or the next ack without one)."""
 
-    async def run() -> dict[str, Any]:
+    async def send_and_wait() -> dict[str, Any]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
@@ -126,7 +126,7 @@ def exchange(site: RunningSite, topic: str, payload: bytes, ref: str | None) -> 
         finally:
             await market.stop()
 
-    return asyncio.run(run())
+    return run(send_and_wait())
 
 
 def counts(site: RunningSite) -> tuple[int, int]:

@@ -6,7 +6,6 @@ their window, a delivery report whose metered energy is within 2 % of the accept
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from flexedge.contract.wire import iso
 from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.harness import run
 from tests.support.site_process import RunningSite, open_market, running_site, slot_with
 
 SLOT = 10
@@ -59,15 +59,15 @@ def test_cleared_offer_is_delivered_and_reported(site: RunningSite) -> None:
         finally:
             await market.stop()
 
-    ack, report, measured = asyncio.run(scenario())
+    ack, report, measured = run(scenario())
     # The slot's metered energy is the trade's: the battery was idle otherwise.
     assert measured["coverage"] == 1.0
     assert measured["energy_kwh"] == pytest.approx(report["delivered_kwh"], rel=0.02)
     assert ack["status"] == "accepted", ack
     assert report["status"] == "delivered", report
-    accepted = float(report["accepted_kwh"])  # type: ignore[arg-type]
+    accepted = float(report["accepted_kwh"])
     assert accepted > 0
-    assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted  # type: ignore[arg-type]
+    assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted
     assert report["coverage"] == 1.0
     assets = report["assets"]
     assert isinstance(assets, list) and assets[0]["asset"] == "battery-1"
@@ -93,7 +93,7 @@ def test_exercised_order_is_delivered_and_reported(site: RunningSite) -> None:
         finally:
             await market.stop()
 
-    ack, report = asyncio.run(scenario())
+    ack, report = run(scenario())
     assert ack["status"] == "accepted", ack
     accepted = float(report["accepted_kwh"])  # type: ignore[arg-type]
     assert abs(float(report["delivered_kwh"]) - accepted) <= 0.02 * accepted  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ import pytest
 
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
-from tests.support.site_process import RunningSite, running_site
+from tests.support.harness import run
+from tests.support.site_process import RunningSite, running_site, slot_with
 
 SLOT = 20
 LOAD = {
@@ -50,11 +51,7 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
-            now = time.time()
-            start = now - now % SLOT
-            if start + SLOT - now < 14:
-                start += SLOT
-                await asyncio.sleep(start + 0.3 - now)
+            start = await slot_with(SLOT, 14)
             market.spot_trade("heater", start, 1.0, side="buy", rate_ct_per_kwh=25.0)
             offer = await market.wait_for(
                 lambda m: (
@@ -71,7 +68,7 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
         finally:
             await market.stop()
 
-    offer, ack, report = asyncio.run(scenario())
+    offer, ack, report = run(scenario())
     # 10 % of the 1 kWh bought, within 2 kW curtailable over the time left in the slot.
     assert 0 < offer["energy_kwh"] <= 0.1
     assert offer["rate_ct_per_kwh"] == 45
@@ -85,6 +82,8 @@ def test_spot_trade_then_balancing_trade_curtails_the_load(site: RunningSite) ->
     assert capped >= -4.0  # a cap, never more than its demand, never below its firm part
 
 
+# About 40 s: it waits for the next whole timeslot, then for the report after it.
+@pytest.mark.timeout(240)
 def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
@@ -92,7 +91,7 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
         try:
             now = time.time()
             start = now - now % SLOT + SLOT  # a whole timeslot, after the other test's
-            await asyncio.sleep(start + 0.3 - now)
+            await asyncio.sleep(start + 0.3 - now)  # until it starts: the clock is the condition
             ref = market.economic_control("heat-tariff", start, 0.5)
             ack = await market.ack_for(ref)
             report = await market.report_for(ack["commitment_id"], SLOT + 10)
@@ -100,7 +99,7 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
         finally:
             await market.stop()
 
-    ack, report = asyncio.run(scenario())
+    ack, report = run(scenario())
     assert ack["status"] == "accepted", ack
     assert report["ref_type"] == "economic_control" and report["settlement"] == 0.0
     # Half of the 2 kW curtailable for the rest of the timeslot.

@@ -6,8 +6,6 @@ tiny scenario against the example site over Mosquitto, Modbus and the daemon.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from flexedge.simulators.market.powertac import (
 from flexedge.simulators.market.runner import SCENARIOS, MarketSim
 from flexedge.simulators.market.scenario import Fault, Imbalance, SpotTrade, load_scenario
 from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.harness import run, write_site_file
 from tests.support.site_process import running_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,52 +178,91 @@ def _offer(oid: str, energy: float, rate: float, slot: float = SLOT_START) -> Bo
     return BookOffer(oid, f"asset-{oid}", slot, energy, rate)
 
 
+REGISTRY = {f"asset-{oid}": (33.0, 35.0) for oid in ("a", "b", "c", "s", "d", "up", "down")}
+
+
 def test_clearing_walks_offers_cheapest_first_and_takes_the_last_partly() -> None:
     offers = [_offer("b", 0.3, 30), _offer("a", 0.2, 25), _offer("c", 0.5, 40)]
-    clearing = clear_balancing(offers, slot_start=SLOT_START, up_kwh=0.4, down_kwh=0)
+    clearing = clear_balancing(offers, up_kwh=0.4, down_kwh=0)
     assert [(f.offer.id, f.energy_kwh) for f in clearing.fills] == [("a", 0.2), ("b", 0.2)]
     assert clearing.fills[1].price_ct == pytest.approx(30 * 0.2)
-    assert clearing.unmet_up_kwh == 0
+    # The rest of b is a new offer with a new id, at b's rate.
+    rest = clearing.fills[1].residual
+    assert rest is not None and rest.id == "b~r1" and rest.energy_kwh == pytest.approx(0.1)
+    assert rest.signed_rate == 30 and clearing.fills[0].residual is None
+    assert clearing.unmet_up_kwh == pytest.approx(0)
 
 
-def test_clearing_buys_up_from_supply_and_down_from_demand_offers() -> None:
-    offers = [_offer("up", 0.1, 35), _offer("down", -0.3, 33), _offer("down2", -0.3, 20)]
-    clearing = clear_balancing(offers, slot_start=SLOT_START, up_kwh=0.25, down_kwh=0.25)
+def test_demand_offers_go_highest_price_first_as_their_rate_is_negative() -> None:
+    offers = [_offer("up", 0.1, 35), _offer("down", -0.3, 20), _offer("down2", -0.3, 33)]
+    clearing = clear_balancing(offers, up_kwh=0.25, down_kwh=0.25)
     fills = {f.offer.id: f.energy_kwh for f in clearing.fills}
-    # Trade energy is signed like the offer; the cheaper demand offer goes first.
+    # Trade energy is signed like the offer; -33 sorts before -20, so down2 goes first.
     assert fills == {"down2": -0.25, "up": 0.1}
+    assert [f.offer.id for f in clearing.fills] == ["down2", "up"]
+    assert clearing.fills[0].price_ct == pytest.approx(33 * 0.25)
     assert clearing.unmet_up_kwh == pytest.approx(0.15)
     assert clearing.unmet_down_kwh == 0
 
 
-def test_clearing_ignores_other_slots_and_what_was_already_bought() -> None:
-    offers = [_offer("old", 1.0, 1, slot=SLOT_START - 900), _offer("x", 0.5, 30)]
-    clearing = clear_balancing(
-        offers, slot_start=SLOT_START, up_kwh=0.5, down_kwh=0, bought_kwh={"x": 0.45}
-    )
-    assert [(f.offer.id, f.energy_kwh) for f in clearing.fills] == [("x", 0.05)]
+def test_equal_rates_clear_in_the_order_they_were_posted() -> None:
+    offers = [_offer("b", 0.1, 30), _offer("a", 0.1, 30)]
+    clearing = clear_balancing(offers, up_kwh=0.15, down_kwh=0)
+    assert [f.offer.id for f in clearing.fills] == ["b", "a"]
+    assert clearing.fills[1].energy_kwh == pytest.approx(0.05)
 
 
-def test_agent_buys_the_spot_trade_ratio_both_ways_and_remembers_it() -> None:
-    agent = BalancingAgent(spot_trade_ratio=0.2)
+def test_agent_follows_only_buys_and_its_own_slot() -> None:
+    agent = BalancingAgent(spot_trade_ratio=0.2, registry=REGISTRY)
+    assert agent.add_offer(_offer("a", 1.0, 1, slot=SLOT_START - 900)) is None
+    assert agent.add_offer(_offer("s", 0.5, 30)) is None
+    assert agent.follow_spot_trade(1.0, "sell", SLOT_START) is None
+    clearing = agent.follow_spot_trade(1.0, "buy", SLOT_START)
+    assert clearing is not None
+    assert [(f.offer.id, f.energy_kwh) for f in clearing.fills] == [("s", 0.2)]
+
+
+def test_the_rest_of_an_offer_trades_under_its_new_id_and_unmatched_energy_carries() -> None:
+    agent = BalancingAgent(spot_trade_ratio=0.2, registry=REGISTRY)
     agent.add_offer(_offer("s", 0.03, 35))
     agent.add_offer(_offer("d", -0.03, 33))
-    first = agent.follow_spot_trade(0.1, SLOT_START)
-    assert sorted(f.energy_kwh for f in first.fills) == [-0.02, 0.02]
-    second = agent.follow_spot_trade(0.1, SLOT_START)  # only 0.01 left each way
-    assert sorted(f.energy_kwh for f in second.fills) == [-0.01, 0.01]
-    assert second.unmet_up_kwh == pytest.approx(0.01)
+    first = agent.follow_spot_trade(0.1, "buy", SLOT_START)
+    assert first is not None
+    assert [f.offer.id for f in first.fills] == ["d", "s"]
+    assert [f.energy_kwh for f in first.fills] == pytest.approx([-0.02, 0.02])
+    assert sorted(agent.offers) == ["d~r1", "s~r1"]  # the original ids are gone
     message = trade_message(first.fills[0])
     assert message["v"] == 1 and message["type"] == "balancing_trade"
-    assert message["price_ct"] == pytest.approx(first.fills[0].offer.rate_ct_per_kwh * 0.02)
+    assert message["offer_id"] == "d" and message["residual_offer_id"] == "d~r1"
+    assert message["price_ct"] == pytest.approx(33 * 0.02)
     assert message["id"] != trade_message(first.fills[0])["id"]
+    # 0.02 wanted each way, 0.01 left of each offer: 0.01 each way is carried ...
+    second = agent.follow_spot_trade(0.1, "buy", SLOT_START)
+    assert second is not None
+    assert [f.offer.id for f in second.fills] == ["d~r1", "s~r1"]
+    assert all(f.residual is None for f in second.fills)
+    assert "residual_offer_id" not in trade_message(second.fills[0])
+    assert second.unmet_up_kwh == pytest.approx(0.01)
+    assert second.unmet_down_kwh == pytest.approx(0.01)
+    # ... and added to the next spot trade of the slot: 0.01 + 0.2 x 0.05 = 0.02.
+    agent.add_offer(_offer("up", 0.05, 35))
+    third = agent.follow_spot_trade(0.05, "buy", SLOT_START)
+    assert third is not None
+    assert [f.offer.id for f in third.fills] == ["up"]
+    assert third.fills[0].energy_kwh == pytest.approx(0.02)
+    assert third.unmet_down_kwh == pytest.approx(0.02)
 
 
-def test_fills_never_exceed_an_offer_by_rounding() -> None:
-    agent = BalancingAgent(spot_trade_ratio=1.0)
-    agent.add_offer(_offer("s", 0.0139, 35))
-    fills = agent.follow_spot_trade(0.01389999, SLOT_START).fills
-    assert fills[0].energy_kwh == 0.0138  # floored to 0.1 Wh, never above the offer
+def test_the_market_refuses_unregistered_assets_and_repeats_revive_nothing() -> None:
+    agent = BalancingAgent(spot_trade_ratio=1.0, registry=REGISTRY)
+    stranger = BookOffer("x", "pv-9", SLOT_START, 0.5, 1)
+    assert agent.add_offer(stranger) == "asset 'pv-9' is not in the market's registry"
+    agent.add_offer(_offer("s", 0.5, 30))
+    agent.follow_spot_trade(0.5, "buy", SLOT_START)
+    agent.add_offer(_offer("s", 0.5, 30))  # a QoS 1 redelivery of the offer sold
+    assert agent.offers == {}
+    clearing = agent.follow_spot_trade(0.5, "buy", SLOT_START)
+    assert clearing is not None and clearing.fills == ()
 
 
 # -- Power TAC utility ------------------------------------------------------------------------
@@ -283,7 +321,7 @@ def test_clipped_exercise_goes_on_to_the_next_order() -> None:
         }
 
     orders = {o.tariff_id: o for o in ORDERS}
-    left = asyncio.run(cover_imbalance(orders, 0.5, {}, send, SLOT_START))
+    left = run(cover_imbalance(orders, 0.5, {}, send, SLOT_START))
     assert [(p["tariff_id"], p["kwh"]) for p in sent] == [("cheap-up", 0.5), ("mid-up", 0.4)]
     assert sent[0]["timeslot_start"] == "2027-01-15T08:00:00.000Z"
     assert left == 0
@@ -338,16 +376,14 @@ steps:
 """
 
 
-@pytest.mark.integration
 def test_market_sim_plays_both_markets_against_the_example_site(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
     with running_site(tmp_path, broker, slot_seconds=10) as running:
         site = load_site(running.site_file)
         _, steps = load_scenario(_scenario(tmp_path, TINY), site.config)
         lines: list[str] = []
-        ledger = asyncio.run(MarketSim(site, steps, grace_s=8, say=lines.append).run())
+        ledger = run(MarketSim(site, steps, grace_s=8, say=lines.append).run())
     by_type: dict[str, list[Sent]] = {}
     for sent in ledger.sent.values():
         by_type.setdefault(sent.type, []).append(sent)
@@ -364,8 +400,9 @@ def test_market_sim_plays_both_markets_against_the_example_site(
         assert sent.ack is not None and sent.ack["status"] == "accepted", story
         assert sent.report is not None, f"no report for {sent.id}\n{story}"
         assert sent.report["commitment_id"] == sent.ack["commitment_id"]
+    # Every ack and report came before the run's own deadline (its grace after the last
+    # window); how many seconds that took is the machine's business, bounded by the timeout.
     assert ledger.complete(), scorecard_table(ledger)
-    assert time.monotonic() - started < 45, story
 
 
 FAULTS = """
@@ -379,7 +416,6 @@ steps:
 """
 
 
-@pytest.mark.integration
 def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
@@ -387,7 +423,7 @@ def test_fault_steps_switch_the_simulator_and_say_what_it_confirmed(
         site = load_site(running.site_file)
         _, steps = load_scenario(_scenario(tmp_path, FAULTS), site.config)
         lines: list[str] = []
-        asyncio.run(MarketSim(site, steps, grace_s=1, say=lines.append).run())
+        run(MarketSim(site, steps, grace_s=1, say=lines.append).run())
     # What the lines say is the state the simulator itself confirmed.
     story = "\n".join(lines)
     assert "fault on battery-1: frozen, latency 0.2 s" in story, story
@@ -401,12 +437,10 @@ def test_a_fault_step_without_a_simulator_listening_fails_the_run(
     raw = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
     raw["mqtt"] = {"host": broker.host, "port": broker.port}
     raw["site"] = "nobody-listens"
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    site = load_site(site_file)
+    site = load_site(write_site_file(tmp_path, raw))
     _, steps = load_scenario(_scenario(tmp_path, FAULTS), site.config)
     market = MarketSim(site, steps, grace_s=1, say=lambda _: None)
     fault = steps[0].action
     assert isinstance(fault, Fault)
     with pytest.raises(FlexedgeError, match="no simulator confirmed the fault on battery-1"):
-        asyncio.run(market._fault(fault))
+        run(market._fault(fault))

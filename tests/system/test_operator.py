@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
+from tests.support.harness import run
 from tests.support.site_process import RunningSite, running_site
 
 SLOT = 20
@@ -44,7 +44,7 @@ def cli(site: RunningSite, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def retained_order(site: RunningSite) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
+    async def listen() -> dict[str, Any]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
@@ -52,7 +52,7 @@ def retained_order(site: RunningSite) -> dict[str, Any]:
         finally:
             await market.stop()
 
-    return asyncio.run(run())
+    return run(listen())
 
 
 def test_status_tells_what_the_daemon_is_doing(site: RunningSite) -> None:
@@ -103,10 +103,11 @@ def test_new_order_replaces_the_retained_one_and_bounds_exercises(site: RunningS
         try:
             now = time.time()
             ref = market.control("tariff-1", now - now % SLOT, 0.001, payment=0.0)
-            return await market.ack_for(ref)
+            ack: dict[str, Any] = await market.ack_for(ref)
+            return ack
         finally:
             await market.stop()
 
-    ack = asyncio.run(exercise())
+    ack = run(exercise())
     assert ack["status"] == "rejected"
     assert "offers only down-regulation (exercise_ratio -0.5)" in ack["reason"]

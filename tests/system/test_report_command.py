@@ -1,4 +1,5 @@
-"""`flexedge report` as an operator runs it: a child process on a log built by the unit tests."""
+"""`flexedge report` as an operator runs it: a child process on the known log of
+tests/support/report_log.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit.test_report import build_log
+from tests.support.report_log import build_log
 
 
 def test_the_flexedge_command_runs_report(tmp_path: Path) -> None:

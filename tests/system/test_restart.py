@@ -13,7 +13,8 @@ import pytest
 
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
-from tests.support.site_process import RunningSite, running_site
+from tests.support.harness import run, wait_for_async
+from tests.support.site_process import RunningSite, running_site, slot_with
 
 SLOT = 30
 
@@ -24,24 +25,40 @@ def site(broker: PrivateBroker, tmp_path: Path) -> Iterator[RunningSite]:
         yield running
 
 
+def ticks_with(site: RunningSite, table: str, where: str, arg: object) -> int:
+    """How many ticks logged a row in `table` matching `where`."""
+    rows = site.query(f"SELECT COUNT(DISTINCT ts) FROM {table} WHERE {where}", arg)
+    return int(rows[0][0])
+
+
+# About 35 s: it waits for a slot with 20 s left, then for the restarted daemon's report.
+@pytest.mark.timeout(240)
 def test_commitment_survives_kill_9(site: RunningSite) -> None:
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         market = MarketClient(site.host, site.port, site.prefix, site.site)
         await market.start()
         try:
-            now = time.time()
-            start = now - now % SLOT
-            if start + SLOT - now < 20:  # leave room for the kill and the restart
-                start += SLOT
-                await asyncio.sleep(start + 0.5 - now)
+            start = await slot_with(SLOT, 20, 0.5)  # leave room for the kill and the restart
             ref = market.control("tariff-1", start, 0.01, payment=0.2)
             ack = await market.ack_for(ref)
-            await asyncio.sleep(3)
+            cid = ack["commitment_id"]
+            # Killed while it delivers: once it has written setpoints for the commitment.
+            await wait_for_async(
+                lambda: ticks_with(site, "setpoints", "allocations LIKE ?", f"%{cid}%") >= 3,
+                20,
+                "three setpoints for the commitment before the kill",
+            )
             site.kill_daemon()
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # the outage under test: two seconds of the window unmetered
             site.start_daemon()
-            report = await market.report_for(ack["commitment_id"], SLOT + 15)
-            await asyncio.sleep(2)  # a second report would arrive by now
+            report = await market.report_for(cid, SLOT + 15)
+            # A second report would come from a later tick: let the restarted daemon tick on.
+            reported_at = time.time()
+            await wait_for_async(
+                lambda: ticks_with(site, "telemetry", "ts > ?", reported_at) >= 3,
+                20,
+                "three ticks of the restarted daemon after its report",
+            )
             reports = [
                 m
                 for m in market.seen
@@ -53,7 +70,7 @@ def test_commitment_survives_kill_9(site: RunningSite) -> None:
         finally:
             await market.stop()
 
-    ack, reports = asyncio.run(scenario())
+    ack, reports = run(scenario())
     assert ack["status"] == "accepted"
     assert len({r["id"] for r in reports}) == 1  # one report id, whatever the redeliveries
     report = reports[0]

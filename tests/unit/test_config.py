@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from flexedge.config.loader import EXAMPLE_SITE, load_site
 from flexedge.config.registermap import BUNDLED_MAPS_DIR
-from flexedge.config.schema import BalancingConstants, FlexibleLoad, SiteConfig
+from flexedge.config.schema import BalancingConstants, Battery, FlexibleLoad, SiteConfig
 from flexedge.errors import ConfigError
+from tests.support.harness import write_site_file
 
 Raw = dict[str, Any]
 
@@ -23,12 +24,6 @@ def example_raw() -> Raw:
     raw = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
     assert isinstance(raw, dict)
     return raw
-
-
-def write_site(tmp_path: Path, raw: Raw, name: str = "site.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
 
 
 # --- the example site -----------------------------------------------------------------------
@@ -68,6 +63,7 @@ def test_example_site_loads_with_its_values() -> None:
     )
 
     [battery] = cfg.devices
+    assert isinstance(battery, Battery)
     assert cfg.device("battery-1") is battery
     assert battery.name == "battery-1"
     assert (battery.kind, battery.transport) == ("battery", "modbus-tcp")
@@ -89,7 +85,7 @@ def test_example_site_loads_with_its_values() -> None:
 
 
 def test_example_loads_from_a_copy_and_overrides_replace_top_level_keys(tmp_path: Path) -> None:
-    path = write_site(tmp_path, example_raw())
+    path = write_site_file(tmp_path, example_raw())
     site = load_site(path, overrides={"slot_seconds": 60, "log_db": "other.sqlite"})
     assert site.config.slot_seconds == 60
     assert site.log_db_path == tmp_path.resolve() / "other.sqlite"
@@ -102,7 +98,7 @@ def test_example_loads_from_a_copy_and_overrides_replace_top_level_keys(tmp_path
 def test_d3a_constants_default_when_balancing_section_is_omitted(tmp_path: Path) -> None:
     raw = example_raw()
     del raw["balancing"]
-    balancing = load_site(write_site(tmp_path, raw)).config.balancing
+    balancing = load_site(write_site_file(tmp_path, raw)).config.balancing
 
     assert balancing.enable_balancing_market is False
     assert balancing.balancing_spot_trade_ratio == 0.2
@@ -118,11 +114,12 @@ def test_minimal_site_takes_documented_defaults(tmp_path: Path) -> None:
         "site": "tiny",
         "devices": [{"name": "b1", "capacity_kwh": 5, "max_charge_kw": 2, "max_discharge_kw": 2}],
     }
-    cfg = load_site(write_site(tmp_path, raw)).config
+    cfg = load_site(write_site_file(tmp_path, raw)).config
     assert cfg.slot_seconds == 900
     assert cfg.mqtt.port == 1883
     assert cfg.asset_registry == {} and cfg.tariffs == []
     assert cfg.devices[0].map_name == "battery_generic"  # the kind's bundled map
+    assert isinstance(cfg.devices[0], Battery)
     assert (cfg.devices[0].soc_min, cfg.devices[0].soc_max) == (0.1, 0.95)
 
 
@@ -232,7 +229,7 @@ def test_bad_site_file_names_file_and_field(
 ) -> None:
     raw = example_raw()
     mutate(raw, tmp_path)
-    path = write_site(tmp_path, raw)
+    path = write_site_file(tmp_path, raw)
 
     with pytest.raises(ConfigError) as info:
         load_site(path)
@@ -258,8 +255,7 @@ def test_bad_site_file_names_file_and_field(
     ids=["unclosed-flow", "tab-indent", "list-not-mapping", "empty-file"],
 )
 def test_unreadable_site_file_names_file(tmp_path: Path, text: str, expected: str) -> None:
-    path = tmp_path / "site.yaml"
-    path.write_text(text, encoding="utf-8")
+    path = write_site_file(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_site(path)
     assert str(info.value).startswith(f"{path}: ")
@@ -282,7 +278,7 @@ PASSWORD = "hunter2-Zq9-secret"
 def test_mqtt_password_never_shown(tmp_path: Path) -> None:
     raw = example_raw()
     raw["mqtt"].update(username="edge", password=PASSWORD)
-    site = load_site(write_site(tmp_path, raw))
+    site = load_site(write_site_file(tmp_path, raw))
     cfg = site.config
 
     assert cfg.mqtt.password is not None
@@ -297,7 +293,7 @@ def test_mqtt_password_not_shown_when_another_field_is_wrong(tmp_path: Path) -> 
     raw = example_raw()
     raw["mqtt"].update(password=PASSWORD, port=70000)
     with pytest.raises(ConfigError) as info:
-        load_site(write_site(tmp_path, raw))
+        load_site(write_site_file(tmp_path, raw))
     assert info.value.field == "mqtt.port"
     assert PASSWORD not in str(info.value)
 
@@ -308,7 +304,7 @@ def test_mqtt_password_of_wrong_type_not_echoed_in_error(tmp_path: Path) -> None
     raw = example_raw()
     raw["mqtt"]["password"] = 918273645
     with pytest.raises(ConfigError) as info:
-        load_site(write_site(tmp_path, raw))
+        load_site(write_site_file(tmp_path, raw))
     assert info.value.field == "mqtt.password"
     assert "918273645" not in str(info.value)
 

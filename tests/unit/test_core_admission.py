@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from flexedge.controller.core.admission import (
-    AssetState,
-    ControlRequest,
-    Ledger,
-    StandingOrder,
-    TradeRequest,
-    admit_control,
-    admit_trade,
-)
+from flexedge.controller.core.admission import AssetState, Ledger
 from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.control_admission import ControlRequest, StandingOrder, admit_control
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import OfferRules, battery_offers
+from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery, commitment
 
 SLOT = 60.0
@@ -83,7 +79,7 @@ def test_trade_within_the_offer_is_accepted_over_the_rest_of_the_slot() -> None:
 )
 def test_bad_trades_are_rejected_with_a_reason(
     request_: TradeRequest,
-    overrides: dict[str, object],
+    overrides: dict[str, Any],
     needle: str,
 ) -> None:
     result = admit(request_, **overrides)
@@ -96,6 +92,7 @@ def test_trade_beyond_the_power_left_in_the_slot_is_clipped() -> None:
     # 50 s left at 5 kW is 0.0694 kWh; the offer allows 0.05 -> fits. With 10 s left: 0.0139.
     result = admit(trade(energy_kwh=0.05, price_ct=1.75), now=T0 + 50)
     assert result.status is AckStatus.CLIPPED
+    assert result.commitment is not None
     assert abs(result.commitment.accepted_kwh - 5.0 * 10 / 3600) < 1e-6
     assert "beyond" in result.reason
 
@@ -127,12 +124,14 @@ def test_control_within_the_order_bound_is_accepted() -> None:
     # Bound: (1.5 - 1) x 5 kW x 54 s = 0.0375 kWh.
     result = admit_c(control(kwh=0.02))
     assert result.status is AckStatus.ACCEPTED
+    assert result.commitment is not None
     assert result.commitment.window_start == T0 + 6
 
 
 def test_control_beyond_the_order_bound_is_clipped_and_says_by_how_much() -> None:
     result = admit_c(control(kwh=0.05))
     assert result.status is AckStatus.CLIPPED
+    assert result.commitment is not None
     assert abs(result.commitment.accepted_kwh - 0.0375) < 1e-6
     assert "0.0125 kWh is beyond" in result.reason
     assert "exercise_ratio 1.5" in result.reason
@@ -143,6 +142,7 @@ def test_control_bound_counts_what_other_commitments_already_use() -> None:
     # c0 still needs 0.02 kWh in 54 s = 1.333 kW; 3.667 kW left, half of it is on offer.
     result = admit_c(control(kwh=0.05), ledger=busy)
     expected = 0.5 * (5.0 - 0.02 / (54 / 3600)) * 54 / 3600
+    assert result.commitment is not None
     assert abs(result.commitment.accepted_kwh - expected) < 1e-6
 
 
@@ -178,6 +178,7 @@ def test_control_with_every_asset_unavailable_says_so() -> None:
 def test_down_order_takes_charge_capability() -> None:
     result = admit_c(control(tariff_id="t2", kwh=-0.01))
     assert result.status is AckStatus.ACCEPTED
+    assert result.commitment is not None
     assert result.commitment.accepted_kwh == -0.01
 
 

@@ -94,11 +94,11 @@ def device_views(draw: st.DrawFn) -> tuple[str, DeviceView]:
         )
     if kind == "generator":
         low = draw(st.floats(0, 5))
-        limits = GeneratorLimits(
+        gen = GeneratorLimits(
             "g", low, low + draw(st.floats(0.5, 20)), draw(st.floats(0.1, 5)), baseline_kw=0.0
         )
         return kind, DeviceView(
-            generator_feasible(limits, draw(st.floats(0, 30)), draw(st.floats(0.1, 5)))
+            generator_feasible(gen, draw(st.floats(0, 30)), draw(st.floats(0.1, 5)))
         )
     return kind, DeviceView(None)
 

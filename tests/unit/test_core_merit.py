@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexedge.controller.core.admission import AssetState, Ledger, TradeRequest, admit_trade
+from flexedge.controller.core.admission import AssetState, Ledger
 from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.dispatch import DeviceView, battery_view, plan
 from flexedge.controller.core.kinds import (
@@ -18,8 +18,9 @@ from flexedge.controller.core.kinds import (
     generator_feasible,
     load_feasible,
 )
-from flexedge.controller.core.merit import merit_order
+from flexedge.controller.core.merit import AssetKind, merit_order
 from flexedge.controller.core.model import AckStatus, Offer, Progress
+from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery, commitment
 
 # {asset: (demand rate, supply rate)} in ct/kWh
@@ -29,7 +30,12 @@ REGISTRY = {
     "heat-pump": (30.0, 34.0),
     "genset": (20.0, 40.0),
 }
-KINDS = {"b1": "battery", "b2": "battery", "heat-pump": "flexible_load", "genset": "generator"}
+KINDS: dict[str, AssetKind] = {
+    "b1": "battery",
+    "b2": "battery",
+    "heat-pump": "flexible_load",
+    "genset": "generator",
+}
 
 
 def test_upward_backups_are_ordered_by_supply_rate() -> None:
@@ -60,7 +66,7 @@ def test_equal_rates_fall_back_to_the_name() -> None:
 def _trade_admission(cover: bool) -> tuple[str, ...]:
     offer = Offer("o1", "b1", T0, T0 + 60, 0.05, 35.0)
     limits = battery()
-    states = {name: AssetState(kind, Headroom(5.0, 5.0)) for name, kind in KINDS.items()}  # type: ignore[arg-type]
+    states = {name: AssetState(kind, Headroom(5.0, 5.0)) for name, kind in KINDS.items()}
     states["b1"] = AssetState("battery", Headroom.of_battery(limits, 0.5), limits, 0.5)
     admission = admit_trade(
         TradeRequest("t1", "o1", "b1", T0, 0.03, 35.0 * 0.03),
@@ -221,8 +227,8 @@ def backup_view(draw: st.DrawFn) -> DeviceView:
         )
     if kind == "generator":
         low = draw(st.floats(0, 3))
-        limits = GeneratorLimits("g", low, low + draw(st.floats(0.5, 10)), draw(st.floats(0.1, 5)))
-        return DeviceView(generator_feasible(limits, draw(st.floats(0, 15)), 1.0))
+        gen = GeneratorLimits("g", low, low + draw(st.floats(0.5, 10)), draw(st.floats(0.1, 5)))
+        return DeviceView(generator_feasible(gen, draw(st.floats(0, 15)), 1.0))
     return DeviceView(None)
 
 

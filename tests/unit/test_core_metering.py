@@ -105,8 +105,8 @@ def test_per_slot_splits_an_interval_at_the_slot_boundary() -> None:
     # 3.6 kW constant from 8 s before a boundary to 2 s after it.
     boundary = T0 + 60
     split = per_slot(Sample(boundary - 8, 3.6), Sample(boundary + 2, 3.6), 60, max_gap_s=15)
-    assert split[T0] == (pytest.approx(0.008), pytest.approx(8.0))
-    assert split[boundary] == (pytest.approx(0.002), pytest.approx(2.0))
+    assert split[T0] == pytest.approx((0.008, 8.0))
+    assert split[boundary] == pytest.approx((0.002, 2.0))
     assert per_slot(Sample(T0, 1), Sample(T0 + 20, 1), 60, max_gap_s=15) == {}
 
 

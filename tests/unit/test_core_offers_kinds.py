@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from flexedge.controller.core.admission import (
-    SPOT_ONLY,
-    AssetState,
+from flexedge.controller.core.admission import AssetState, Ledger
+from flexedge.controller.core.capability import Headroom
+from flexedge.controller.core.control_admission import (
     ControlRequest,
     EconomicControl,
-    Ledger,
-    SpotTrade,
     StandingOrder,
     admit_control,
     admit_economic_control,
-    admit_spot_trade,
     live_order,
 )
-from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
+from flexedge.controller.core.trade_admission import SPOT_ONLY, SpotTrade, admit_spot_trade
 from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(
@@ -130,7 +127,7 @@ def test_bad_spot_trades_are_rejected(
     trade: SpotTrade, enabled: bool, now: float, needle: str
 ) -> None:
     result = admit_spot_trade(
-        trade, market_enabled=enabled, registry={"l1": ()}, slot_seconds=900, now=now
+        trade, market_enabled=enabled, registry={"l1": (0.0, 0.0)}, slot_seconds=900, now=now
     )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
@@ -160,7 +157,7 @@ def test_with_the_balancing_market_disabled_a_spot_trade_is_still_recorded() -> 
 
 def test_spot_trade_is_recorded_not_committed() -> None:
     result = admit_spot_trade(
-        spot(), market_enabled=True, registry={"l1": ()}, slot_seconds=900, now=T0 + 1
+        spot(), market_enabled=True, registry={"l1": (0.0, 0.0)}, slot_seconds=900, now=T0 + 1
     )
     assert result.status is AckStatus.ACCEPTED and result.commitment is None
 

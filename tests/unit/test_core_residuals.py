@@ -6,13 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexedge.controller.core.admission import (
-    EPS_KWH,
-    AssetState,
-    Ledger,
-    TradeRequest,
-    admit_trade,
-)
+from flexedge.controller.core.admission import EPS_KWH, AssetState, Ledger
 from flexedge.controller.core.capability import Headroom
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.residuals import (
@@ -22,6 +16,7 @@ from flexedge.controller.core.residuals import (
     residual_problem,
     root_offer,
 )
+from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery
 
 SLOT = 60.0

@@ -16,7 +16,7 @@ from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.mqtt import Inbound
 from tests.support.core_fixtures import T0
 from tests.support.fake_device import FakeDevice
-from tests.support.helpers import run
+from tests.support.harness import run
 from tests.unit.test_shell_in_process import BASE, Clock, queued, shell
 
 RATE = 35.0  # b1's supply rate in the fake site

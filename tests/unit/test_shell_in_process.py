@@ -29,7 +29,7 @@ from flexedge.controller.daemon.store import Store
 from flexedge.mqtt import Inbound, MqttLink
 from tests.support.core_fixtures import T0
 from tests.support.fake_device import FakeDevice
-from tests.support.helpers import run
+from tests.support.harness import run
 
 BASE = "flexedge/fake-site"
 LEASE_S = 10

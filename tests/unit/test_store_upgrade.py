@@ -7,7 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from flexedge.controller.core.model import Commitment, RefType
-from flexedge.controller.daemon.store import SCHEMA, Store
+from flexedge.controller.daemon.store import Store
+from flexedge.controller.daemon.store_schema import SCHEMA
 
 
 def test_log_without_the_backups_column_gets_it_and_keeps_its_commitments(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from flexedge.contract import wire
 from flexedge.contract.messages import BalancingControlMsg, BalancingTradeMsg, moment
-from flexedge.controller.core.admission import ControlRequest, TradeRequest
+from flexedge.controller.core.control_admission import ControlRequest
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import AssetDelivery, DeliveryReport
+from flexedge.controller.core.trade_admission import TradeRequest
 from flexedge.errors import MessageRejected
 
 JAN_1_2024 = 1704067200.0  # 2024-01-01T00:00:00Z

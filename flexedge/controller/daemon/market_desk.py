@@ -21,19 +21,15 @@ from flexedge.contract.wire import (
     parse_inbound,
     peek_id,
 )
-from flexedge.controller.core.admission import (
-    AssetState,
+from flexedge.controller.core.admission import AssetState
+from flexedge.controller.core.capability import Committed, committed_on
+from flexedge.controller.core.control_admission import (
     EconomicControl,
-    SpotTrade,
     StandingOrder,
-    TradeRequest,
     admit_control,
     admit_economic_control,
-    admit_spot_trade,
-    admit_trade,
     live_order,
 )
-from flexedge.controller.core.capability import Committed, committed_on
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import (
     OfferRules,
@@ -43,6 +39,12 @@ from flexedge.controller.core.offers import (
     load_supply_after_spot_trade,
 )
 from flexedge.controller.core.residuals import live_residuals, record_trade, root_offer
+from flexedge.controller.core.trade_admission import (
+    SpotTrade,
+    TradeRequest,
+    admit_spot_trade,
+    admit_trade,
+)
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store

@@ -19,129 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from flexedge.controller.core.model import Commitment, Offer, Progress, RefType
-
-SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
-    "inbound": (
-        {
-            "seq": int,
-            "msg_id": str,
-            "topic": str,
-            "type": str,
-            "received_ts": float,
-            "payload": str,
-            "status": str,
-            "reason": str,
-            "commitment_id": str,
-        },
-        "seq",
-    ),
-    "offers": (
-        {
-            "id": str,
-            "asset": str,
-            "slot_start": float,
-            "slot_end": float,
-            "energy_kwh": float,
-            "rate_ct_per_kwh": float,
-            "price_ct": float,
-            "created_ts": float,
-        },
-        "id",
-    ),
-    "commitments": (
-        {
-            "id": str,
-            "ref": str,
-            "ref_type": str,
-            "offer_id": str,
-            "window_start": float,
-            "window_end": float,
-            "requested_kwh": float,
-            "accepted_kwh": float,
-            "shares": str,
-            "settlement": float,
-            "created_ts": float,
-            "delivered_kwh": float,
-            "by_asset": str,
-            "covered_s_by_asset": str,
-            "state": str,
-            "backups": str,
-            # The residual id the trade announced for the rest of offer_id (gsy-e).
-            "residual_offer_id": str,
-        },
-        "id",
-    ),
-    "setpoints": (
-        {"ts": float, "asset": str, "p_kw": float, "allocations": str, "cause": str},
-        None,
-    ),
-    "telemetry": (
-        {
-            "ts": float,
-            "asset": str,
-            "p_kw": float,
-            "soc": float,
-            "available": int,
-            "setpoint_kw": float,
-        },
-        None,
-    ),
-    "reports": (
-        {
-            "id": str,
-            "commitment_id": str,
-            "status": str,
-            "delivered_kwh": float,
-            "accepted_kwh": float,
-            "payload": str,
-            "created_ts": float,
-        },
-        "id",
-    ),
-    "orders": (
-        {
-            "seq": int,
-            "tariff_id": str,
-            "exercise_ratio": float,
-            "price_per_kwh": float,
-            "msg_id": str,
-            "created_ts": float,
-        },
-        "seq",
-    ),
-    "outbox": (
-        {
-            "seq": int,
-            "id": str,
-            "topic": str,
-            "payload": str,
-            "qos": int,
-            "retain": int,
-            "created_ts": float,
-            "sent_ts": float,
-        },
-        "seq",
-    ),
-    "events": ({"seq": int, "ts": float, "kind": str, "detail": str}, "seq"),
-    "measurements": (
-        {
-            "id": str,
-            "asset": str,
-            "slot_start": str,
-            "energy_kwh": float,
-            "coverage": float,
-            "created_ts": float,
-        },
-        "id",
-    ),
-}
-INDEXES = [
-    ("inbound", ["msg_id"]),
-    ("telemetry", ["asset", "ts"]),
-    ("setpoints", ["asset", "ts"]),
-    ("outbox", ["sent_ts"]),
-    ("commitments", ["state"]),
-]
+from flexedge.controller.daemon.store_schema import create_or_upgrade
 
 
 @dataclass(frozen=True)
@@ -167,14 +45,7 @@ class Store:
         # No checkpoints on the control path: their fsyncs stall the loop for tens of ms.
         # checkpoint() runs them from a worker thread on its own connection instead.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        for name, (columns, pk) in SCHEMA.items():
-            self.db.create_table(name, columns, pk=pk, if_not_exists=True)
-            # A log from an older flexedge lacks the newer columns: add them, keep its rows.
-            missing = set(columns) - set(self.db.table(name).columns_dict)
-            for column in sorted(missing):
-                self.db.table(name).add_column(column, columns[column])
-        for table, cols in INDEXES:
-            self.db.table(table).create_index(cols, if_not_exists=True)
+        create_or_upgrade(self.db)
         self._depth = 0
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:

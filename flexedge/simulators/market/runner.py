@@ -1,6 +1,7 @@
 """`flexedge market`: play a scenario of both markets against a running site over MQTT.
 
-One MQTT client plays the D3A balancing agent (flexedge.simulators.market.d3a) and the Power TAC
+One MQTT client plays the D3A balancing agent (flexedge.simulators.market.d3a, or gsy-e's own
+market and agent with `engine="gsy-e"`: flexedge.simulators.market.gsy_engine) and the Power TAC
 distribution utility (flexedge.simulators.market.powertac) against the site's wire contract v1. It
 watches offers and standing orders, publishes the scenario's spot trades, the balancing trades
 that follow them, control events and economic controls, collects acks and delivery reports
@@ -28,7 +29,8 @@ from flexedge.errors import FlexedgeError
 from flexedge.mqtt import Inbound, MqttLink
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.simulators.devices.faults import FaultState, updated
-from flexedge.simulators.market.d3a import BalancingAgent, parse_offer, trade_message
+from flexedge.simulators.market.d3a import parse_offer, trade_message
+from flexedge.simulators.market.engines import d3a_engine
 from flexedge.simulators.market.ledger import Ledger, Sent, scorecard_table, settlement_table
 from flexedge.simulators.market.powertac import (
     Order,
@@ -70,7 +72,13 @@ def resolve_scenario(text: str) -> Path:
 
 class MarketSim:
     def __init__(
-        self, site: Site, steps: list[TimedStep], *, grace_s: float, say: Callable[[str], None]
+        self,
+        site: Site,
+        steps: list[TimedStep],
+        *,
+        grace_s: float,
+        say: Callable[[str], None],
+        engine: str = "builtin",
     ) -> None:
         cfg = site.config
         self.cfg = cfg
@@ -87,7 +95,7 @@ class MarketSim:
             password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
             client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
         )
-        self.agent = BalancingAgent(cfg.balancing.balancing_spot_trade_ratio)
+        self.agent = d3a_engine(engine, cfg)
         self.orders: dict[str, Order] = {}
         self.ledger = Ledger()
         self._online = asyncio.Event()
@@ -169,8 +177,9 @@ class MarketSim:
     def _dispatch(self, suffix: str, body: Mapping[str, Any]) -> None:
         if suffix == "market/balancing-offer":
             offer = parse_offer(body)
-            if offer is not None:
-                self.agent.add_offer(offer)
+            refused = None if offer is None else self.agent.add_offer(offer)
+            if refused:
+                log.warning("the balancing market refused offer %s: %s", body.get("id"), refused)
         elif suffix.startswith(ORDER_PREFIX):
             order = parse_order(body)
             if order is not None:
@@ -241,7 +250,10 @@ class MarketSim:
         )
         await _sleep_until(max(slot_start + OFFERS_SETTLE_S, time.time() + REACT_S))
         self.agent.forget_before(slot_start)
-        clearing = self.agent.follow_spot_trade(trade.energy_kwh, slot_start)
+        clearing = self.agent.follow_spot_trade(trade.energy_kwh, trade.side, slot_start)
+        if clearing is None:
+            self.say("  the balancing agent follows only spot trades the site buys")
+            return
         for fill in clearing.fills:
             payload = trade_message(fill)
             self._send(
@@ -258,14 +270,15 @@ class MarketSim:
                     slot_end,
                 ),
             )
+            rest = f", the rest is {fill.residual.id}" if fill.residual else ""
             self.say(
                 f"  balancing trade {payload['id']}: {fill.energy_kwh:+.4f} kWh of "
-                f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh"
+                f"{fill.offer.id} at {fill.offer.rate_ct_per_kwh} ct/kWh{rest}"
             )
-        if clearing.unmet_up_kwh or clearing.unmet_down_kwh:
+        if clearing.unmet_up_kwh > 0 or clearing.unmet_down_kwh > 0:
             self.say(
                 f"  not on offer: {clearing.unmet_up_kwh:.4f} kWh up, "
-                f"{clearing.unmet_down_kwh:.4f} kWh down"
+                f"{clearing.unmet_down_kwh:.4f} kWh down (carried to the next spot trade)"
             )
 
     async def _imbalance(self, index: int, imbalance: Imbalance, slot_start: float) -> None:
@@ -357,7 +370,9 @@ async def _sleep_until(ts: float) -> None:
     await asyncio.sleep(max(0.0, ts - time.time()))
 
 
-def run_market(site: Site, scenario_arg: str, *, grace_s: float | None = None) -> int:
+def run_market(
+    site: Site, scenario_arg: str, *, grace_s: float | None = None, engine: str = "builtin"
+) -> int:
     """Play the scenario, print settlement and scorecard; 0 if every report came, else 1."""
     path = resolve_scenario(scenario_arg)
     scenario, steps = load_scenario(path, site.config)
@@ -372,7 +387,9 @@ def run_market(site: Site, scenario_arg: str, *, grace_s: float | None = None) -
         f"scenario {scenario.name!r} ({len(steps)} steps) against site {site.config.site!r} "
         f"on {site.config.mqtt.host}:{site.config.mqtt.port}"
     )
-    ledger = asyncio.run(MarketSim(site, steps, grace_s=grace, say=say).run())
+    market = MarketSim(site, steps, grace_s=grace, say=say, engine=engine)
+    say(f"D3A balancing market: {engine}")
+    ledger = asyncio.run(market.run())
     print("\nSettlement (pay-as-offer, capped at the accepted energy)\n" + settlement_table(ledger))
     print("\nScorecard\n" + scorecard_table(ledger), flush=True)
     return 0 if ledger.complete() else 1

@@ -1,0 +1,198 @@
+"""Turn inbound Power TAC control events into commitments against a tariff's standing order,
+or say why not; and the standing order to publish for what the assets can really do.
+
+Each function checks everything before deciding, so a rejected message changes nothing.
+Reasons name the field or object at fault; they go verbatim into the ack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flexedge.controller.core.admission import (
+    EPS_KWH,
+    AssetState,
+    Ledger,
+    accept_what_fits,
+    capabilities_in_window,
+)
+from flexedge.controller.core.merit import AssetKind
+from flexedge.controller.core.model import AckStatus, Admission, RefType
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    kwh: float
+    payment: float
+
+
+@dataclass(frozen=True, slots=True)
+class EconomicControl:
+    id: str
+    tariff_id: str
+    timeslot_start: float
+    curtailment_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class StandingOrder:
+    tariff_id: str
+    assets: tuple[str, ...]
+    exercise_ratio: float
+    price_per_kwh: float
+
+
+def order_bound_by_asset(
+    order: StandingOrder,
+    direction: int,
+    capability_by_asset: Mapping[str, float],
+    kinds: Mapping[str, AssetKind],
+) -> dict[str, float]:
+    """The part of each asset's capability that the order's exerciseRatio puts on offer.
+
+    Power TAC: 0 < r <= 1 offers r of curtailable load; 1 < r <= 2 all curtailable load and
+    (r - 1) of storage discharge; -1 <= r < 0 offers |r| of charge (or thermal dump)
+    capability. Loads here can only be curtailed, so they count for up-regulation only;
+    generators are not Power TAC customers and count for nothing.
+    """
+    ratio = order.exercise_ratio
+    bound: dict[str, float] = {}
+    for asset in order.assets:
+        kind = kinds.get(asset)
+        if direction > 0 and kind == "flexible_load":
+            share = min(ratio, 1.0) if ratio > 0 else 0.0
+        elif direction > 0 and kind == "battery":
+            share = max(0.0, ratio - 1.0)
+        elif direction < 0 and kind == "battery":
+            share = -ratio if ratio < 0 else 0.0
+        else:
+            share = 0.0
+        bound[asset] = share * capability_by_asset.get(asset, 0.0)
+    return bound
+
+
+def admit_control(
+    request: ControlRequest,
+    *,
+    orders: Mapping[str, StandingOrder],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A Power TAC balancing control event exercising a tariff's standing order."""
+    order = orders.get(request.tariff_id)
+    if order is None:
+        return Admission.reject(f"unknown tariff {request.tariff_id!r}")
+    if abs(request.kwh) < EPS_KWH:
+        return Admission.reject("kwh must not be 0")
+    window_end = request.timeslot_start + slot_seconds
+    if window_end <= now:
+        return Admission.reject("the timeslot of this control event is already over")
+    direction = 1 if request.kwh > 0 else -1
+    if direction * order.exercise_ratio < 0:
+        kind = "down" if order.exercise_ratio < 0 else "up"
+        return Admission.reject(
+            f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
+            f"(exercise_ratio {order.exercise_ratio})"
+        )
+    window_start = max(now, request.timeslot_start)
+    can_do = capabilities_in_window(
+        order.assets, assets, direction, (window_start, window_end), ledger, now
+    )
+    if not can_do:
+        return Admission.reject(
+            f"no asset of tariff {order.tariff_id!r} is available (no fresh telemetry): "
+            f"{', '.join(order.assets)}"
+        )
+    bound = order_bound_by_asset(order, direction, can_do, {a: s.kind for a, s in assets.items()})
+    return accept_what_fits(
+        ref=request.id,
+        ref_type=RefType.BALANCING_CONTROL,
+        requested=request.kwh,
+        capability_by_asset=bound,
+        bound=f"the bound of tariff {order.tariff_id!r}'s order "
+        f"(exercise_ratio {order.exercise_ratio})",
+        window=(window_start, window_end),
+        settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh),
+    )
+
+
+def admit_economic_control(
+    request: EconomicControl,
+    *,
+    orders: Mapping[str, StandingOrder],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    slot_seconds: float,
+    now: float,
+) -> Admission:
+    """A Power TAC economic control event: curtail the tariff's curtailable loads by the
+    ratio for the rest of the timeslot, unpaid. It becomes a commitment like any other, so it
+    is dispatched, metered and reported, and it uses up the capacity balancing orders see."""
+    order = orders.get(request.tariff_id)
+    if order is None:
+        return Admission.reject(f"unknown tariff {request.tariff_id!r}")
+    window_end = request.timeslot_start + slot_seconds
+    if window_end <= now:
+        return Admission.reject("the timeslot of this economic control is already over")
+    if request.curtailment_ratio == 0:
+        return Admission(AckStatus.ACCEPTED, "curtailment_ratio 0: nothing to curtail")
+    loads = [a for a in order.assets if (s := assets.get(a)) and s.kind == "flexible_load"]
+    if not loads:
+        return Admission.reject(f"tariff {order.tariff_id!r} has no curtailable loads")
+    window_start = max(now, request.timeslot_start)
+    curtail = {
+        asset: request.curtailment_ratio * kwh
+        for asset, kwh in capabilities_in_window(
+            loads, assets, +1, (window_start, window_end), ledger, now
+        ).items()
+    }
+    if not curtail:
+        return Admission.reject(
+            f"no load of tariff {order.tariff_id!r} is available (no fresh telemetry): "
+            f"{', '.join(loads)}"
+        )
+    energy = sum(curtail.values())
+    return accept_what_fits(
+        ref=request.id,
+        ref_type=RefType.ECONOMIC_CONTROL,
+        requested=energy,
+        capability_by_asset=curtail,
+        bound=None,
+        window=(window_start, window_end),
+        settlement=lambda accepted: 0.0,
+    )
+
+
+def live_order(policy: StandingOrder, assets: Mapping[str, AssetState]) -> StandingOrder | None:
+    """The standing order to publish now: the configured one, cut to the kinds of capability
+    the tariff's available assets really have. An up order above 1 offers storage discharge
+    on top of curtailment, so without an available battery it drops to 1; without available
+    curtailable loads or batteries there is nothing to offer (None: keep the last order)."""
+
+    def has(kind: AssetKind, up: bool) -> bool:
+        for asset in policy.assets:
+            state = assets.get(asset)
+            if state is None or state.kind != kind or state.headroom is None:
+                continue
+            if (state.headroom.up_kw if up else state.headroom.down_kw) > 0:
+                return True
+        return False
+
+    ratio = policy.exercise_ratio
+    if ratio < 0:
+        effective: float | None = ratio if has("battery", up=False) else None
+    elif ratio <= 1:
+        effective = ratio if has("flexible_load", up=True) else None
+    elif has("battery", up=True):
+        effective = ratio
+    else:
+        effective = 1.0 if has("flexible_load", up=True) else None
+    if effective is None:
+        return None
+    return StandingOrder(policy.tariff_id, policy.assets, effective, policy.price_per_kwh)
