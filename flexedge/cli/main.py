@@ -133,9 +133,15 @@ def _cmd_order(args: argparse.Namespace) -> int:
     site = _load(args.config, args.mqtt)
     cfg = site.config
     base = f"{cfg.mqtt.prefix}/{cfg.site}"
-    body: dict[str, object] = {"tariff_id": args.tariff, "exercise_ratio": args.ratio}
-    if args.price is not None:
-        body["price_per_kwh"] = args.price
+    body: dict[str, object] = {"tariff_id": args.tariff}
+    for key, value in (
+        ("exercise_ratio", args.ratio),
+        ("price_per_kwh", args.price),
+        ("direction", args.direction),
+        ("withdraw", args.withdraw),
+    ):
+        if value is not None:
+            body[key] = value
     reply = json.loads(
         asyncio.run(
             request(
@@ -149,10 +155,17 @@ def _cmd_order(args: argparse.Namespace) -> int:
         )
     )
     if reply.get("ok"):
-        print(
-            f"standing order of {reply['tariff_id']}: exercise_ratio "
-            f"{reply['exercise_ratio']}, price {reply['price_per_kwh']} per kWh"
+        what = (
+            "withdrawn"
+            if reply["exercise_ratio"] is None
+            else f"exercise_ratio {reply['exercise_ratio']}, price {reply['price_per_kwh']} per kWh"
         )
+        print(f"{reply['direction']} order of {reply['tariff_id']}: {what}")
+        for order in reply["orders"]:
+            print(
+                f"  in force: {order['direction']} exercise_ratio {order['exercise_ratio']}, "
+                f"price {order['price_per_kwh']} per kWh"
+            )
         return 0
     print(f"flexedge: order refused: {reply.get('error')}", file=sys.stderr)
     return 1
@@ -262,12 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw JSON answer")
     status.set_defaults(func=_cmd_status)
 
-    order = sub.add_parser("order", help="replace a tariff's standing balancing order")
+    order = sub.add_parser(
+        "order",
+        help="replace a tariff's up or down balancing order (by the ratio's sign), or withdraw one",
+    )
     order.add_argument("--config", type=Path, required=True, help="site YAML file")
     order.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
     order.add_argument("--tariff", required=True, help="tariff id")
-    order.add_argument("--ratio", type=float, required=True, help="exercise ratio in [-1, 2]")
+    order.add_argument(
+        "--ratio", type=float, help="exercise ratio: (0, 2] the up order, [-1, 0) the down order"
+    )
     order.add_argument("--price", type=float, help="price per kWh (default: unchanged)")
+    order.add_argument(
+        "--direction", choices=("up", "down"), help="refuse a --ratio of the other direction"
+    )
+    order.add_argument("--withdraw", choices=("up", "down"), help="clear that order")
     order.add_argument("--timeout", type=float, default=5.0)
     order.set_defaults(func=_cmd_order)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from pydantic import ValidationError
 from flexedge.config.cross_references import reference_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig
+from flexedge.controller.core.orders import accepted_by_powertac_server
 from flexedge.errors import ConfigError, field_problems
+
+log = logging.getLogger(__name__)
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
 DEMO_SITE = Path(__file__).resolve().parent / "sites" / "demo-site.yaml"
@@ -73,6 +77,7 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
     if problems:
         field, problem = problems[0]
         raise ConfigError(source, field, problem)
+    _warn_beyond_powertac(source, config)
     maps: dict[str, LoadedMap] = {}
     for index, device in enumerate(config.devices):
         map_path = resolve_map_path(device.map_name, relative_to=path.parent)
@@ -90,3 +95,20 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
             )
         maps[device.name] = loaded
     return Site(path=path.resolve(), config=config, maps=maps)
+
+
+def _warn_beyond_powertac(source: str, config: SiteConfig) -> None:
+    """flexedge takes orders in Power TAC's domain range [-1, 2]; its server does not."""
+    for index, tariff in enumerate(config.tariffs):
+        for order in tariff.orders():
+            if not accepted_by_powertac_server(order.exercise_ratio):
+                log.warning(
+                    "%s: tariffs[%d] (%s): the %s order's exercise_ratio %s would be refused "
+                    "by Power TAC's server, which takes broker-issued orders only with "
+                    "0 < r <= 1 on tariffs with curtailment; flexedge offers it as an extension",
+                    source,
+                    index,
+                    tariff.id,
+                    order.direction,
+                    order.exercise_ratio,
+                )

@@ -14,9 +14,11 @@ from flexedge.config.device_base import DeviceBase, SimulatorSettings
 from flexedge.config.device_kinds import Battery, Device, FlexibleLoad, Generator, ProfilePoint
 from flexedge.config.field_types import Name, Ratio, Strict
 from flexedge.config.transports import JsonPath, MqttDeviceSettings, SerialSettings, Topic
+from flexedge.controller.core.orders import Direction, direction_of_ratio, ratio_problem
 
 __all__ = [
     "BalancingConstants",
+    "BalancingOrderSpec",
     "BalancingRates",
     "Battery",
     "Device",
@@ -69,20 +71,50 @@ class BalancingRates(Strict):
     supply_rate_ct_per_kwh: float = Field(ge=0)
 
 
-class Tariff(Strict):
-    """A Power TAC tariff: its assets and the standing balancing order flexedge offers for it."""
+class BalancingOrderSpec(Strict):
+    """One standing order: r in (0, 2] an up order, r in [-1, 0) a down order."""
 
-    id: Name
-    assets: list[Name] = Field(min_length=1)
-    # Fixed ratio of the standing order; [-1, 2] per Power TAC's BalancingOrder.
     exercise_ratio: float = Field(ge=-1.0, le=2.0)
     price_per_kwh: float
 
+    @property
+    def direction(self) -> Direction:
+        return direction_of_ratio(self.exercise_ratio)
+
+
+class Tariff(Strict):
+    """A Power TAC tariff: its assets and the standing balancing orders flexedge offers for
+    it, at most one per direction (Power TAC's server keeps an up and a down order)."""
+
+    id: Name
+    assets: list[Name] = Field(min_length=1)
+    # The order of the ratio's direction: (0, 2] up, [-1, 0) down (Power TAC's BalancingOrder).
+    exercise_ratio: float = Field(ge=-1.0, le=2.0)
+    price_per_kwh: float
+    # The order of the other direction, if the tariff offers both.
+    second_order: BalancingOrderSpec | None = None
+
     @model_validator(mode="after")
-    def _nonzero_ratio(self) -> Tariff:
+    def _orders(self) -> Tariff:
         if self.exercise_ratio == 0:
             raise ValueError("exercise_ratio 0 offers nothing; use a value in [-1, 0) or (0, 2]")
+        if self.second_order is not None:
+            first = direction_of_ratio(self.exercise_ratio)
+            other: Direction = "down" if first == "up" else "up"
+            problem = ratio_problem(self.second_order.exercise_ratio, other)
+            if problem:
+                raise ValueError(
+                    f"second_order: {problem}; exercise_ratio {self.exercise_ratio} "
+                    f"is already the {first} order"
+                )
         return self
+
+    def orders(self) -> list[BalancingOrderSpec]:
+        """The tariff's orders, one per direction."""
+        first = BalancingOrderSpec(
+            exercise_ratio=self.exercise_ratio, price_per_kwh=self.price_per_kwh
+        )
+        return [first] if self.second_order is None else [first, self.second_order]
 
 
 class SiteConfig(Strict):

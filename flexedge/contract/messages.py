@@ -200,11 +200,12 @@ class BalancingOffer(Outbound):
 
 
 class BalancingOrder(Outbound):
-    """Power TAC: the tariff's standing order, retained, in force until replaced."""
+    """Power TAC: one of the tariff's standing orders (one up, one down), retained on the
+    topic of its direction, in force until replaced by an order of that direction."""
 
     type: Literal["balancing_order"] = "balancing_order"
     tariff_id: str
-    exercise_ratio: Number = Field(description="in [-1, 0) or (0, 2]")
+    exercise_ratio: Number = Field(description="(0, 2] on .../up, [-1, 0) on .../down")
     price_per_kwh: Number
 
 
@@ -281,28 +282,6 @@ OutboundMessage = (
 # -- operator commands: cmd/{command}, MQTT v5 request/response --------------------------------
 
 
-class SetOrderRequest(BaseModel):
-    """`cmd/set-order`: a new exercise ratio (and optionally price) for a tariff's order."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tariff_id: str = Field(min_length=1)
-    exercise_ratio: StrictFloat = Field(ge=-1.0, le=2.0, allow_inf_nan=False)
-    price_per_kwh: StrictFloat | None = Field(default=None, allow_inf_nan=False)
-
-
-class SetOrderReply(BaseModel):
-    """The order as configured now, and the ratio published (cut to what assets can do)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ok: Literal[True]
-    tariff_id: str
-    exercise_ratio: Number
-    price_per_kwh: Number
-    published_ratio: Number | None = Field(description="null: no order in force yet")
-
-
 class CommitmentSummary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -318,8 +297,45 @@ class OrderSummary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tariff_id: str
+    direction: Literal["up", "down"]
     exercise_ratio: Number
     price_per_kwh: Number
+
+
+class SetOrderRequest(BaseModel):
+    """`cmd/set-order`: a new order for a tariff, replacing only the order of its direction
+    (the sign of `exercise_ratio`), or `withdraw` of the order of one direction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tariff_id: str = Field(min_length=1)
+    exercise_ratio: StrictFloat | None = Field(
+        default=None, allow_inf_nan=False, description="(0, 2] up, [-1, 0) down"
+    )
+    price_per_kwh: StrictFloat | None = Field(
+        default=None, allow_inf_nan=False, description="default: the direction's current price"
+    )
+    direction: Literal["up", "down"] | None = Field(
+        default=None, description="if given, exercise_ratio must be of this direction"
+    )
+    withdraw: Literal["up", "down"] | None = Field(
+        default=None, description="clear the order of this direction (no exercise_ratio)"
+    )
+
+
+class SetOrderReply(BaseModel):
+    """The tariff's order of one direction as configured now (null: withdrawn), and what is
+    in force for the tariff (cut to what the assets can do)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ok: Literal[True]
+    tariff_id: str
+    direction: Literal["up", "down"]
+    exercise_ratio: Number | None = Field(description="null: the order was withdrawn")
+    price_per_kwh: Number | None
+    published_ratio: Number | None = Field(description="null: no order of it in force")
+    orders: list[OrderSummary] = Field(description="the tariff's orders in force now")
 
 
 class StatusReply(BaseModel):
@@ -371,7 +387,8 @@ TOPICS: tuple[Topic, ...] = (
     *(Topic(suffix, True, model) for suffix, model in INBOUND_MODELS.items()),
     Topic("market/ack", False, Ack),
     Topic("market/balancing-offer", False, BalancingOffer),
-    Topic("market/balancing-order/{tariff_id}", False, BalancingOrder, retained=True),
+    Topic("market/balancing-order/{tariff_id}/up", False, BalancingOrder, retained=True),
+    Topic("market/balancing-order/{tariff_id}/down", False, BalancingOrder, retained=True),
     Topic("market/delivery", False, DeliveryReportMsg),
     Topic("market/measurement", False, Measurement),
     Topic("status", False, Status, retained=True),

@@ -353,7 +353,7 @@ def test_control_event_beyond_the_order_is_clipped_to_its_bound(site: RunningSit
 
     # The standing order in force, retained, as logged.
     assert (order["exercise_ratio"], order["price_per_kwh"]) == (RATIO, PRICE_PER_KWH)
-    assert order["_topic"] == f"{site.prefix}/{site.site}/market/balancing-order/tariff-1"
+    assert order["_topic"] == f"{site.prefix}/{site.site}/market/balancing-order/tariff-1/up"
     assert site.query(
         "SELECT exercise_ratio, price_per_kwh, msg_id FROM orders "
         "WHERE tariff_id = 'tariff-1' ORDER BY seq DESC LIMIT 1"
@@ -366,7 +366,7 @@ def test_control_event_beyond_the_order_is_clipped_to_its_bound(site: RunningSit
     check_ack(ack, ref=seen["ref"], ref_type="balancing_control", status="clipped", accepted=bound)
     match = re.search(
         r"accepted ([\d.]+) kWh; ([\d.]+) kWh is beyond the bound of tariff "
-        r"'tariff-1''s order \(exercise_ratio 1\.5\)",
+        r"'tariff-1''s up order \(exercise_ratio 1\.5\)",
         ack["reason"],
     )
     assert match, ack["reason"]

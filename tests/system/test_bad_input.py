@@ -180,7 +180,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "down-regulation on an up order": (
         lambda s: (CONTROL, control(kwh=-0.001)),
-        "offers only up-regulation",
+        "tariff 'tariff-1' has no down order in force",
     ),
     "unsupported version": (lambda s: (CONTROL, control(v=2)), "field 'v'"),
     "spot trade of an unknown asset": (

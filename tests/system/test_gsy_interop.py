@@ -41,7 +41,6 @@ TRADE_LINE = re.compile(
 )
 
 
-@pytest.mark.integration
 def test_gsy_e_market_trades_partial_offers_and_residuals_with_a_live_site(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:

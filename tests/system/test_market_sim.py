@@ -20,10 +20,13 @@ from flexedge.errors import ConfigError, FlexedgeError
 from flexedge.simulators.market.d3a import BalancingAgent, BookOffer, clear_balancing, trade_message
 from flexedge.simulators.market.ledger import Ledger, Sent, paid, scorecard_table, settlement_table
 from flexedge.simulators.market.powertac import (
+    P_MINUS,
+    P_PLUS,
     Order,
     cover_imbalance,
     order_capacity_kwh,
     plan_exercise,
+    regulating_price,
 )
 from flexedge.simulators.market.runner import SCENARIOS, MarketSim
 from flexedge.simulators.market.scenario import Fault, Imbalance, SpotTrade, load_scenario
@@ -300,6 +303,26 @@ def test_exercise_can_be_held_to_one_tariff_and_one_payment() -> None:
     assert plan[0].payment == pytest.approx(0.014)
 
 
+def test_no_order_priced_above_the_regulating_price_is_used() -> None:
+    # Power TAC's dummy order for the regulating market: dearer orders sort after it.
+    plan, unmet = plan_exercise(ORDERS, 1.0, {"cheap-up": 0.3}, regulating_price=0.15)
+    assert [e.tariff_id for e in plan] == ["cheap-up", "mid-up"]  # pricey-up (0.20) unused
+    assert regulating_price(1.0) == pytest.approx(P_PLUS) == pytest.approx(0.185)
+    assert regulating_price(-1.0) == pytest.approx(P_MINUS) == pytest.approx(-0.0725)
+    # A down order priced -0.02 (the site pays 0.02 per kWh) is dearer than pMinus: unused.
+    plan, unmet = plan_exercise(ORDERS, -0.4, regulating_price=P_MINUS)
+    assert plan == [] and unmet == pytest.approx(-0.4)
+    keen = Order("keen-down", -0.5, -0.09)
+    plan, _ = plan_exercise([*ORDERS, keen], -0.4, {"keen-down": 0.1}, regulating_price=P_MINUS)
+    assert [(e.tariff_id, e.kwh) for e in plan] == [("keen-down", -0.1)]
+
+
+def test_orders_of_one_price_are_exercised_in_the_order_they_arrived() -> None:
+    orders = [Order("z", 1.0, 0.1), Order("a", 1.0, 0.1)]
+    plan, _ = plan_exercise(orders, 1.0, {"z": 0.4, "a": 1.0})
+    assert [e.tariff_id for e in plan] == ["z", "a"]
+
+
 def test_capacity_estimate_follows_the_exercise_ratio(example: SiteConfig) -> None:
     # Ratio 1.5 puts half of the battery's 5 kW discharge on offer: 2.5 kW for 36 s.
     order = Order("tariff-1", 1.5, 0.12)
@@ -395,7 +418,9 @@ def test_market_sim_plays_both_markets_against_the_example_site(
     assert len(controls) == 1, story  # one order, room enough: one event covers it
     control = controls[0]
     assert control.requested_kwh == 0.002 and control.target == "tariff-1", story
-    assert control.price == pytest.approx(0.12 * 0.002)
+    # Paid the regulating price (pPlus), not the order's own 0.12: the rule is printed.
+    assert control.price == pytest.approx(P_PLUS * 0.002)
+    assert "Power TAC payment rule: each exercised kWh is paid the regulating price" in story
     for sent in (*trades, control):
         assert sent.ack is not None and sent.ack["status"] == "accepted", story
         assert sent.report is not None, f"no report for {sent.id}\n{story}"

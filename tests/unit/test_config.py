@@ -351,3 +351,48 @@ def test_a_load_that_can_draw_more_takes_a_setpoint_and_a_buffer() -> None:
     ):
         with pytest.raises(ValidationError, match=needle):
             FlexibleLoad.model_validate(_load(**changes))
+
+
+def test_a_tariff_may_hold_an_up_and_a_down_order_and_old_files_still_load() -> None:
+    raw = example_raw()
+    [single] = SiteConfig.model_validate(raw).tariffs
+    assert [(o.direction, o.exercise_ratio, o.price_per_kwh) for o in single.orders()] == [
+        ("up", 1.5, 0.12)
+    ]
+    raw["tariffs"][0]["second_order"] = {"exercise_ratio": -0.5, "price_per_kwh": -0.1}
+    [pair] = SiteConfig.model_validate(raw).tariffs
+    assert [(o.direction, o.exercise_ratio) for o in pair.orders()] == [("up", 1.5), ("down", -0.5)]
+
+
+@pytest.mark.parametrize(
+    ("second_ratio", "needle"),
+    [
+        (0.5, "second_order: exercise_ratio 0.5 is an up order, not a down order"),
+        (-1.5, "second_order.exercise_ratio"),
+        (0.0, "exercise_ratio 0 offers nothing"),
+    ],
+)
+def test_a_second_order_must_be_of_the_other_direction_and_in_range(
+    tmp_path: Path, second_ratio: float, needle: str
+) -> None:
+    raw = example_raw()
+    raw["tariffs"][0]["second_order"] = {"exercise_ratio": second_ratio, "price_per_kwh": 0.1}
+    with pytest.raises(ConfigError) as info:
+        load_site(write_site_file(tmp_path, raw))
+    assert info.value.field.startswith("tariffs[0]")
+    assert needle in f"{info.value.field}: {info.value}"
+
+
+def test_ratios_powertac_would_refuse_are_warned_about_naming_file_and_tariff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = example_raw()
+    raw["tariffs"][0]["exercise_ratio"] = 0.8
+    path = write_site_file(tmp_path, raw)
+    load_site(path)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    raw["tariffs"][0]["second_order"] = {"exercise_ratio": -0.5, "price_per_kwh": -0.1}
+    load_site(write_site_file(tmp_path, raw))
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"{path}: tariffs[0] (tariff-1): the down order's exercise_ratio -0.5" in warning
+    assert "0 < r <= 1 on tariffs with curtailment" in warning

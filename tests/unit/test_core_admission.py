@@ -112,7 +112,7 @@ def control(**changes: object) -> ControlRequest:
 def admit_c(request: ControlRequest, now: float = T0 + 6, ledger: Ledger = EMPTY) -> Admission:
     return admit_control(
         request,
-        orders={"t1": ORDER_UP, "t2": ORDER_DOWN},
+        orders={"t1": {"up": ORDER_UP}, "t2": {"down": ORDER_DOWN}},
         assets=ASSETS,
         ledger=ledger,
         slot_seconds=SLOT,
@@ -152,8 +152,8 @@ def test_control_bound_counts_what_other_commitments_already_use() -> None:
         (control(tariff_id="nope"), T0 + 6, "unknown tariff 'nope'"),
         (control(kwh=0.0), T0 + 6, "kwh must not be 0"),
         (control(), T0 + 61, "already over"),
-        (control(kwh=-0.02), T0 + 6, "offers only up-regulation"),
-        (control(tariff_id="t2"), T0 + 6, "offers only down-regulation"),
+        (control(kwh=-0.02), T0 + 6, "tariff 't1' has no down order in force"),
+        (control(tariff_id="t2"), T0 + 6, "tariff 't2' has no up order in force"),
     ],
 )
 def test_bad_control_events_are_rejected(request_: ControlRequest, now: float, needle: str) -> None:
@@ -165,7 +165,7 @@ def test_bad_control_events_are_rejected(request_: ControlRequest, now: float, n
 def test_control_with_every_asset_unavailable_says_so() -> None:
     result = admit_control(
         control(),
-        orders={"t1": ORDER_UP},
+        orders={"t1": {"up": ORDER_UP}},
         assets={"b1": UNAVAILABLE},
         ledger=EMPTY,
         slot_seconds=SLOT,

@@ -14,8 +14,10 @@ from flexedge.controller.core.control_admission import (
     admit_economic_control,
     live_order,
 )
+from flexedge.controller.core.dispatch import commitment_power
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
+from flexedge.controller.core.orders import balancing_room_kwh, economic_curtailment_kwh
 from flexedge.controller.core.trade_admission import SPOT_ONLY, SpotTrade, admit_spot_trade
 from tests.support.core_fixtures import T0, battery
 
@@ -167,7 +169,7 @@ def control(kwh: float, tariff: str = "t") -> ControlRequest:
 
 
 ASSETS = {
-    "l1": AssetState("flexible_load", LOAD),
+    "l1": AssetState("flexible_load", LOAD, usage_kw=4.0),
     "b1": AssetState("battery", Headroom.of_battery(battery(), 0.5), battery(), 0.5),
     "g1": AssetState("generator", Headroom(8.0, 2.0)),
 }
@@ -178,7 +180,7 @@ def test_curtailment_order_offers_a_share_of_curtailable_load_only() -> None:
     # 2 kW curtailable x 0.1 h x 0.5; the battery counts only above 1, the generator never.
     result = admit_control(
         control(1.0),
-        orders={"t": order},
+        orders={"t": {"up": order}},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
@@ -194,7 +196,7 @@ def test_order_above_one_adds_storage_discharge_to_all_curtailable_load() -> Non
     order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
     result = admit_control(
         control(0.3),
-        orders={"t": order},
+        orders={"t": {"up": order}},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
@@ -212,18 +214,18 @@ def economic(ratio: float, tariff: str = "t", start: float = T0) -> EconomicCont
 
 
 def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> None:
-    order = StandingOrder("t", ("l1", "b1"), 1.5, 0.1)
     result = admit_economic_control(
         economic(0.25),
-        orders={"t": order},
+        tariffs={"t": ("l1", "b1")},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
         now=T0,
     )
     assert result.status is AckStatus.ACCEPTED and result.commitment is not None
-    # A quarter of 2 kW curtailable for 0.1 h; the battery is not a curtailable load.
-    assert result.commitment.accepted_kwh == pytest.approx(0.05)
+    # Power TAC: min(0.25, maxCurtailment 0.5) of the 4 kW usage for 0.1 h; the battery is
+    # not a curtailable load.
+    assert result.commitment.accepted_kwh == pytest.approx(0.1)
     assert result.commitment.shares == (("l1", 1.0),)
     assert result.commitment.settlement == 0.0
 
@@ -237,12 +239,9 @@ def test_economic_control_curtails_the_tariffs_loads_by_the_ratio_unpaid() -> No
     ],
 )
 def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: str) -> None:
-    orders = {
-        "t": StandingOrder("t", ("l1",), 0.5, 0.1),
-        "batteries": StandingOrder("batteries", ("b1",), 1.5, 0.1),
-    }
+    tariffs = {"t": ("l1",), "batteries": ("b1",)}
     result = admit_economic_control(
-        request_, orders=orders, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360, now=T0
+        request_, tariffs=tariffs, assets=ASSETS, ledger=Ledger([], {}), slot_seconds=360, now=T0
     )
     assert result.status is AckStatus.REJECTED and needle in result.reason
 
@@ -250,7 +249,7 @@ def test_bad_economic_controls_are_rejected(request_: EconomicControl, needle: s
 def test_economic_control_of_ratio_zero_changes_nothing() -> None:
     result = admit_economic_control(
         economic(0.0),
-        orders={"t": StandingOrder("t", ("l1",), 0.5, 0.1)},
+        tariffs={"t": ("l1",)},
         assets=ASSETS,
         ledger=Ledger([], {}),
         slot_seconds=360,
@@ -279,3 +278,74 @@ def test_live_order_follows_what_the_tariffs_assets_can_do(
     states = {a: s if a in available else AssetState(s.kind, None) for a, s in ASSETS.items()}
     order = live_order(StandingOrder("t", ("l1", "b1"), ratio, 0.1), states)
     assert (order.exercise_ratio if order else None) == published
+
+
+def test_economic_control_for_a_later_timeslot_is_held_until_that_timeslot() -> None:
+    later = T0 + 360
+    result = admit_economic_control(
+        economic(0.25, start=later),
+        tariffs={"t": ("l1",)},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0 + 10,
+    )
+    held = result.commitment
+    assert result.status is AckStatus.ACCEPTED and held is not None
+    assert (held.window_start, held.window_end) == (later, later + 360)
+    # Nothing is curtailed before the timeslot; from its start the whole of it is.
+    assert commitment_power(held, None, T0 + 10) == 0.0
+    assert commitment_power(held, None, later) == pytest.approx(0.25 * 4.0)
+
+
+def test_balancing_gets_what_the_economic_control_leaves_whichever_arrives_first() -> None:
+    order = StandingOrder("t", ("l1",), 1.0, 0.1)
+
+    def balancing(ledger: Ledger) -> float:
+        result = admit_control(
+            control(1.0),
+            orders={"t": {"up": order}},
+            assets=ASSETS,
+            ledger=ledger,
+            slot_seconds=360,
+            now=T0,
+        )
+        assert result.commitment is not None
+        return result.commitment.accepted_kwh
+
+    def economic_after(ledger: Ledger) -> float:
+        result = admit_economic_control(
+            economic(0.25),
+            tariffs={"t": ("l1",)},
+            assets=ASSETS,
+            ledger=ledger,
+            slot_seconds=360,
+            now=T0,
+        )
+        assert result.commitment is not None
+        return result.commitment.accepted_kwh
+
+    curtailable = 2.0 * 0.1  # 2 kW for 0.1 h
+    economic_kwh = economic_curtailment_kwh(0.25, 0.5, 4.0 * 0.1)
+    first = admit_economic_control(
+        economic(0.25),
+        tariffs={"t": ("l1",)},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    ).commitment
+    assert first is not None and first.accepted_kwh == pytest.approx(economic_kwh)
+    room = balancing(Ledger([first], {}))
+    assert room == pytest.approx(balancing_room_kwh(curtailable, economic_kwh))
+    # Balancing first: the economic control still takes its whole share of usage.
+    taken = admit_control(
+        control(1.0),
+        orders={"t": {"up": order}},
+        assets=ASSETS,
+        ledger=Ledger([], {}),
+        slot_seconds=360,
+        now=T0,
+    ).commitment
+    assert taken is not None
+    assert economic_after(Ledger([taken], {})) == pytest.approx(economic_kwh)

@@ -96,7 +96,11 @@ def shell(tmp_path: Path, clock: Clock, battery: FakeDevice) -> Iterator[tuple[C
 
 def queued(store: Store, topic: str) -> list[dict[str, Any]]:
     """The payloads waiting in the outbox for `topic` (below the site)."""
-    return [json.loads(row.payload) for row in store.unsent() if row.topic == f"{BASE}/{topic}"]
+    return [
+        json.loads(row.payload) if row.payload else {}  # empty: a retained topic cleared
+        for row in store.unsent()
+        if row.topic == f"{BASE}/{topic}"
+    ]
 
 
 def control_event(kwh: float, start: float, end: float) -> Commitment:
@@ -225,7 +229,7 @@ def test_the_market_desk_acks_commits_dispatches_and_recognises_a_repeat(
 
         async def scenario() -> None:
             await control.tick()
-            desk.refresh_orders()
+            desk.standing.refresh_orders()
             for message in (
                 balancing_control("bce-1", T0, 0.01),
                 balancing_control("bce-1", T0, 0.01),  # redelivered
@@ -234,7 +238,7 @@ def test_the_market_desk_acks_commits_dispatches_and_recognises_a_repeat(
                 await desk.handle(message, "market/balancing-control")
 
         run(scenario())
-        [order] = queued(store, "market/balancing-order/tariff-1")
+        [order] = queued(store, "market/balancing-order/tariff-1/up")
         acks = {(a["ref"], a["status"]): a for a in queued(store, "market/ack")}
         open_now = control.commitments_in_progress()
     assert order["tariff_id"] == "tariff-1"
@@ -318,11 +322,11 @@ def test_the_daemon_runs_on_the_devices_it_is_handed_and_answers_the_operator(
     daemon = Daemon(fake_site(tmp_path), clock, devices={"b1": battery})
     try:
         run(daemon.control.tick())
-        daemon.market.refresh_orders()
+        daemon.market.standing.refresh_orders()
         status = daemon.commands.status()
         changed = daemon.commands.set_order(b'{"tariff_id": "tariff-1", "exercise_ratio": 1.2}')
         unknown = daemon.commands.set_order(b'{"tariff_id": "nope", "exercise_ratio": 0.5}')
-        orders = queued(daemon.store, "market/balancing-order/tariff-1")
+        orders = queued(daemon.store, "market/balancing-order/tariff-1/up")
     finally:
         daemon.store.close()
     assert daemon.devices == {"b1": battery} and battery.reads > 0
@@ -332,3 +336,60 @@ def test_the_daemon_runs_on_the_devices_it_is_handed_and_answers_the_operator(
     assert changed["published_ratio"] == 1.2
     assert [o["exercise_ratio"] for o in orders] == [1.5, 1.2]
     assert unknown == {"ok": False, "error": "unknown tariff 'nope'"}
+
+
+def test_up_and_down_orders_stand_side_by_side_and_are_withdrawn_one_by_one(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0)
+    battery = FakeDevice("b1", clock, soc=0.5)
+    daemon = Daemon(fake_site(tmp_path), clock, devices={"b1": battery})
+    standing = daemon.market.standing
+    set_order = daemon.commands.set_order
+    try:
+        run(daemon.control.tick())
+        standing.clear_stale_orders()
+        standing.refresh_orders()
+        down = set_order(
+            b'{"tariff_id": "tariff-1", "exercise_ratio": -0.5, "price_per_kwh": -0.05}'
+        )
+        in_force = {o.direction: o.exercise_ratio for o in standing.orders_in_force()}
+        refused = [
+            set_order(b'{"tariff_id": "tariff-1", "withdraw": "up", "exercise_ratio": -0.5}'),
+            set_order(b'{"tariff_id": "tariff-1", "exercise_ratio": -0.5, "direction": "up"}'),
+            set_order(b'{"tariff_id": "tariff-1", "exercise_ratio": -1.5}'),
+            set_order(b'{"tariff_id": "tariff-1", "exercise_ratio": 2.5}'),
+        ]
+        unchanged = {o.direction: o.exercise_ratio for o in standing.orders_in_force()}
+        withdrawn = set_order(b'{"tariff_id": "tariff-1", "withdraw": "up"}')
+        again = set_order(b'{"tariff_id": "tariff-1", "withdraw": "up"}')
+        up_topic = queued(daemon.store, "market/balancing-order/tariff-1/up")
+        down_topic = queued(daemon.store, "market/balancing-order/tariff-1/down")
+        old_topic = queued(daemon.store, "market/balancing-order/tariff-1")
+        left = [o.direction for o in standing.orders_in_force()]
+    finally:
+        daemon.store.close()
+    assert down["ok"] and down["direction"] == "down" and down["published_ratio"] == -0.5
+    assert in_force == {"up": 1.5, "down": -0.5}  # the down order left the up order
+    assert [r["ok"] for r in refused] == [False] * 4
+    assert "withdraw up: exercise_ratio -0.5 is a down order" in refused[0]["error"]
+    assert "exercise_ratio -0.5 is a down order, not an up order" in refused[1]["error"]
+    assert "outside the down range [-1, 0)" in refused[2]["error"]
+    assert "outside the up range (0, 2]" in refused[3]["error"]
+    assert unchanged == in_force
+    assert withdrawn["ok"] and withdrawn["exercise_ratio"] is None
+    assert withdrawn["orders"] == [
+        {
+            "tariff_id": "tariff-1",
+            "direction": "down",
+            "exercise_ratio": -0.5,
+            "price_per_kwh": -0.05,
+        }
+    ]
+    assert again == {"ok": False, "error": "tariff 'tariff-1' has no up order to withdraw"}
+    # At start the old single-order topic and the empty direction are cleared; the up order
+    # is published, then cleared when withdrawn (an empty retained message).
+    assert old_topic == [{}]
+    assert [o.get("exercise_ratio") for o in up_topic] == [1.5, None]
+    assert [o.get("exercise_ratio") for o in down_topic] == [None, -0.5]
+    assert left == ["down"]

@@ -34,6 +34,8 @@ class AssetState:
     headroom: Headroom | None  # None: unavailable
     limits: BatteryLimits | None = None
     soc: float | None = None
+    # Loads: what the load draws uncurtailed now, kW (>= 0); Power TAC's "usage".
+    usage_kw: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Reasons name the field or object at fault; they go verbatim into the ack.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from flexedge.controller.core.admission import (
@@ -19,6 +19,14 @@ from flexedge.controller.core.admission import (
 )
 from flexedge.controller.core.merit import AssetKind
 from flexedge.controller.core.model import AckStatus, Admission, RefType
+from flexedge.controller.core.orders import (
+    OrderPair,
+    StandingOrder,
+    economic_curtailment_kwh,
+    order_for_event,
+)
+
+__all__ = ["StandingOrder"]  # its home is core.orders; kept importable from here
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +44,6 @@ class EconomicControl:
     tariff_id: str
     timeslot_start: float
     curtailment_ratio: float
-
-
-@dataclass(frozen=True, slots=True)
-class StandingOrder:
-    tariff_id: str
-    assets: tuple[str, ...]
-    exercise_ratio: float
-    price_per_kwh: float
 
 
 def order_bound_by_asset(
@@ -78,28 +78,26 @@ def order_bound_by_asset(
 def admit_control(
     request: ControlRequest,
     *,
-    orders: Mapping[str, StandingOrder],
+    orders: Mapping[str, OrderPair],
     assets: Mapping[str, AssetState],
     ledger: Ledger,
     slot_seconds: float,
     now: float,
 ) -> Admission:
-    """A Power TAC balancing control event exercising a tariff's standing order."""
-    order = orders.get(request.tariff_id)
-    if order is None:
+    """A Power TAC balancing control event exercising one of a tariff's standing orders: the
+    up order bounds kwh > 0, the down order kwh < 0."""
+    pair = orders.get(request.tariff_id)
+    if pair is None:
         return Admission.reject(f"unknown tariff {request.tariff_id!r}")
     if abs(request.kwh) < EPS_KWH:
         return Admission.reject("kwh must not be 0")
     window_end = request.timeslot_start + slot_seconds
     if window_end <= now:
         return Admission.reject("the timeslot of this control event is already over")
+    order, problem = order_for_event(pair, request.tariff_id, request.kwh)
+    if order is None:
+        return Admission.reject(problem or "no order")
     direction = 1 if request.kwh > 0 else -1
-    if direction * order.exercise_ratio < 0:
-        kind = "down" if order.exercise_ratio < 0 else "up"
-        return Admission.reject(
-            f"the standing order of tariff {order.tariff_id!r} offers only {kind}-regulation "
-            f"(exercise_ratio {order.exercise_ratio})"
-        )
     window_start = max(now, request.timeslot_start)
     can_do = capabilities_in_window(
         order.assets, assets, direction, (window_start, window_end), ledger, now
@@ -115,7 +113,7 @@ def admit_control(
         ref_type=RefType.BALANCING_CONTROL,
         requested=request.kwh,
         capability_by_asset=bound,
-        bound=f"the bound of tariff {order.tariff_id!r}'s order "
+        bound=f"the bound of tariff {order.tariff_id!r}'s {order.direction} order "
         f"(exercise_ratio {order.exercise_ratio})",
         window=(window_start, window_end),
         settlement=lambda accepted: request.payment * abs(accepted) / abs(request.kwh),
@@ -125,36 +123,50 @@ def admit_control(
 def admit_economic_control(
     request: EconomicControl,
     *,
-    orders: Mapping[str, StandingOrder],
+    tariffs: Mapping[str, Sequence[str]],
     assets: Mapping[str, AssetState],
     ledger: Ledger,
     slot_seconds: float,
     now: float,
 ) -> Admission:
-    """A Power TAC economic control event: curtail the tariff's curtailable loads by the
-    ratio for the rest of the timeslot, unpaid. It becomes a commitment like any other, so it
-    is dispatched, metered and reported, and it uses up the capacity balancing orders see."""
-    order = orders.get(request.tariff_id)
-    if order is None:
+    """A Power TAC economic control event: curtail each curtailable load of the tariff by
+    min(ratio, its curtailable share) x its usage over the rest of the timeslot, unpaid.
+
+    It comes before balancing, as in Power TAC: it is sized without regard to balancing
+    commitments (only other economic controls count), and balancing control events see what
+    it leaves (`balancing_room_kwh`), as it is a commitment like any other. A control for a
+    later timeslot is a commitment whose window starts then: it is held until that timeslot.
+    """
+    names = tariffs.get(request.tariff_id)
+    if names is None:
         return Admission.reject(f"unknown tariff {request.tariff_id!r}")
     window_end = request.timeslot_start + slot_seconds
     if window_end <= now:
         return Admission.reject("the timeslot of this economic control is already over")
     if request.curtailment_ratio == 0:
         return Admission(AckStatus.ACCEPTED, "curtailment_ratio 0: nothing to curtail")
-    loads = [a for a in order.assets if (s := assets.get(a)) and s.kind == "flexible_load"]
+    loads = [a for a in names if (s := assets.get(a)) and s.kind == "flexible_load"]
     if not loads:
-        return Admission.reject(f"tariff {order.tariff_id!r} has no curtailable loads")
+        return Admission.reject(f"tariff {request.tariff_id!r} has no curtailable loads")
     window_start = max(now, request.timeslot_start)
-    curtail = {
-        asset: request.curtailment_ratio * kwh
-        for asset, kwh in capabilities_in_window(
-            loads, assets, +1, (window_start, window_end), ledger, now
-        ).items()
-    }
+    hours = (window_end - window_start) / 3600.0
+    economic_only = Ledger(
+        [c for c in ledger.commitments if c.ref_type is RefType.ECONOMIC_CONTROL],
+        ledger.progress,
+    )
+    curtail: dict[str, float] = {}
+    for asset, room in capabilities_in_window(
+        loads, assets, +1, (window_start, window_end), economic_only, now
+    ).items():
+        state = assets[asset]
+        assert state.headroom is not None  # _capabilities keeps available assets only
+        usage_kwh = (state.usage_kw or 0.0) * hours
+        share = state.headroom.up_kw / state.usage_kw if state.usage_kw else 0.0
+        wanted = economic_curtailment_kwh(request.curtailment_ratio, share, usage_kwh)
+        curtail[asset] = min(wanted, room)
     if not curtail:
         return Admission.reject(
-            f"no load of tariff {order.tariff_id!r} is available (no fresh telemetry): "
+            f"no load of tariff {request.tariff_id!r} is available (no fresh telemetry): "
             f"{', '.join(loads)}"
         )
     energy = sum(curtail.values())

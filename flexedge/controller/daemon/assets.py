@@ -86,7 +86,10 @@ class LoadAsset:
     def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
         if not fresh:
             return AssetState("flexible_load", None)
-        return AssetState("flexible_load", load_headroom(self.limits, -self.baseline_kw(now)))
+        usage_kw = -self.baseline_kw(now)
+        return AssetState(
+            "flexible_load", load_headroom(self.limits, usage_kw), usage_kw=max(usage_kw, 0.0)
+        )
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from flexedge.contract.messages import SetOrderRequest
 from flexedge.contract.wire import command_reply, iso
+from flexedge.controller.core.orders import (
+    Direction,
+    StandingOrder,
+    direction_of_ratio,
+    ratio_problem,
+)
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.outbox import Outbox
@@ -64,41 +69,68 @@ class CommandHandler:
         )
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
-        """Replace a tariff's standing order; it is re-published (retained) at once."""
+        """A new order for a tariff (it replaces only the order of its own direction), or the
+        withdrawal of one direction's order; it is re-published (or cleared) at once."""
         try:
             request = SetOrderRequest.model_validate_json(payload)
         except ValidationError as exc:
             return self._refuse(payload, message_reason(exc, name_missing=False, show_input=False))
-        current = self.market.policy(request.tariff_id)
-        if current is None:
+        standing = self.market.standing
+        if request.tariff_id not in standing.policies:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
-        if request.exercise_ratio == 0:
-            return self._refuse(payload, "exercise_ratio 0 offers nothing; use [-1, 0) or (0, 2]")
-        self.market.set_policy(
-            replace(
-                current,
-                exercise_ratio=request.exercise_ratio,
-                price_per_kwh=(
-                    current.price_per_kwh
-                    if request.price_per_kwh is None
-                    else request.price_per_kwh
-                ),
+        if request.withdraw is not None:
+            direction: Direction = request.withdraw
+            if request.exercise_ratio is not None:
+                wrong = ratio_problem(request.exercise_ratio, direction)
+                return self._refuse(
+                    payload,
+                    f"withdraw {direction}: {wrong or 'a withdraw takes no exercise_ratio'}",
+                )
+            missing = standing.withdraw_policy(request.tariff_id, direction)
+            if missing:
+                return self._refuse(payload, missing)
+        elif request.exercise_ratio is None:
+            return self._refuse(payload, "give exercise_ratio (a new order) or withdraw")
+        else:
+            bad_ratio = ratio_problem(request.exercise_ratio, request.direction)
+            if bad_ratio:
+                return self._refuse(payload, bad_ratio)
+            direction = direction_of_ratio(request.exercise_ratio)
+            current = standing.policy(request.tariff_id, direction)
+            price = request.price_per_kwh
+            if price is None and current is None:
+                return self._refuse(
+                    payload,
+                    f"tariff {request.tariff_id!r} has no {direction} order yet: "
+                    f"give price_per_kwh for it",
+                )
+            standing.set_policy(
+                StandingOrder(
+                    request.tariff_id,
+                    standing.tariff_assets[request.tariff_id],
+                    request.exercise_ratio,
+                    price if price is not None else current.price_per_kwh if current else 0.0,
+                )
             )
-        )
-        self.market.refresh_orders()
+        standing.refresh_orders()
         self.store.log_event(self.clock(), "set-order", payload.decode("utf-8", "replace"))
-        policy = self.market.policy(request.tariff_id)
-        assert policy is not None  # set just above
-        live = self.market.order_in_force(request.tariff_id)
+        log.info("set-order: %s", payload.decode("utf-8", "replace")[:200])
+        policy = standing.policy(request.tariff_id, direction)
+        live = standing.order_in_force(request.tariff_id, direction)
         return {
             "ok": True,
-            "tariff_id": policy.tariff_id,
-            "exercise_ratio": policy.exercise_ratio,
-            "price_per_kwh": policy.price_per_kwh,
+            "tariff_id": request.tariff_id,
+            "direction": direction,
+            "exercise_ratio": policy.exercise_ratio if policy else None,
+            "price_per_kwh": policy.price_per_kwh if policy else None,
             "published_ratio": live.exercise_ratio if live else None,
+            "orders": [
+                _summary(o) for o in standing.orders_in_force() if o.tariff_id == request.tariff_id
+            ],
         }
 
     def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
+        log.info("command refused: %s", reason)
         self.store.log_event(
             self.clock(),
             "command-rejected",
@@ -129,15 +161,17 @@ class CommandHandler:
             "open_commitments": commitments,
             "outbox_backlog": self.outbox.backlog(),
             "log_db": str(self.store.path),
-            "orders": [
-                {
-                    "tariff_id": o.tariff_id,
-                    "exercise_ratio": o.exercise_ratio,
-                    "price_per_kwh": o.price_per_kwh,
-                }
-                for o in self.market.orders_in_force()
-            ],
+            "orders": [_summary(o) for o in self.market.standing.orders_in_force()],
         }
+
+
+def _summary(order: StandingOrder) -> dict[str, Any]:
+    return {
+        "tariff_id": order.tariff_id,
+        "direction": order.direction,
+        "exercise_ratio": order.exercise_ratio,
+        "price_per_kwh": order.price_per_kwh,
+    }
 
 
 def render_status(body: dict[str, Any]) -> str:

@@ -136,7 +136,7 @@ class Daemon:
 
     async def _tick(self) -> None:
         await self.control.tick()
-        self.market.refresh_orders()
+        self.market.standing.refresh_orders()
         await self._telemetry()
 
     async def run(self) -> None:
@@ -153,7 +153,8 @@ class Daemon:
         await self.control.tick()
         self.state = "online"
         self._publish_status()
-        self.market.refresh_orders()
+        self.market.standing.clear_stale_orders()
+        self.market.standing.refresh_orders()
         await self._slot_start()
         scheduler = self._scheduler()
         scheduler.start()

@@ -7,7 +7,6 @@ redelivered message is recognised by its id.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 
@@ -16,7 +15,6 @@ from flexedge.contract.wire import (
     INBOUND_TYPES,
     ack,
     balancing_offer,
-    balancing_order,
     iso,
     parse_inbound,
     peek_id,
@@ -25,10 +23,8 @@ from flexedge.controller.core.admission import AssetState
 from flexedge.controller.core.capability import Committed, committed_on
 from flexedge.controller.core.control_admission import (
     EconomicControl,
-    StandingOrder,
     admit_control,
     admit_economic_control,
-    live_order,
 )
 from flexedge.controller.core.model import AckStatus, Admission, Offer
 from flexedge.controller.core.offers import (
@@ -47,6 +43,7 @@ from flexedge.controller.core.trade_admission import (
 )
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.outbox import Outbox
+from flexedge.controller.daemon.standing_orders import StandingOrders
 from flexedge.controller.daemon.store import Store
 from flexedge.errors import MessageRejected
 from flexedge.mqtt import Inbound
@@ -78,29 +75,8 @@ class MarketDesk:
         self.residuals: dict[str, str] = {}
         # The asset registry as the core takes it; the site file does not change while we run.
         self.registry = self.config.registry_rates()
-        # What the operator configured, and what is published (in force) now: the policy cut
-        # to the capability the tariff's assets have at the moment.
-        self.policies = {
-            t.id: StandingOrder(t.id, tuple(t.assets), t.exercise_ratio, t.price_per_kwh)
-            for t in self.config.tariffs
-        }
-        self.orders: dict[str, StandingOrder] = {}
-
-    # -- the operator's standing orders ---------------------------------------------------
-    def policy(self, tariff_id: str) -> StandingOrder | None:
-        """What the operator configured for a tariff (None: no such tariff)."""
-        return self.policies.get(tariff_id)
-
-    def set_policy(self, policy: StandingOrder) -> None:
-        """Replace a tariff's configured order; refresh_orders() publishes its live form."""
-        self.policies[policy.tariff_id] = policy
-
-    def order_in_force(self, tariff_id: str) -> StandingOrder | None:
-        """The order published for a tariff now (None: none of its assets was available)."""
-        return self.orders.get(tariff_id)
-
-    def orders_in_force(self) -> list[StandingOrder]:
-        return list(self.orders.values())
+        # The Power TAC side: the tariffs' standing orders, configured and in force.
+        self.standing = StandingOrders(site, control, store, outbox, clock)
 
     def restore(self) -> None:
         """After a restart: open commitments, offers of slots not yet over, traded amounts."""
@@ -162,21 +138,16 @@ class MarketDesk:
             elif isinstance(request, EconomicControl):
                 admission = admit_economic_control(
                     request,
-                    orders=self.orders,
+                    tariffs=self.standing.tariff_assets,
                     assets=self.control.asset_states(now),
                     ledger=self.control.ledger(),
                     slot_seconds=self.config.slot_seconds,
                     now=now,
                 )
-            elif request.tariff_id in self.policies and request.tariff_id not in self.orders:
-                admission = Admission.reject(
-                    f"tariff {request.tariff_id!r} has no standing order in force yet: none "
-                    f"of its assets has been available"
-                )
             else:
                 admission = admit_control(
                     request,
-                    orders=self.orders,
+                    orders=self.standing.orders,
                     assets=self.control.asset_states(now),
                     ledger=self.control.ledger(),
                     slot_seconds=self.config.slot_seconds,
@@ -343,46 +314,3 @@ class MarketDesk:
         self.residuals = live_residuals(self.residuals, self.offers)
         self.outbox.flush()
         return fresh
-
-    def refresh_orders(self) -> list[StandingOrder]:
-        """Publish (retained) every tariff's order whose live form changed; returns them."""
-        now = self.clock()
-        states = self.control.asset_states(now)
-        changed = []
-        for tariff_id, policy in self.policies.items():
-            order = live_order(policy, states)
-            if order is None:
-                if tariff_id not in self.orders:
-                    log.info(
-                        "no standing order for %s yet: none of %s is available",
-                        tariff_id,
-                        ", ".join(policy.assets),
-                    )
-                continue
-            if self.orders.get(tariff_id) != order:
-                changed.append(order)
-        if not changed:
-            return []
-        with self.store.transaction():
-            for order in changed:
-                self.orders[order.tariff_id] = order
-                key = f"{order.tariff_id}:{order.exercise_ratio}:{order.price_per_kwh}"
-                msg_id = "bo-" + hashlib.sha1(key.encode()).hexdigest()[:16]
-                self.store.log_order(
-                    order.tariff_id, order.exercise_ratio, order.price_per_kwh, msg_id, now
-                )
-                self.outbox.put(
-                    f"market/balancing-order/{order.tariff_id}",
-                    balancing_order(
-                        order.tariff_id, order.exercise_ratio, order.price_per_kwh, msg_id
-                    ),
-                    retain=True,
-                )
-                log.info(
-                    "standing order of %s: exercise_ratio %s at %s",
-                    order.tariff_id,
-                    order.exercise_ratio,
-                    order.price_per_kwh,
-                )
-        self.outbox.flush()
-        return changed

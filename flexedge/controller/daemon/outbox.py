@@ -43,6 +43,18 @@ class Outbox:
             ts=self._clock(),
         )
 
+    def clear_retained(self, topic: str) -> None:
+        """Queue an empty retained message, which clears what the broker keeps on `topic`
+        (inside the caller's transaction)."""
+        self._store.enqueue(
+            msg_id=f"clear-{topic}",
+            topic=f"{self._base}/{topic}",
+            payload=b"",
+            qos=1,
+            retain=True,
+            ts=self._clock(),
+        )
+
     def flush(self) -> int:
         """Publish what is queued and not yet in flight; returns how many went out."""
         if not self._link.connected:

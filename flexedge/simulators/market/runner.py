@@ -33,11 +33,13 @@ from flexedge.simulators.market.d3a import parse_offer, trade_message
 from flexedge.simulators.market.engines import d3a_engine
 from flexedge.simulators.market.ledger import Ledger, Sent, scorecard_table, settlement_table
 from flexedge.simulators.market.powertac import (
+    PAYMENT_RULE,
     Order,
     cover_imbalance,
     economic_message,
+    imbalance_terms,
     order_capacity_kwh,
-    parse_order,
+    take_order,
 )
 from flexedge.simulators.market.scenario import (
     EconomicControl,
@@ -96,7 +98,7 @@ class MarketSim:
             client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
         )
         self.agent = d3a_engine(engine, cfg)
-        self.orders: dict[str, Order] = {}
+        self.orders: dict[str, Order] = {}  # by "{tariff}/{up|down}", one per direction
         self.ledger = Ledger()
         self._online = asyncio.Event()
 
@@ -104,7 +106,7 @@ class MarketSim:
         await self.link.start()
         for suffix in (
             "market/balancing-offer",
-            f"{ORDER_PREFIX}+",
+            f"{ORDER_PREFIX}+/+",
             "market/ack",
             "market/delivery",
             "status",
@@ -128,6 +130,7 @@ class MarketSim:
                 f"site online, {len(self.orders)} standing order(s); slot 0 starts "
                 f"{iso(t0)} ({self.slot_s:g} s slots)"
             )
+            self.say(f"Power TAC payment rule: {PAYMENT_RULE}")
             if not self.cfg.balancing.enable_balancing_market:
                 self.say(
                     "the site's balancing market is disabled: expect no offers and "
@@ -147,7 +150,7 @@ class MarketSim:
     async def _wait_for_orders(self) -> None:
         """The standing orders are retained, but a site that has just come online may still
         be publishing them; give it a moment so the first imbalance finds them."""
-        expected = {t.id for t in self.cfg.tariffs}
+        expected = {f"{t.id}/{o.direction}" for t in self.cfg.tariffs for o in t.orders()}
         deadline = time.monotonic() + ORDERS_WAIT_S
         while not expected <= self.orders.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -162,9 +165,10 @@ class MarketSim:
             message: Inbound = await self.link.inbound.get()
             self.link.ack(message)
             suffix = message.topic.removeprefix(prefix)
-            if suffix.startswith(ORDER_PREFIX) and not message.payload:
-                # An empty retained payload clears the topic: the order is withdrawn.
-                self.orders.pop(suffix.removeprefix(ORDER_PREFIX), None)
+            if suffix.startswith(ORDER_PREFIX):
+                note = take_order(self.orders, suffix.removeprefix(ORDER_PREFIX), message.payload)
+                if note:
+                    self.say(note)
                 continue
             try:
                 body = json.loads(message.payload)
@@ -180,10 +184,6 @@ class MarketSim:
             refused = None if offer is None else self.agent.add_offer(offer)
             if refused:
                 log.warning("the balancing market refused offer %s: %s", body.get("id"), refused)
-        elif suffix.startswith(ORDER_PREFIX):
-            order = parse_order(body)
-            if order is not None:
-                self.orders[order.tariff_id] = order
         elif suffix == "market/ack":
             self.ledger.on_ack(body)
         elif suffix == "market/delivery":
@@ -284,13 +284,10 @@ class MarketSim:
     async def _imbalance(self, index: int, imbalance: Imbalance, slot_start: float) -> None:
         slot_end = slot_start + self.slot_s
         now = time.time()
-        capacity = {
-            t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in self.orders.items()
-        }
-        self.say(
-            f"imbalance {imbalance.kwh:+.4f} kWh"
-            + (f" on {imbalance.tariff}" if imbalance.tariff else "")
-        )
+        terms = imbalance_terms(self.orders, imbalance)
+        orders = terms.orders
+        capacity = {t: order_capacity_kwh(self.cfg, o, now, slot_end) for t, o in orders.items()}
+        self.say(terms.summary)
 
         async def send(payload: dict[str, Any]) -> Mapping[str, Any] | None:
             self._send(
@@ -316,13 +313,14 @@ class MarketSim:
             return ack
 
         left = await cover_imbalance(
-            self.orders,
+            orders,
             imbalance.kwh,
             capacity,
             send,
             slot_start,
             tariff=imbalance.tariff,
-            payment_per_kwh=imbalance.payment_per_kwh,
+            payment_per_kwh=terms.payment_per_kwh,
+            regulating_price=terms.regulating_price,
         )
         if left:
             self.say(f"  uncovered: {left:+.4f} kWh (no standing order with room left)")

@@ -49,13 +49,17 @@ class Imbalance(_Strict):
     """A Power TAC imbalance the utility covers by exercising standing orders.
 
     kwh > 0 is a shortage (up-regulation wanted), kwh < 0 a surplus (down-regulation).
-    Without `tariff` every standing order may be exercised; without `payment_per_kwh` each
-    is paid its own price (pay-as-order).
+    Without `tariff` every standing order on the side of the imbalance may be exercised.
+    `regulating_price_per_kwh` is the price of the regulating market (Power TAC's pPlus for a
+    shortage, pMinus for a surplus; default from the server's default settings): orders
+    priced above it are never used. Each exercised kWh is paid `payment_per_kwh`, by default
+    the regulating price (see simulators.market.powertac.PAYMENT_RULE).
     """
 
     kwh: float = Field(allow_inf_nan=False)
     tariff: str | None = Field(default=None, min_length=1)
     payment_per_kwh: float | None = Field(default=None, allow_inf_nan=False)
+    regulating_price_per_kwh: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _nonzero(self) -> Self:

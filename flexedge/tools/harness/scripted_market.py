@@ -40,7 +40,7 @@ class MarketClient:
             "market/delivery",
             "market/measurement",
             "market/balancing-offer",
-            "market/balancing-order/+",
+            "market/balancing-order/+/+",
             "status",
         ):
             self.link.subscribe(f"{self.base}/{suffix}", qos=1)
@@ -56,6 +56,10 @@ class MarketClient:
         while True:
             message: Inbound = await self.link.inbound.get()
             self.link.ack(message)
+            if not message.payload:  # an empty retained message clears its topic
+                self.seen.append({"_topic": message.topic, "_cleared": True})
+                self._changed.set()
+                continue
             try:
                 body = json.loads(message.payload)
             except ValueError:
