@@ -3,7 +3,7 @@ union a site's `devices` list is made of, told apart by `kind`."""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -34,7 +34,8 @@ ProfilePoint = tuple[Annotated[float, Field(ge=0, lt=86400)], Annotated[float, F
 
 
 class FlexibleLoad(DeviceBase):
-    """A load whose consumption can be capped (continuous limit) or shed by a relay."""
+    """A load whose consumption can be capped (continuous limit), shed by a relay, or set
+    (a consumption setpoint, as EV chargers and heat pumps with a power input take)."""
 
     kind: Literal["flexible_load"]
     mqtt_consumption_positive: ClassVar[bool] = True  # smart plugs report what they draw
@@ -42,12 +43,38 @@ class FlexibleLoad(DeviceBase):
     # midnight. Also what the simulator draws before noise.
     baseline_profile: list[ProfilePoint] = Field(min_length=1)
     curtailable_share: Ratio
-    control: Literal["limit", "relay"] = "limit"
+    control: Literal["limit", "relay", "setpoint"] = "limit"
     # What delivery is measured against: the declared profile, or the average of what it
     # really drew over `baseline_window_s` before it was dispatched.
     baseline: Literal["profile", "measured"] = "profile"
     baseline_window_s: float = Field(default=300.0, ge=5, le=86400)
     max_kw: float = Field(gt=0)  # rated consumption; no limit above it is ever written
+    # control setpoint only: how much more than its baseline it can be told to draw (the
+    # D3A demand offer, downward regulation), and the extra energy its buffer (a thermal
+    # store, an energy need still to meet) takes before it is full. 0: it cannot draw more.
+    max_extra_kw: float = Field(default=0.0, ge=0)
+    extra_buffer_kwh: float = Field(default=0.0, ge=0)
+
+    @property
+    def map_name(self) -> str:
+        if self.register_map or self.control != "setpoint":
+            return super().map_name
+        return "flexible_load_setpoint"
+
+    @model_validator(mode="after")
+    def _extra_draw(self) -> Self:
+        if self.max_extra_kw > 0 and self.control != "setpoint":
+            raise ValueError(
+                f"max_extra_kw needs control 'setpoint': a {self.control} load can only be "
+                "told to draw less"
+            )
+        if self.max_extra_kw > 0 and self.extra_buffer_kwh <= 0:
+            raise ValueError(
+                "max_extra_kw needs extra_buffer_kwh > 0: no load can draw more forever"
+            )
+        if self.control == "setpoint" and self.transport == "mqtt":
+            raise ValueError("control 'setpoint' is for Modbus loads (map flexible_load_setpoint)")
+        return self
 
 
 class Generator(DeviceBase):

@@ -45,8 +45,11 @@ REQUIRED_POINTS: dict[str, dict[str, Literal["r", "rw"]]] = {
 }
 # ... and at least one of these writable points: how the controller acts on the device.
 CONTROL_POINTS: dict[str, tuple[str, ...]] = {
-    "flexible_load": ("power_limit", "relay"),
+    "flexible_load": ("power_limit", "relay", "power_setpoint"),
 }
+# A load's consumption setpoint comes with the switch that says whether it follows it (1) or
+# its own demand (0): a release is not a value of the setpoint itself.
+LOAD_SETPOINT_ENABLE = "setpoint_enable"
 
 # What a register reads when the device does not implement it (SunSpec's convention), by the
 # type the map gives the run: enum16/bitfield16 are u16, sunssf and pad are s16, bitfield32 is
@@ -260,6 +263,16 @@ def _check_layout(source: str, spec: RegisterMap) -> None:
             f"points.{controls[0]}",
             f"missing: a {spec.kind} map needs an rw point named {' or '.join(controls)}",
         )
+    setpoint = spec.points.get("power_setpoint")
+    if spec.kind == "flexible_load" and setpoint is not None and setpoint.access == "rw":
+        enable = spec.points.get(LOAD_SETPOINT_ENABLE)
+        if enable is None or enable.access != "rw":
+            raise ConfigError(
+                source,
+                f"points.{LOAD_SETPOINT_ENABLE}",
+                "missing: a flexible_load map with an rw power_setpoint needs an rw "
+                "setpoint_enable (1 follow the setpoint, 0 release) to release the load",
+            )
 
 
 def _check_overlaps(source: str, spec: RegisterMap) -> None:

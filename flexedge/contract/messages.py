@@ -122,7 +122,8 @@ class BalancingTradeMsg(Inbound):
     price_ct: StrictFloat = Field(description="ct, pay-as-offer: rate x |energy_kwh|")
     residual_offer_id: MessageId | None = Field(
         default=None,
-        description="the new id the market gave the untraded rest of the offer (gsy-e's residual)",
+        description="optional: the new id the market gave the rest of the offer it did not "
+        "take (gsy-e); later trades may name it, on what is left of the same offer",
     )
 
 

@@ -127,6 +127,7 @@ def to_request(
             slot_start=to_ts(message.slot_start),
             energy_kwh=message.energy_kwh,
             price_ct=message.price_ct,
+            residual_offer_id=message.residual_offer_id,
         )
     if isinstance(message, EconomicControlMsg):
         return EconomicControl(

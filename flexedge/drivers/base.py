@@ -46,7 +46,8 @@ class Device(Protocol):
 
         Batteries and generators: the active power setpoint (always a number).
         Flexible loads: a consumption cap of -p_kw (so p_kw <= 0); a relay load sheds its
-        curtailable part for any cap. None releases a load: no cap, relay on.
+        curtailable part for any cap; a load with a consumption setpoint draws -p_kw, less or
+        more than its demand. None releases a load: no cap, relay on, its own demand.
         """
 
     async def configure_lease(self, seconds: float) -> bool:

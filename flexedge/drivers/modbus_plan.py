@@ -57,18 +57,24 @@ def plan_reads(
     return tuple(blocks)
 
 
+# The control of a load with a consumption setpoint: power_setpoint with setpoint_enable.
+LOAD_SETPOINT = "load_setpoint"
+
+
 def control_point(register_map: LoadedMap) -> str:
-    """The point write_setpoint writes: power_setpoint for batteries and generators; for a
-    flexible load its writable power_limit, else its relay (the map validation guarantees
-    one of them, so a load is always commanded by a cap, never by a setpoint)."""
+    """How write_setpoint commands the device: power_setpoint for batteries and generators;
+    for a flexible load its writable power_limit (a cap), else its relay, else its consumption
+    setpoint (LOAD_SETPOINT); the map validation guarantees one of them."""
     spec = register_map.spec
     if spec.kind != "flexible_load":
         return "power_setpoint"
     for name in ("power_limit", "relay"):
         if name in spec.points and spec.points[name].access == "rw":
             return name
+    if "power_setpoint" in spec.points and spec.points["power_setpoint"].access == "rw":
+        return LOAD_SETPOINT  # its map validation guarantees setpoint_enable with it
     raise ConfigError(
         register_map.source,
         "points.power_limit",
-        "a flexible_load map needs an rw power_limit or relay point",
+        "a flexible_load map needs an rw power_limit, relay or power_setpoint point",
     )

@@ -28,10 +28,10 @@ from pymodbus.pdu import ModbusPDU
 from flexedge.config.registermap import LoadedMap, decode, encode
 from flexedge.config.schema import DeviceBase, FlexibleLoad
 from flexedge.drivers.base import Reading
+from flexedge.drivers.modbus_plan import LOAD_SETPOINT, control_point
 
 # ReadBlock and plan_reads: re-exported where the benchmarks and tests have imported them.
 from flexedge.drivers.modbus_plan import ReadBlock as ReadBlock
-from flexedge.drivers.modbus_plan import control_point
 from flexedge.drivers.modbus_plan import plan_reads as plan_reads
 from flexedge.errors import (
     ConfigError,
@@ -70,7 +70,12 @@ class ModbusDevice:
         self.register_map = register_map
         self.control = control_point(register_map)
         self.release_limit_kw = release_limit_kw
-        for written in (self.control, "setpoint_timeout"):
+        commanded = (
+            ["power_setpoint", "setpoint_enable"]
+            if self.control == LOAD_SETPOINT
+            else [self.control]
+        )
+        for written in (*commanded, "setpoint_timeout"):
             if register_map.has(written) and register_map.point(written).table != "holding":
                 raise ConfigError(
                     register_map.source,
@@ -106,14 +111,18 @@ class ModbusDevice:
             p_kw=values["power"],
             soc=values.get("soc"),
             available=True,
-            setpoint_kw=values.get("power_setpoint"),
+            # A load's consumption setpoint is no power setpoint to read back (a release
+            # leaves it as it was): loads are confirmed by the heartbeat.
+            setpoint_kw=None if self.control == LOAD_SETPOINT else values.get("power_setpoint"),
             heartbeat=None if heartbeat is None else round(heartbeat),
         )
 
     async def write_setpoint(self, p_kw: float | None) -> None:
         """Command the device (base.Device.write_setpoint): batteries and generators
         get power_setpoint = p_kw; a load gets a cap of -p_kw kW on power_limit (its rating
-        for None), or its relay opened for any cap (closed for None).
+        for None), or its relay opened for any cap (closed for None), or, with a consumption
+        setpoint, power_setpoint = p_kw (it draws -p_kw, less or more than its demand) and
+        setpoint_enable 1 (0 for None: its own demand).
 
         ValueError for None on a setpoint device, NaN, or a value beyond what the map's type
         and scale hold: the controller clips to ratings before this."""
@@ -135,6 +144,11 @@ class ModbusDevice:
                 raise ValueError(
                     f"{self._name}: no release_limit_kw (the load's max_kw) to write for a release"
                 )
+        elif self.control == LOAD_SETPOINT:
+            # The setpoint first, then the switch: the load never follows a stale setpoint.
+            if p_kw is not None:
+                await self.write_point("power_setpoint", min(0.0, p_kw))
+            await self.write_point("setpoint_enable", 0 if p_kw is None else 1)
         else:
             await self.write_point("relay", 1 if p_kw is None else 0)
 

@@ -34,7 +34,7 @@ from flexedge.simulators.devices.sim_device import (
 from tests.support.harness import FakeClock, run, write_site_file
 from tests.support.pty_pair import NullModem
 
-NAMES = ("bat", "load", "relay", "gen")
+NAMES = ("bat", "load", "relay", "gen", "ev")
 
 
 def device_specs() -> list[dict[str, Any]]:
@@ -78,6 +78,20 @@ def device_specs() -> list[dict[str, Any]]:
             "max_kw": 10,
             "ramp_kw_per_s": 0.5,
             "setpoint_timeout_s": 60,
+        },
+        # 3 kW flat with a consumption setpoint: down to 1.5 kW, or up to 2 kW more until its
+        # buffer has taken 0.01 kWh (18 s at 2 kW more).
+        {
+            "name": "ev",
+            "kind": "flexible_load",
+            "unit_id": 5,
+            "control": "setpoint",
+            "baseline_profile": [[0, 3.0]],
+            "curtailable_share": 0.5,
+            "max_kw": 11,
+            "max_extra_kw": 2.0,
+            "extra_buffer_kwh": 0.01,
+            "setpoint_timeout_s": 600,
         },
     ]
 
@@ -129,7 +143,14 @@ async def served(
 
 def test_site_with_every_kind_loads_and_is_served(site: Site) -> None:
     kinds = {d.name: type(d) for d in site.config.devices}
-    assert kinds == {"bat": Battery, "load": FlexibleLoad, "relay": FlexibleLoad, "gen": Generator}
+    assert kinds == {
+        "bat": Battery,
+        "load": FlexibleLoad,
+        "relay": FlexibleLoad,
+        "gen": Generator,
+        "ev": FlexibleLoad,
+    }
+    assert site.maps["ev"].has("power_setpoint") and site.maps["ev"].has("setpoint_enable")
     assert site.maps["load"].has("power_limit") and site.maps["relay"].has("relay")
 
     async def body() -> None:
@@ -139,6 +160,7 @@ def test_site_with_every_kind_loads_and_is_served(site: Site) -> None:
                 "load": LoadModel,
                 "relay": LoadModel,
                 "gen": GeneratorModel,
+                "ev": LoadModel,
             }
             with pytest.raises(TypeError, match="gen is simulated by a GeneratorModel"):
                 sim.model("gen", LoadModel)
@@ -206,6 +228,36 @@ def test_continuous_load_cap_firm_part_and_release(site: Site) -> None:
     run(body())
 
 
+def test_setpoint_load_draws_less_or_more_until_its_buffer_is_full(site: Site) -> None:
+    clock = FakeClock()
+
+    async def body() -> None:
+        async with served(site, clock) as (sim, drivers):
+            ev, model = drivers["ev"], sim.model("ev", LoadModel)
+            assert (await ev.read()).p_kw == pytest.approx(-3.0)
+            await ev.write_setpoint(-2.0)  # draw 1 kW less
+            points = await ev.read_points()
+            assert (points["power"], points["power_setpoint"], points["setpoint_enable"]) == (
+                -2.0,
+                -2.0,
+                1.0,
+            )
+            await ev.write_setpoint(-4.5)  # draw 1.5 kW more
+            assert (await ev.read()).p_kw == pytest.approx(-4.5)
+            assert (await ev.read()).setpoint_kw is None  # confirmed by heartbeat, as loads
+            await ev.write_setpoint(-9.0)  # beyond what it can draw more: 2 kW more at most
+            assert (await ev.read()).p_kw == pytest.approx(-5.0)
+            clock.now += 20.0  # 2 kW more fills its 0.01 kWh buffer in 18 s
+            assert (await ev.read()).p_kw == pytest.approx(-3.0)  # full: its demand only
+            assert model.stored_extra_kwh == pytest.approx(0.01)
+            await ev.write_setpoint(None)  # release: its own demand, giving the store back
+            points = await ev.read_points()
+            assert points["setpoint_enable"] == 0.0
+            assert -3.0 < points["power"] <= -1.5
+
+    run(body())
+
+
 def test_relay_load_sheds_and_switches_back_on(site: Site) -> None:
     async def body() -> None:
         async with served(site, FakeClock()) as (sim, drivers):
@@ -265,7 +317,7 @@ def test_lease_brings_every_kind_back_to_its_safe_state(site: Site) -> None:
             for device in drivers.values():
                 assert await device.configure_lease(5) is True
             assert {m.timeout_s for m in sim.models.values()} == {5.0}
-            commands = {"bat": 3.0, "load": -1.0, "relay": -1.0, "gen": 4.0}
+            commands = {"bat": 3.0, "load": -1.0, "relay": -1.0, "gen": 4.0, "ev": -2.0}
             for name, p_kw in commands.items():
                 await drivers[name].write_setpoint(p_kw)
             clock.now += 4.8  # within the lease every command holds
@@ -275,12 +327,15 @@ def test_lease_brings_every_kind_back_to_its_safe_state(site: Site) -> None:
                 "load": pytest.approx(-2.0),
                 "relay": pytest.approx(-1.2),
                 "gen": pytest.approx(2.4),
+                "ev": pytest.approx(-2.0),
             }
             clock.now += 0.3  # lease over: battery 0, loads released, generator heads to 0
             readings = {n: await d.read() for n, d in drivers.items()}
             assert (readings["bat"].p_kw, readings["bat"].setpoint_kw) == (0.0, 0.0)
             assert readings["load"].p_kw == pytest.approx(-4.0)
             assert readings["relay"].p_kw == pytest.approx(-3.0)
+            assert readings["ev"].p_kw == pytest.approx(-3.0)
+            assert (await drivers["ev"].read_points())["setpoint_enable"] == 0.0
             assert readings["gen"].setpoint_kw == 0.0
             assert (await drivers["load"].read_points())["power_limit"] == 6.0
             assert (await drivers["relay"].read_points())["relay"] == 1.0

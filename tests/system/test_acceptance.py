@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from flexedge.contract.wire import iso
+from flexedge.controller.core.trade_admission import SPOT_ONLY
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.tools.harness.broker import PrivateBroker
 from tests.support.acceptance_site import (
@@ -577,9 +578,10 @@ def closed_site(
 def test_disabled_market_offers_nothing_and_rejects_trades(closed_site: RunningSite) -> None:
     """Send: a balancing trade on the battery (on the offer id the battery would have had)
     and a spot trade in which the heat pump buys 1 kWh, then listen over a slot start.
-    Expect: both rejected with "balancing market is disabled ..."; no offer at any slot
-    start (not on the wire, not in the log, not even after the spot trade); no commitment,
-    no dispatch."""
+    Expect: the trade rejected with "balancing market is disabled ..."; the spot trade
+    still recorded (accepted, saying no balancing offer follows: only balancing is off); no
+    offer at any slot start (not on the wire, not in the log, not even after the spot
+    trade); no commitment, no dispatch."""
     site = closed_site
     reason = "balancing market is disabled for this site (enable_balancing_market is false)"
 
@@ -620,17 +622,17 @@ def test_disabled_market_offers_nothing_and_rejects_trades(closed_site: RunningS
             await market.stop()
 
     seen = run(scenario())
-    for (ref, ack), ref_type, topic in (
-        (seen["trade"], "balancing_trade", "balancing-trade"),
-        (seen["spot"], "spot_trade", "spot-trade"),
+    for (ref, ack), ref_type, topic, status, why in (
+        (seen["trade"], "balancing_trade", "balancing-trade", "rejected", reason),
+        (seen["spot"], "spot_trade", "spot-trade", "accepted", SPOT_ONLY),
     ):
-        check_ack(ack, ref=ref, ref_type=ref_type, status="rejected", accepted=None)
-        assert ack["reason"] == reason
+        check_ack(ack, ref=ref, ref_type=ref_type, status=status, accepted=None)
+        assert ack["reason"] == why
         assert inbound_row(site, ref) == (
             ref_type,
             f"{site.prefix}/{site.site}/market/{topic}",
-            "rejected",
-            reason,
+            status,
+            why,
             None,
         )
     assert seen["offers"] == []
@@ -641,4 +643,4 @@ def test_disabled_market_offers_nothing_and_rejects_trades(closed_site: RunningS
     assert site.query("SELECT COUNT(*) FROM commitments") == [(0,)]
     assert site.query("SELECT COUNT(*) FROM reports") == [(0,)]
     assert site.query("SELECT COUNT(*) FROM setpoints WHERE cause != 'tick'") == [(0,)]
-    assert site.query("SELECT COUNT(*) FROM inbound WHERE status != 'rejected'") == [(0,)]
+    assert site.query("SELECT type FROM inbound WHERE status != 'rejected'") == [("spot_trade",)]

@@ -240,3 +240,72 @@ def test_reused_id_is_a_duplicate_and_changes_nothing(site: RunningSite) -> None
     assert again["commitment_id"] == ack["commitment_id"]
     assert first["id"] in again["reason"] and "already accepted" in again["reason"]
     assert counts(site) == before
+
+
+def test_residual_offer_ids_name_the_rest_of_an_offer_and_bad_ones_change_nothing(
+    site: RunningSite,
+) -> None:
+    """A partial trade announces a residual id (gsy-e); trades on it take what is left of the
+    same offer. Each bad use is rejected with a reason naming the id, logged, and changes
+    nothing."""
+    supply, demand = live_offer(site), live_offer(site, -1)
+    part = round(supply["energy_kwh"] / 4, 4)
+    residual = f"rest-{time.time_ns()}"
+
+    def send(body: dict[str, Any]) -> dict[str, Any]:
+        return exchange(site, TRADE, json.dumps(body).encode(), body["id"])
+
+    first = trade(supply, energy_kwh=part, residual_offer_id=residual)
+    ack = send(first)
+    assert {k: ack[k] for k in ("ref", "ref_type", "status", "reason", "commitment_id")} == {
+        "ref": first["id"],
+        "ref_type": "balancing_trade",
+        "status": "accepted",
+        "reason": "",
+        "commitment_id": f"cm-{first['id']}",
+    }
+    assert ack["accepted_kwh"] == pytest.approx(part)
+    on_rest = {**supply, "id": residual}
+    left = supply["energy_kwh"] - part
+    bad = [
+        (
+            trade({**supply, "id": "rest-never"}, energy_kwh=part),
+            "unknown offer 'rest-never'",
+        ),
+        (
+            trade(on_rest, energy_kwh=round(left + 0.001, 4)),
+            f"exceeds what is left of offer {residual!r} (the rest of offer {supply['id']!r})",
+        ),
+        (
+            trade(on_rest, energy_kwh=part, residual_offer_id=demand["id"]),
+            f"residual_offer_id {demand['id']!r} is the id of an existing offer",
+        ),
+        (
+            trade(on_rest, energy_kwh=part, residual_offer_id=residual),
+            f"residual_offer_id {residual!r} was already announced for offer {supply['id']!r}",
+        ),
+    ]
+    for body, reason in bad:
+        before = counts(site)
+        ack = send(body)
+        assert (ack["ref"], ack["status"], ack["commitment_id"]) == (body["id"], "rejected", None)
+        assert reason in ack["reason"], ack["reason"]
+        assert "accepted_kwh" not in ack
+        assert counts(site) == before
+        logged = site.query("SELECT status, reason FROM inbound WHERE msg_id = ?", body["id"])
+        assert logged == [("rejected", ack["reason"])]
+    rest = trade(on_rest, energy_kwh=part)
+    ack = send(rest)
+    assert (ack["status"], ack["reason"], ack["commitment_id"]) == (
+        "accepted",
+        "",
+        f"cm-{rest['id']}",
+    )
+    rows = site.query(
+        "SELECT ref, offer_id, residual_offer_id FROM commitments WHERE ref IN (?, ?)",
+        first["id"],
+        rest["id"],
+    )
+    assert sorted(rows) == sorted(
+        [(first["id"], supply["id"], residual), (rest["id"], supply["id"], None)]
+    )

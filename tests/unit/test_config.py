@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from flexedge.config.loader import EXAMPLE_SITE, load_site
 from flexedge.config.registermap import BUNDLED_MAPS_DIR
-from flexedge.config.schema import BalancingConstants, Battery, SiteConfig
+from flexedge.config.schema import BalancingConstants, Battery, FlexibleLoad, SiteConfig
 from flexedge.errors import ConfigError
 from tests.support.harness import write_site_file
 
@@ -318,6 +319,38 @@ def test_schema_rejects_directly_built_bad_config() -> None:
     assert SiteConfig.model_validate(raw).tariffs[0].exercise_ratio == 2.0
     raw["tariffs"][0]["exercise_ratio"] = -1.0
     assert SiteConfig.model_validate(raw).tariffs[0].exercise_ratio == -1.0
+
+
+def _load(**changes: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "name": "ev",
+        "kind": "flexible_load",
+        "baseline_profile": [[0, 3.0]],
+        "curtailable_share": 0.5,
+        "max_kw": 11,
+    }
+    values.update(changes)
+    return values
+
+
+def test_a_load_that_can_draw_more_takes_a_setpoint_and_a_buffer() -> None:
+    ev = FlexibleLoad.model_validate(
+        _load(control="setpoint", max_extra_kw=4.0, extra_buffer_kwh=0.5)
+    )
+    assert (ev.max_extra_kw, ev.extra_buffer_kwh, ev.map_name) == (
+        4.0,
+        0.5,
+        "flexible_load_setpoint",
+    )
+    # Defaults keep today's loads: nothing more to draw, the limit map.
+    plain = FlexibleLoad.model_validate(_load())
+    assert (plain.max_extra_kw, plain.map_name) == (0.0, "flexible_load_generic")
+    for changes, needle in (
+        ({"max_extra_kw": 4.0, "extra_buffer_kwh": 0.5}, "max_extra_kw needs control 'setpoint'"),
+        ({"control": "setpoint", "max_extra_kw": 4.0}, "needs extra_buffer_kwh > 0"),
+    ):
+        with pytest.raises(ValidationError, match=needle):
+            FlexibleLoad.model_validate(_load(**changes))
 
 
 def test_a_tariff_may_hold_an_up_and_a_down_order_and_old_files_still_load() -> None:

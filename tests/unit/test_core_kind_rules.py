@@ -13,6 +13,7 @@ from flexedge.controller.core.kinds import (
     LoadLimits,
     generator_headroom,
     load_command,
+    load_feasible,
     load_headroom,
 )
 from flexedge.controller.core.model import Offer
@@ -31,17 +32,40 @@ def test_load_at_its_baseline_is_released_and_below_it_is_capped() -> None:
     assert load_command(-3.0, -4.0) == -3.0
 
 
+def test_a_load_told_to_draw_more_than_its_baseline_is_commanded_not_released() -> None:
+    assert load_command(-5.0, -4.0) == -5.0
+    assert load_command(-4.0 - RELEASE_BAND_KW / 2, -4.0) is None
+
+
 @given(setpoint=st.floats(-50, 0), baseline=st.floats(-50, 0))
-def test_a_load_command_is_a_release_or_the_planned_cap(setpoint: float, baseline: float) -> None:
+def test_a_load_command_is_a_release_or_the_planned_power(setpoint: float, baseline: float) -> None:
     command = load_command(setpoint, baseline)
     if command is None:
-        assert setpoint <= baseline + RELEASE_BAND_KW
+        assert abs(setpoint - baseline) <= RELEASE_BAND_KW
     else:
-        assert command == setpoint and command > baseline + RELEASE_BAND_KW
+        assert command == setpoint and abs(command - baseline) > RELEASE_BAND_KW
 
 
 def test_load_headroom_is_its_curtailable_share_and_nothing_more_to_draw() -> None:
-    assert load_headroom(LoadLimits("l1", 0.25, relay=False), 8.0) == Headroom(2.0, 0.0)
+    assert load_headroom(LoadLimits("l1", 0.25, relay=False), 8.0) == Headroom(
+        2.0, 0.0, down_kwh=0.0
+    )
+
+
+def test_a_load_that_can_draw_more_has_down_headroom_bounded_by_its_buffer() -> None:
+    limits = LoadLimits("l1", 0.25, relay=False, max_extra_kw=3.0, extra_buffer_kwh=0.4)
+    assert load_headroom(limits, 8.0) == Headroom(2.0, 3.0, down_kwh=0.4)
+    feasible = load_feasible(limits, 8.0)
+    assert (feasible.p_min, feasible.p_max, feasible.baseline_kw) == (-11.0, -6.0, -8.0)
+    # Offers: half of the 8 kW x 0.25 h it needs is 1 kWh; 3 kW more for 0.25 h would be
+    # 0.75 kWh, and its buffer takes 0.4: the demand offer is the buffer.
+    offers = offers_of_load(8.0, load_headroom(limits, 8.0))
+    assert [(o.energy_kwh, o.rate_ct_per_kwh) for o in offers] == [(-0.4, 30.0)]
+
+
+def test_a_load_that_cannot_draw_more_keeps_todays_range() -> None:
+    feasible = load_feasible(LoadLimits("l1", 0.25, relay=False), 8.0)
+    assert (feasible.p_min, feasible.p_max) == (-8.0, -6.0)
 
 
 def test_generator_headroom_is_up_to_max_and_down_to_a_stop() -> None:

@@ -18,7 +18,7 @@ from flexedge.controller.core.dispatch import commitment_power
 from flexedge.controller.core.model import AckStatus
 from flexedge.controller.core.offers import OfferRules, clipped_offers, load_supply_after_spot_trade
 from flexedge.controller.core.orders import balancing_room_kwh, economic_curtailment_kwh
-from flexedge.controller.core.trade_admission import SpotTrade, admit_spot_trade
+from flexedge.controller.core.trade_admission import SPOT_ONLY, SpotTrade, admit_spot_trade
 from tests.support.core_fixtures import T0, battery
 
 RULES = OfferRules(
@@ -73,6 +73,28 @@ def test_load_that_cannot_draw_more_makes_no_demand_offer() -> None:
     assert offers == []
 
 
+@pytest.mark.parametrize(
+    ("demand_rate", "supply_rate", "sides"),
+    [(0.0, 40.0, [0.5]), (30.0, 0.0, [-0.5]), (0.0, 0.0, []), (30.0, 40.0, [-0.5, 0.5])],
+)
+def test_a_side_with_a_balancing_rate_of_0_makes_no_offer(
+    demand_rate: float, supply_rate: float, sides: list[float]
+) -> None:
+    offers = clipped_offers(
+        site="s",
+        asset="b1",
+        headroom=Headroom(8.0, 8.0),
+        wanted_demand_kwh=0.5,
+        wanted_supply_kwh=0.5,
+        rules=OfferRules(0.1, 0.1, demand_rate, supply_rate),
+        slot_start=T0,
+        slot_end=T0 + 900,
+        now=T0,
+    )
+    assert [o.energy_kwh for o in offers] == sides
+    assert all(o.price_ct > 0 for o in offers)
+
+
 def test_generator_offers_its_energy_per_slot_above_its_schedule() -> None:
     offers = clipped_offers(
         site="s",
@@ -99,7 +121,6 @@ def spot(**changes: object) -> SpotTrade:
 @pytest.mark.parametrize(
     ("trade", "enabled", "now", "needle"),
     [
-        (spot(), False, T0, "balancing market is disabled"),
         (spot(asset="ghost"), True, T0, "'ghost' is not in the asset registry"),
         (spot(), True, T0 + 900, "already over"),
     ],
@@ -111,6 +132,29 @@ def test_bad_spot_trades_are_rejected(
         trade, market_enabled=enabled, registry={"l1": (0.0, 0.0)}, slot_seconds=900, now=now
     )
     assert result.status is AckStatus.REJECTED and needle in result.reason
+
+
+def test_with_the_balancing_market_disabled_a_spot_trade_is_still_recorded() -> None:
+    recorded = admit_spot_trade(
+        spot(), market_enabled=False, registry={}, slot_seconds=900, now=T0, devices={"l1"}
+    )
+    assert (recorded.status, recorded.reason, recorded.commitment) == (
+        AckStatus.ACCEPTED,
+        SPOT_ONLY,
+        None,
+    )
+    assert "balancing market is disabled" in SPOT_ONLY
+    ghost = admit_spot_trade(
+        spot(asset="ghost"), market_enabled=False, registry={}, slot_seconds=900, now=T0
+    )
+    assert (ghost.status, ghost.reason) == (
+        AckStatus.REJECTED,
+        "asset 'ghost' is not a device of this site",
+    )
+    late = admit_spot_trade(
+        spot(), market_enabled=False, registry={}, slot_seconds=900, now=T0 + 900, devices={"l1"}
+    )
+    assert late.status is AckStatus.REJECTED and "already over" in late.reason
 
 
 def test_spot_trade_is_recorded_not_committed() -> None:

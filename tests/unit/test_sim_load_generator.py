@@ -76,6 +76,70 @@ def test_load_never_draws_below_its_firm_part_nor_injects(
         assert drawn >= model.demand_kw(i * 7.5) * (1 - share) - 1e-9
 
 
+def setpoint_load(**changes: object) -> LoadModel:
+    values: dict[str, object] = dict(
+        control="setpoint",
+        max_extra_kw=2.0,
+        extra_buffer_kwh=0.01,
+        rebound_share=0.0,
+        setpoint_timeout_s=1000,
+    )
+    values.update(changes)
+    return load(**values)
+
+
+def test_a_setpoint_load_draws_what_it_is_told_less_or_more_within_its_range() -> None:
+    model = setpoint_load()
+    model.command_limit(3.0, now=0)
+    assert model.p_kw == pytest.approx(-3.0)  # curtailed by 1 kW
+    model.command_limit(1.0, now=1)
+    assert model.p_kw == pytest.approx(-2.0)  # never below its firm half
+    model.command_limit(5.0, now=2)
+    assert model.p_kw == pytest.approx(-5.0)  # 1 kW more than its demand
+    model.command_limit(9.0, now=3)
+    assert model.p_kw == pytest.approx(-6.0)  # at most 2 kW more
+
+
+def test_a_setpoint_load_cannot_draw_more_once_its_buffer_is_full_and_gives_it_back() -> None:
+    model = setpoint_load()
+    model.command_limit(6.0, now=0)  # 2 kW more: 0.01 kWh fill the buffer in 18 s
+    model.advance(17)
+    assert model.p_kw == pytest.approx(-6.0)
+    model.advance(19)
+    assert model.stored_extra_kwh == pytest.approx(0.01)
+    assert model.p_kw == pytest.approx(-4.0)  # full: only its demand, however long
+    model.advance(600)
+    assert model.p_kw == pytest.approx(-4.0)
+    assert model.consumed_kwh == pytest.approx(4.0 * 600 / 3600 + 0.01, abs=2e-4)
+    model.command_limit(None, now=600)
+    assert -4.0 < model.p_kw <= -2.0  # released: it draws less while it gives the store back
+    model.advance(600 + 2000)
+    assert model.stored_extra_kwh < 1e-4
+    assert model.p_kw == pytest.approx(-4.0)
+
+
+@settings(max_examples=200)
+@given(
+    commands=st.lists(st.one_of(st.none(), st.floats(0, 12)), min_size=1, max_size=20),
+    gap_s=st.floats(1, 60),
+)
+def test_a_setpoint_load_never_takes_more_extra_energy_than_its_buffer(
+    commands: list[float | None], gap_s: float
+) -> None:
+    model = setpoint_load(rebound_share=0.5)
+    for i, command in enumerate(commands):
+        model.command_limit(command, now=i * gap_s)
+        assert 2.0 - 1e-9 <= -model.p_kw <= 6.0 + 1e-9
+        assert model.stored_extra_kwh <= 0.01 + 1e-12
+    model.advance(len(commands) * gap_s)
+    assert model.stored_extra_kwh <= 0.01 + 1e-12
+
+
+def test_only_a_setpoint_load_can_draw_more() -> None:
+    with pytest.raises(ValueError, match="consumption setpoint"):
+        load(max_extra_kw=1.0)
+
+
 def test_generator_ramps_to_its_setpoint_and_stops_below_minimum() -> None:
     gen = GeneratorModel(min_kw=2.0, max_kw=10.0, ramp_kw_per_s=1.0, setpoint_timeout_s=100)
     gen.command(6.0, now=0)

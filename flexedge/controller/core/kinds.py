@@ -72,28 +72,39 @@ class LoadLimits:
     asset: str
     curtailable_share: float
     relay: bool
+    # A load with a consumption setpoint may also be told to draw up to this much more than
+    # its demand, until its buffer has taken `extra_buffer_kwh` (0: it cannot draw more).
+    max_extra_kw: float = 0.0
+    extra_buffer_kwh: float = 0.0
 
 
 def load_feasible(limits: LoadLimits, demand_kw: float) -> Feasible:
     """A load drawing `demand_kw` (>= 0) may be held anywhere between its firm part and its
-    full demand; a relay load only at one of the two."""
+    full demand, plus what it can draw more; a relay load only at one of the two."""
     demand = max(0.0, demand_kw)
     firm = demand * (1.0 - limits.curtailable_share)
-    steps = (-demand, -firm) if limits.relay else ()
-    return Feasible(p_min=-demand, p_max=-firm, baseline_kw=-demand, steps=steps)
+    if limits.relay:
+        return Feasible(p_min=-demand, p_max=-firm, baseline_kw=-demand, steps=(-demand, -firm))
+    return Feasible(p_min=-demand - limits.max_extra_kw, p_max=-firm, baseline_kw=-demand)
 
 
 def load_command(setpoint_kw: float, baseline_kw: float) -> float | None:
-    """The command for a load planned at `setpoint_kw` (site sign, <= 0): a cap, or None
-    (release) when the plan is within RELEASE_BAND_KW of what it draws uncurtailed."""
-    if setpoint_kw <= baseline_kw + RELEASE_BAND_KW:
+    """The command for a load planned at `setpoint_kw` (site sign, <= 0): a cap (or, for a
+    load that can draw more, a setpoint above its demand), or None (release) when the plan is
+    within RELEASE_BAND_KW of what it draws uncurtailed."""
+    if abs(setpoint_kw - baseline_kw) <= RELEASE_BAND_KW:
         return None
     return setpoint_kw
 
 
 def load_headroom(limits: LoadLimits, demand_kw: float) -> Headroom:
-    """A load drawing `demand_kw` can shed its curtailable share of it; it cannot draw more."""
-    return Headroom(limits.curtailable_share * demand_kw, 0.0)
+    """A load drawing `demand_kw` can shed its curtailable share of it, and draw up to
+    `max_extra_kw` more until its buffer is full (energy-bounded like a battery's charge)."""
+    return Headroom(
+        limits.curtailable_share * demand_kw,
+        limits.max_extra_kw,
+        down_kwh=limits.extra_buffer_kwh,
+    )
 
 
 @dataclass(frozen=True, slots=True)

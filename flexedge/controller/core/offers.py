@@ -52,12 +52,14 @@ def clipped_offers(
     committed: Committed = NOTHING_COMMITTED,
     tag: str = "",
 ) -> list[Offer]:
-    """Offers for what the rules want, cut to what the asset can do in the rest of the slot."""
+    """Offers for what the rules want, cut to what the asset can do in the rest of the slot.
+    A side whose balancing rate is 0 makes no offer: its price would be 0, and gsy-e's
+    strategies post no offer of price 0."""
     start = max(now, slot_start)
     demand = min(wanted_demand_kwh, capability(headroom, -1, start, slot_end, committed))
     supply = min(wanted_supply_kwh, capability(headroom, +1, start, slot_end, committed))
     offers: list[Offer] = []
-    if demand >= MIN_OFFER_KWH:
+    if demand >= MIN_OFFER_KWH and rules.demand_rate_ct_per_kwh > 0:
         offers.append(
             Offer(
                 id=offer_id(site, asset, slot_start, "demand", tag),
@@ -68,7 +70,7 @@ def clipped_offers(
                 rate_ct_per_kwh=rules.demand_rate_ct_per_kwh,
             )
         )
-    if supply >= MIN_OFFER_KWH:
+    if supply >= MIN_OFFER_KWH and rules.supply_rate_ct_per_kwh > 0:
         offers.append(
             Offer(
                 id=offer_id(site, asset, slot_start, "supply", tag),

@@ -139,7 +139,13 @@ def asset_for(device: DeviceConfig) -> Asset:
         return BatteryAsset(battery_limits(device))
     if isinstance(device, FlexibleLoad):
         return LoadAsset(
-            LoadLimits(device.name, device.curtailable_share, device.control == "relay"),
+            LoadLimits(
+                device.name,
+                device.curtailable_share,
+                device.control == "relay",
+                device.max_extra_kw,
+                device.extra_buffer_kwh,
+            ),
             tuple((float(t), float(kw)) for t, kw in device.baseline_profile),
             MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured" else None,
         )

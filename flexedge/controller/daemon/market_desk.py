@@ -34,6 +34,7 @@ from flexedge.controller.core.offers import (
     load_offers,
     load_supply_after_spot_trade,
 )
+from flexedge.controller.core.residuals import live_residuals, record_trade, root_offer
 from flexedge.controller.core.trade_admission import (
     SpotTrade,
     TradeRequest,
@@ -68,7 +69,10 @@ class MarketDesk:
         self.clock = clock
         self._schedule_tick_at = schedule_tick_at
         self.offers: dict[str, Offer] = {}
+        # What the market took of each offer, by the id the site published it under, and the
+        # residual ids partial trades announced for the rest (residual id -> that offer id).
         self.traded_kwh: dict[str, float] = {}
+        self.residuals: dict[str, str] = {}
         # The asset registry as the core takes it; the site file does not change while we run.
         self.registry = self.config.registry_rates()
         # The Power TAC side: the tariffs' standing orders, configured and in force.
@@ -82,6 +86,7 @@ class MarketDesk:
             self._schedule_tick_at(commitment.window_end)
         self.offers = {o.id: o for o in self.store.offers_since(now)}
         self.traded_kwh = self.store.traded_kwh_by_offer()
+        self.residuals = live_residuals(self.store.residual_offer_ids(), self.offers)
 
     # -- inbound ----------------------------------------------------------------------------
     async def handle(self, message: Inbound, topic_suffix: str) -> None:
@@ -89,6 +94,7 @@ class MarketDesk:
         now = self.clock()
         msg_id = peek_id(message.payload)
         offer_id: str | None = None
+        residual_id: str | None = None
         duplicate_of: str | None = None
         try:
             request = parse_inbound(topic_type, message.payload)
@@ -110,9 +116,12 @@ class MarketDesk:
                     registry=self.registry,
                     slot_seconds=self.config.slot_seconds,
                     now=now,
+                    devices=self.control.assets,
                 )
             elif isinstance(request, TradeRequest):
-                offer_id = request.offer_id
+                root = root_offer(request.offer_id, self.offers, self.residuals)
+                offer_id = root.id if root is not None else request.offer_id
+                residual_id = request.residual_offer_id
                 admission = admit_trade(
                     request,
                     market_enabled=self.config.balancing.enable_balancing_market,
@@ -124,6 +133,7 @@ class MarketDesk:
                     slot_seconds=self.config.slot_seconds,
                     now=now,
                     cover_with_other_assets=self.config.balancing.cover_with_other_assets,
+                    residuals=self.residuals,
                 )
             elif isinstance(request, EconomicControl):
                 admission = admit_economic_control(
@@ -157,7 +167,7 @@ class MarketDesk:
                 commitment_id=commitment_id,
             )
             if commitment is not None:
-                self.store.save_commitment(commitment, offer_id, now)
+                self.store.save_commitment(commitment, offer_id, now, residual_id)
             self.outbox.put(
                 "market/ack",
                 ack(
@@ -173,8 +183,8 @@ class MarketDesk:
             log.info("rejected %s %s: %s", topic_type, msg_id, admission.reason)
         if commitment is not None:
             if offer_id is not None:
-                self.traded_kwh[offer_id] = self.traded_kwh.get(offer_id, 0.0) + abs(
-                    commitment.requested_kwh
+                self.traded_kwh, self.residuals = record_trade(
+                    offer_id, commitment.requested_kwh, residual_id, self.traded_kwh, self.residuals
                 )
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
@@ -188,6 +198,7 @@ class MarketDesk:
         state = self.control.asset_states(now).get(trade.asset)
         if (
             trade.side != "buy"
+            or not self.config.balancing.enable_balancing_market
             or state is None
             or state.kind != "flexible_load"
             or not self.config.balancing.balancing_flexible_loads_support
@@ -300,5 +311,6 @@ class MarketDesk:
                 self.outbox.put("market/balancing-offer", balancing_offer(offer))
         self.offers = {i: o for i, o in self.offers.items() if o.slot_end > now}
         self.offers.update((o.id, o) for o in fresh)
+        self.residuals = live_residuals(self.residuals, self.offers)
         self.outbox.flush()
         return fresh

@@ -158,7 +158,13 @@ class Store:
         ).fetchall()
         return [Offer(*row) for row in rows]
 
-    def save_commitment(self, c: Commitment, offer_id: str | None, created_ts: float) -> None:
+    def save_commitment(
+        self,
+        c: Commitment,
+        offer_id: str | None,
+        created_ts: float,
+        residual_offer_id: str | None = None,
+    ) -> None:
         self._insert(
             "commitments",
             [
@@ -179,6 +185,7 @@ class Store:
                     "covered_s_by_asset": "{}",
                     "state": "open",
                     "backups": json.dumps(c.backups),
+                    "residual_offer_id": residual_offer_id,
                 }
             ],
         )
@@ -221,6 +228,14 @@ class Store:
         rows = self._conn.execute(
             "SELECT offer_id, SUM(ABS(requested_kwh)) FROM commitments "
             "WHERE offer_id IS NOT NULL GROUP BY offer_id"
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def residual_offer_ids(self) -> dict[str, str]:
+        """Every residual id an accepted trade announced -> the offer it is the rest of."""
+        rows = self._conn.execute(
+            "SELECT residual_offer_id, offer_id FROM commitments "
+            "WHERE residual_offer_id IS NOT NULL AND offer_id IS NOT NULL"
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 

@@ -55,6 +55,8 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
             "covered_s_by_asset": str,
             "state": str,
             "backups": str,
+            # The residual id the trade announced for the rest of offer_id (gsy-e).
+            "residual_offer_id": str,
         },
         "id",
     ),

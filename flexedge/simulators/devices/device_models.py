@@ -7,7 +7,8 @@ write does to the physics, depends on the kind; a small adapter per kind says it
     battery:  power, soc, max_charge_power, max_discharge_power, power_setpoint,
               setpoint_timeout                                   (battery)
     load:     power, power_limit (kW; "no limit" shows as the rating max_kw),
-              relay (1 on, 0 shed), setpoint_timeout            (load)
+              relay (1 on, 0 shed), power_setpoint (kW, site sign) with
+              setpoint_enable (1 follow it, 0 own demand), setpoint_timeout  (load)
     generator: power, running (1/0), power_setpoint, setpoint_timeout
                                                                  (generator)
 
@@ -98,6 +99,9 @@ class LoadAdapter(ModelAdapter[LoadModel]):
         if not max_kw > 0:
             raise ValueError(f"max_kw must be > 0, got {max_kw}")
         self.max_kw = max_kw
+        # A consumption setpoint (site sign, <= 0) and whether the load follows it.
+        self._setpoint_kw = 0.0
+        self._enabled = False
 
     def readers(self) -> dict[str, Reader]:
         m = self.model
@@ -105,6 +109,8 @@ class LoadAdapter(ModelAdapter[LoadModel]):
             "power": lambda: m.p_kw,
             "power_limit": lambda: self.max_kw if m.limit_kw is None else m.limit_kw,
             "relay": lambda: 1.0 if m.limit_kw is None else 0.0,
+            "power_setpoint": lambda: self._setpoint_kw,
+            "setpoint_enable": lambda: 1.0 if m.limit_kw is not None else 0.0,
             "setpoint_timeout": lambda: m.timeout_s,
         }
 
@@ -113,15 +119,19 @@ class LoadAdapter(ModelAdapter[LoadModel]):
         return {
             "power": [0.0, -self.max_kw],
             "power_limit": [0.0, self.max_kw],
+            "power_setpoint": [0.0, -self.max_kw],
             "relay": [0.0, 1.0],
+            "setpoint_enable": [0.0, 1.0],
             "setpoint_timeout": [self.model.timeout_s],
         }.get(name, [])
 
     def accepts(self, name: str, value: float) -> bool:
-        if name == "relay":
+        if name in ("relay", "setpoint_enable"):
             return value in (0.0, 1.0)
         if name == "power_limit" and value < 0:
             return False
+        if name == "power_setpoint" and value > 0:
+            return False  # a load cannot be told to inject
         return super().accepts(name, value)
 
     def apply(self, name: str, value: float, now: float) -> None:
@@ -131,6 +141,12 @@ class LoadAdapter(ModelAdapter[LoadModel]):
             self.model.command_limit(None if value >= self.max_kw else value, now)
         elif name == "relay":
             self.model.command_limit(None if value == 1.0 else 0.0, now)
+        elif name in ("power_setpoint", "setpoint_enable"):
+            if name == "power_setpoint":
+                self._setpoint_kw = value
+            else:
+                self._enabled = value == 1.0
+            self.model.command_limit(-self._setpoint_kw if self._enabled else None, now)
         elif name == "setpoint_timeout":
             self.model.advance(now)  # the old lease governs the time up to the change
             self.model.timeout_s = value
@@ -205,6 +221,8 @@ def adapter_for(device: DeviceBase, now: float) -> AnyAdapter:
             setpoint_timeout_s=timeout,
             seed=sim.seed,
             now=now,
+            max_extra_kw=device.max_extra_kw,
+            extra_buffer_kwh=device.extra_buffer_kwh,
         )
         return LoadAdapter(load, max_kw=device.max_kw)
     if isinstance(device, Generator):

@@ -5,6 +5,13 @@ noise. Part of it (`curtailable_share`) can be shed, either by a continuous powe
 relay-switched loads, all at once. Energy shed is partly owed back: after a release, the load
 draws `rebound_share` of it on top of its demand, spread over `rebound_s` (a water heater
 reheating). Power follows the site convention, so consumption is negative.
+
+A load with a consumption setpoint (control "setpoint": an EV charger, a heat pump with a power
+input) draws what it is told: less, down to its firm part, or more, up to `max_extra_kw`
+above its demand while its buffer has room. The buffer (a thermal store, a car's energy need)
+takes `extra_buffer_kwh`; once full the load draws only its demand, so it cannot draw more
+forever. What it stored is given back after a release: it draws less than its demand (down to
+its firm part) until the buffer is empty, spread over `rebound_s`.
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ class LoadModel:
         *,
         profile: Sequence[tuple[float, float]],
         curtailable_share: float,
-        control: Literal["limit", "relay"],
+        control: Literal["limit", "relay", "setpoint"],
         noise_kw: float = 0.0,
         rebound_share: float = 0.0,
         rebound_s: float = 600.0,
         setpoint_timeout_s: float = 10.0,
         seed: int = 0,
         now: float = 0.0,
+        max_extra_kw: float = 0.0,
+        extra_buffer_kwh: float = 0.0,
     ) -> None:
         if not profile or any(kw < 0 for _, kw in profile):
             raise ValueError("profile needs at least one (second_of_day, kW >= 0) point")
@@ -37,6 +46,12 @@ class LoadModel:
             raise ValueError("curtailable_share and rebound_share must be in [0, 1]")
         if rebound_s <= 0 or setpoint_timeout_s <= 0 or noise_kw < 0:
             raise ValueError("rebound_s and setpoint_timeout_s must be > 0, noise_kw >= 0")
+        if max_extra_kw < 0 or extra_buffer_kwh < 0:
+            raise ValueError("max_extra_kw and extra_buffer_kwh must be >= 0")
+        if max_extra_kw > 0 and control != "setpoint":
+            raise ValueError("only a load with a consumption setpoint can draw more")
+        self.max_extra_kw = max_extra_kw
+        self.extra_buffer_kwh = extra_buffer_kwh
         self._profile = tuple((float(t) % SECONDS_PER_DAY, float(kw)) for t, kw in profile)
         self.curtailable_share = curtailable_share
         self.control = control
@@ -46,9 +61,13 @@ class LoadModel:
         self.timeout_s = setpoint_timeout_s
         self.seed = seed
         self._t = now
-        self._limit_kw: float | None = None  # consumption cap in kW (> 0); None = no limit
+        # The command in kW of consumption (>= 0): a cap, or for control "setpoint" what to
+        # draw; None = released.
+        self._limit_kw: float | None = None
         self._last_command_t = now
-        self._rebound_owed_kwh = 0.0
+        # > 0: rebound energy owed (drawn back after a release); < 0: extra energy stored in
+        # the buffer (given back after a release by drawing less).
+        self._owed_kwh = 0.0
         self._consumed_kwh = 0.0
 
     # -- demand -----------------------------------------------------------------------------
@@ -69,19 +88,24 @@ class LoadModel:
         return now - self._last_command_t >= self.timeout_s
 
     def consumption_kw(self, now: float) -> float:
-        """kW drawn at `now` (>= 0): demand under the limit, never below the firm part."""
+        """kW drawn at `now` (>= 0): demand under the command, never below the firm part."""
         demand = self.demand_kw(now)
         firm = demand * (1.0 - self.curtailable_share)
-        limit = None if self._lease_over(now) else self._limit_kw
-        if limit is None:
-            drawn = demand
-        elif self.control == "relay":
-            drawn = firm if limit < demand else demand
-        else:
-            drawn = max(firm, min(demand, limit))
-        if limit is None and self._rebound_owed_kwh > 0:
-            drawn += self._rebound_owed_kwh * self.rebound_share_rate()
-        return drawn
+        command = None if self._lease_over(now) else self._limit_kw
+        if command is None:
+            # Released: draw back owed rebound, or give back what the buffer stored.
+            return max(firm, demand + self._owed_kwh * self.rebound_share_rate())
+        if self.control == "relay":
+            return firm if command < demand else demand
+        if self.control == "limit" or command <= demand:
+            return max(firm, min(demand, command))
+        if self.buffer_room_kwh() <= 0:
+            return demand  # the buffer is full: nothing more to take
+        return min(command, demand + self.max_extra_kw)
+
+    def buffer_room_kwh(self) -> float:
+        """Extra energy the buffer still takes (owed rebound is drawn first)."""
+        return self.extra_buffer_kwh + self._owed_kwh if self.max_extra_kw > 0 else 0.0
 
     def rebound_share_rate(self) -> float:
         """Per-hour rate at which owed rebound energy is drawn (spread over rebound_s)."""
@@ -95,17 +119,25 @@ class LoadModel:
             step = min(now - self._t, 1.0 - (self._t % 1.0) or 1.0)
             drawn = self.consumption_kw(self._t)
             demand = self.demand_kw(self._t)
+            commanded = not self._lease_over(self._t) and self._limit_kw is not None
             hours = step / 3600.0
             self._consumed_kwh += drawn * hours
-            if drawn < demand:
-                self._rebound_owed_kwh += (demand - drawn) * hours * self.rebound_share
-            elif self._rebound_owed_kwh > 0:
-                paid = (drawn - demand) * hours
-                self._rebound_owed_kwh = max(0.0, self._rebound_owed_kwh - paid)
+            if commanded and drawn < demand:
+                self._owed_kwh += (demand - drawn) * hours * self.rebound_share
+            elif commanded and drawn > demand:
+                # Drawn more on command: into the buffer, never beyond what it holds.
+                self._owed_kwh = max(
+                    -self.extra_buffer_kwh, self._owed_kwh - (drawn - demand) * hours
+                )
+            elif self._owed_kwh > 0:
+                self._owed_kwh = max(0.0, self._owed_kwh - (drawn - demand) * hours)
+            elif self._owed_kwh < 0:
+                self._owed_kwh = min(0.0, self._owed_kwh + (demand - drawn) * hours)
             self._t += step
 
     def command_limit(self, limit_kw: float | None, now: float) -> None:
-        """Cap consumption at `limit_kw` (relay loads: any cap below demand opens the relay)."""
+        """Cap consumption at `limit_kw` (relay loads: any cap below demand opens the relay;
+        setpoint loads draw `limit_kw`, less or more than their demand)."""
         if limit_kw is not None and (math.isnan(limit_kw) or limit_kw < 0):
             raise ValueError("limit must be >= 0 kW")
         self.advance(now)
@@ -124,7 +156,12 @@ class LoadModel:
 
     @property
     def rebound_owed_kwh(self) -> float:
-        return self._rebound_owed_kwh
+        return max(0.0, self._owed_kwh)
+
+    @property
+    def stored_extra_kwh(self) -> float:
+        """Extra energy in the buffer, not yet given back."""
+        return max(0.0, -self._owed_kwh)
 
     @property
     def limit_kw(self) -> float | None:

@@ -45,8 +45,8 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         md = device.mqtt_device
         if md is None:
             raise ValueError(f"{device.name}: not an mqtt device")
-        if md.command == "setpoint":
-            raise ValueError(f"{device.name}: a flexible load takes relay or limit commands")
+        if md.command == "setpoint" or device.control == "setpoint":
+            raise ValueError(f"{device.name}: an MQTT load takes relay or limit commands")
         sim = device.simulator
         model = LoadModel(
             profile=device.baseline_profile,
@@ -59,7 +59,8 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
             seed=sim.seed,
             now=clock(),
         )
-        return cls(device.name, md, md.command or device.control, model, clock)
+        command = md.command or device.control
+        return cls(device.name, md, command, model, clock)
 
     @property
     def model(self) -> LoadModel:
