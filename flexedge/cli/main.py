@@ -72,7 +72,7 @@ def _cmd_fault(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flexedge.tools.demo import run_demo
 
-    return run_demo(args.config, scenario=args.scenario)
+    return run_demo(args.config, scenario=args.scenario, engine=args.engine)
 
 
 def _cmd_market(args: argparse.Namespace) -> int:
@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         default="demo",
         help="market scenario (file or bundled name) to play against it",
+    )
+    demo.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="builtin",
+        help="the D3A balancing market: the built-in one, or gsy-e's own (see the README)",
     )
     demo.set_defaults(func=_cmd_demo)
 

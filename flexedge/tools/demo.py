@@ -56,7 +56,7 @@ def _within_tolerance(db: Path) -> tuple[int, list[str]]:
     return len(rows), off
 
 
-def run_demo(config: Path = DEMO_SITE, scenario: str = "demo") -> int:
+def run_demo(config: Path = DEMO_SITE, scenario: str = "demo", engine: str = "builtin") -> int:
     from flexedge.simulators.market.runner import run_market
 
     started = time.monotonic()
@@ -73,7 +73,7 @@ def run_demo(config: Path = DEMO_SITE, scenario: str = "demo") -> int:
         daemon = spawn_flexedge(["run", "--config", str(site_path)], workdir / "daemon.log")
         print("simulators and daemon started; playing the markets", flush=True)
         try:
-            market_rc = run_market(load_site(site_path), scenario)
+            market_rc = run_market(load_site(site_path), scenario, engine=engine)
         finally:
             stop_process(daemon)
             stop_process(sim)
