@@ -107,3 +107,38 @@ def test_economic_control_curtails_the_load_by_its_ratio(site: RunningSite) -> N
     window_h = (SLOT - 0.3) / 3600
     assert report["accepted_kwh"] == pytest.approx(min(0.5, 0.5) * 4.0 * window_h, rel=0.05)
     assert abs(report["delivered_kwh"] - report["accepted_kwh"]) <= 0.02 * report["accepted_kwh"]
+
+
+# About 40 s, as above: economic control takes precedence over a balancing event before it.
+@pytest.mark.timeout(240)
+def test_economic_control_after_a_balancing_event_is_served_first(site: RunningSite) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        market = MarketClient(site.host, site.port, site.prefix, site.site)
+        await market.start()
+        try:
+            now = time.time()
+            start = now - now % SLOT + SLOT
+            await asyncio.sleep(start + 0.3 - now)  # until it starts: the clock is the condition
+            balancing_ref = market.control("heat-tariff", start, 1.0, payment=1.0)
+            balancing = await market.ack_for(balancing_ref)
+            economic_ref = market.economic_control("heat-tariff", start, 0.4)
+            economic = await market.ack_for(economic_ref)
+            reports = [
+                await market.report_for(ack["commitment_id"], SLOT + 10)
+                for ack in (balancing, economic)
+            ]
+            return economic, reports[0], reports[1]
+        finally:
+            await market.stop()
+
+    economic_ack, balancing, economic = run(scenario())
+    assert "takes precedence" in economic_ack["reason"], economic_ack
+    assert balancing["commitment_id"] in economic_ack["reason"], economic_ack
+    # The economic control gets its whole share, 0.4 x 4 kW of the 2 kW curtailable; the
+    # balancing event accepted before it (0.5 of 2 kW) only the 0.4 kW left: partial.
+    assert (
+        abs(economic["delivered_kwh"] - economic["accepted_kwh"]) <= 0.02 * economic["accepted_kwh"]
+    ), economic
+    window_h = (SLOT - 0.3) / 3600
+    assert balancing["status"] == "partial", balancing
+    assert balancing["delivered_kwh"] == pytest.approx(0.4 * window_h, rel=0.1), balancing

@@ -338,7 +338,8 @@ def test_balancing_gets_what_the_economic_control_leaves_whichever_arrives_first
     assert first is not None and first.accepted_kwh == pytest.approx(economic_kwh)
     room = balancing(Ledger([first], {}))
     assert room == pytest.approx(balancing_room_kwh(curtailable, economic_kwh))
-    # Balancing first: the economic control still takes its whole share of usage.
+    # Balancing first: the economic control still takes its whole share of usage (dispatch
+    # serves it first; test_core_economic_first covers what the balancing event then gets).
     taken = admit_control(
         control(1.0),
         orders={"t": {"up": order}},

@@ -16,6 +16,7 @@ from flexedge.controller.core.admission import (
     Ledger,
     accept_what_fits,
     capabilities_in_window,
+    format_kwh,
 )
 from flexedge.controller.core.merit import AssetKind
 from flexedge.controller.core.model import AckStatus, Admission, RefType
@@ -132,10 +133,12 @@ def admit_economic_control(
     """A Power TAC economic control event: curtail each curtailable load of the tariff by
     min(ratio, its curtailable share) x its usage over the rest of the timeslot, unpaid.
 
-    It comes before balancing, as in Power TAC: it is sized without regard to balancing
-    commitments (only other economic controls count), and balancing control events see what
-    it leaves (`balancing_room_kwh`), as it is a commitment like any other. A control for a
-    later timeslot is a commitment whose window starts then: it is held until that timeslot.
+    It comes before balancing, as in Power TAC, whichever arrives first: it is sized without
+    regard to balancing commitments (only other economic controls count) and dispatch serves
+    it first; balancing control events admitted after it see what it leaves
+    (`balancing_room_kwh`), and those admitted before it get what it leaves in dispatch (the
+    ack's reason names them). A control for a later timeslot is a commitment whose window
+    starts then: it is held until that timeslot.
     """
     names = tariffs.get(request.tariff_id)
     if names is None:
@@ -170,7 +173,7 @@ def admit_economic_control(
             f"{', '.join(loads)}"
         )
     energy = sum(curtail.values())
-    return accept_what_fits(
+    admission = accept_what_fits(
         ref=request.id,
         ref_type=RefType.ECONOMIC_CONTROL,
         requested=energy,
@@ -178,6 +181,50 @@ def admit_economic_control(
         bound=None,
         window=(window_start, window_end),
         settlement=lambda accepted: 0.0,
+    )
+    precedence = precedence_reason(curtail, assets, ledger, (window_start, window_end), now)
+    if admission.commitment is None or precedence is None:
+        return admission
+    reason = "; ".join(r for r in (admission.reason, precedence) if r)
+    return Admission(admission.status, reason, admission.commitment)
+
+
+def precedence_reason(
+    curtail: Mapping[str, float],
+    assets: Mapping[str, AssetState],
+    ledger: Ledger,
+    window: tuple[float, float],
+    now: float,
+) -> str | None:
+    """What an economic control takes from balancing commitments admitted before it, if any.
+
+    It is served first (dispatch's `SERVED_FIRST`), so where it and the open balancing
+    commitments on a load ask more than the load can shed, those get only what it leaves
+    and may end partial: the economic control of their timeslot took precedence.
+    """
+    parts: list[str] = []
+    for asset, kwh in sorted(curtail.items()):
+        room = capabilities_in_window([asset], assets, +1, window, ledger, now).get(asset, 0.0)
+        if kwh - room <= EPS_KWH:
+            continue
+        displaced = sorted(
+            c.id
+            for c in ledger.commitments
+            if c.ref_type is not RefType.ECONOMIC_CONTROL
+            and asset in c.assets
+            and c.accepted_kwh > 0
+            and c.window_start < window[1]
+            and window[0] < c.window_end
+        )
+        if displaced:
+            parts.append(
+                f"{format_kwh(kwh - room)} on {asset} is taken from {', '.join(displaced)}"
+            )
+    if not parts:
+        return None
+    return (
+        "economic control takes precedence over the balancing commitments of its timeslot "
+        f"({'; '.join(parts)}), which may end partial"
     )
 
 

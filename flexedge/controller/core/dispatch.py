@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from flexedge.controller.core.capability import remaining_kwh
 from flexedge.controller.core.kinds import Feasible
 from flexedge.controller.core.merit import SPILL_MIN_KW, cover_shortfalls
-from flexedge.controller.core.model import BatteryLimits, Commitment, Progress
+from flexedge.controller.core.model import BatteryLimits, Commitment, Progress, RefType
+
+# Served first on a shared device: Power TAC applies economic control before balancing, so
+# it takes its share of a load's curtailable capacity whichever of the two arrived first.
+SERVED_FIRST = frozenset({RefType.ECONOMIC_CONTROL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,25 @@ def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, f
     return {cid: p + gap * (abs(p) / total_abs) for cid, p in requests.items()}
 
 
+def share_on_device(
+    wanted: Mapping[str, float], first: frozenset[str], feasible: Feasible, delta_kw: float
+) -> dict[str, float]:
+    """Split what a device does (`delta_kw` from its baseline) among its commitments.
+
+    The commitments in `first` get what they ask, as far as the device's range allows them
+    alone; the others share the rest (pro rata, netted as `spread_clip` does). Without
+    commitments of both groups this is `spread_clip` of them all.
+    """
+    ahead = {cid: kw for cid, kw in wanted.items() if cid in first}
+    rest = {cid: kw for cid, kw in wanted.items() if cid not in first}
+    if not ahead or not rest:
+        return spread_clip(wanted, delta_kw)
+    baseline = feasible.baseline_kw
+    asked = sum(ahead.values())
+    ahead_kw = min(max(asked, feasible.p_min - baseline), feasible.p_max - baseline)
+    return {**spread_clip(ahead, ahead_kw), **spread_clip(rest, delta_kw - ahead_kw)}
+
+
 def plan(
     commitments: Sequence[Commitment],
     progress: Mapping[str, Progress],
@@ -76,13 +99,15 @@ def plan(
     """Setpoints for the next control period (the views carry each device's range for it).
 
     A commitment's share on an unavailable device moves to its other available share assets
-    (pro rata). What its share assets cannot deliver at all (none available, or at a limit
-    they would not leave given time) goes to its backups in merit order, each up to the
-    room its own commitments left.
+    (pro rata). On a device asked more than it can do, economic control is served first
+    (`SERVED_FIRST`) and the others share what is left. What its share assets cannot deliver
+    at all (none available, or at a limit they would not leave given time) goes to its
+    backups in merit order, each up to the room its own commitments left.
     A device without fresh telemetry gets no setpoint at all: the controller cannot count on
     it and its own lease brings it back to its safe state.
     """
     wanted: dict[str, dict[str, float]] = {name: {} for name in devices}
+    first = frozenset(c.id for c in commitments if c.ref_type in SERVED_FIRST)
     uncovered: dict[str, float] = {}
     for commitment in commitments:
         power = commitment_power(commitment, progress.get(commitment.id), now)
@@ -102,12 +127,12 @@ def plan(
         baseline = view.feasible.baseline_kw
         setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
         setpoints[name] = setpoint
-        allocations[name] = spread_clip(wanted[name], setpoint - baseline)
+        allocations[name] = share_on_device(wanted[name], first, view.feasible, setpoint - baseline)
         # Backups cover what the device cannot do now nor given time: what its ramp holds
         # back for a tick the closed loop catches up, without curtailing a load for a
         # second; and what it gives beyond the request now leaves nothing to cover.
         lasting = view.feasible.lasting.clip(baseline + sum(wanted[name].values()))
-        given_time = spread_clip(wanted[name], lasting - baseline)
+        given_time = share_on_device(wanted[name], first, view.feasible.lasting, lasting - baseline)
         for cid, kw in wanted[name].items():
             best = max(allocations[name][cid], given_time[cid], key=lambda a: a * kw)
             uncovered[cid] = uncovered.get(cid, 0.0) + kw - best

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from flexedge.controller.core.model import Commitment, Progress
+from flexedge.controller.core.model import Commitment, Progress, RefType
 
 # Below this share of the accepted energy a delivery counts as failed rather than partial.
 FAILED_BELOW = 0.1
@@ -97,4 +97,24 @@ def build_report(
             )
             for asset in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
         ),
+    )
+
+
+def served_first_over(
+    commitment: Commitment, status: str, others: Iterable[Commitment]
+) -> tuple[str, ...]:
+    """The economic controls served before a commitment that fell short (partial or failed):
+    open on one of its assets in an overlapping window. Dispatch serves economic control
+    first, so these are why the commitment got less; empty when it was delivered or none."""
+    if status == "delivered" or commitment.ref_type is RefType.ECONOMIC_CONTROL:
+        return ()
+    return tuple(
+        sorted(
+            other.id
+            for other in others
+            if other.ref_type is RefType.ECONOMIC_CONTROL
+            and set(other.assets) & set(commitment.assets)
+            and other.window_start < commitment.window_end
+            and commitment.window_start < other.window_end
+        )
     )

@@ -181,6 +181,8 @@ class MarketDesk:
             )
         if admission.status is AckStatus.REJECTED:
             log.info("rejected %s %s: %s", topic_type, msg_id, admission.reason)
+        elif isinstance(request, EconomicControl) and "takes precedence" in admission.reason:
+            log.warning("%s %s %s: %s", topic_type, msg_id, admission.status, admission.reason)
         if commitment is not None:
             if offer_id is not None:
                 self.traded_kwh, self.residuals = record_trade(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from flexedge.config.loader import Site
 from flexedge.contract.wire import delivery_report, measurement
 from flexedge.controller.core.closing import commitment_closes, slot_closes
-from flexedge.controller.core.reports import build_report, reported_assets
+from flexedge.controller.core.reports import build_report, reported_assets, served_first_over
 from flexedge.controller.daemon.assets import Asset
 from flexedge.controller.daemon.control.commitments import OpenCommitments
 from flexedge.controller.daemon.control.metering import Meter
@@ -42,6 +42,7 @@ class Reporter:
     def close_finished(self, now: float) -> None:
         """Report every commitment whose window is over and metered past its end."""
         last_metered = self.meter.last_metered_ts()
+        open_now = tuple(self.commitments.by_id.values())  # before this tick closes any
         for cid, commitment in list(self.commitments.by_id.items()):
             if not commitment_closes(commitment, last_metered, self.period_s, now):
                 continue
@@ -62,6 +63,14 @@ class Reporter:
                 report.delivered_kwh,
                 report.accepted_kwh,
             )
+            if first := served_first_over(commitment, report.status, open_now):
+                log.warning(
+                    "commitment %s %s: economic control %s of its timeslot took precedence "
+                    "on its loads (served first)",
+                    cid,
+                    report.status,
+                    ", ".join(first),
+                )
             self.store.save_progress({cid: self.commitments.remove(cid)})
 
     def close_slots(self, now: float) -> None:
