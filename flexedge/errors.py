@@ -69,6 +69,7 @@ class BrokerUnavailable(BrokerError):
 # -- pydantic validation errors, told the same way everywhere --------------------------------
 
 Loc = tuple[int | str, ...]
+EXCERPT_CHARS = 40  # how much of a bad value a message quotes
 _NO_INPUT_SHOWN = {"missing", "extra_forbidden"}  # the input is absent or is the field itself
 
 
@@ -78,6 +79,20 @@ class FieldProblem(NamedTuple):
     field: str
     kind: str
     message: str
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` as a message may quote it: repr-escaped (a lone surrogate or a control character
+    becomes a backslash escape, so the text always encodes to UTF-8) and cut to about `limit`
+    characters, so that a 300 kB field is never echoed back."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        text = f"<a very long {type(value).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit + 2 else f"{text[:limit]}..."
 
 
 def indexed_path(loc: Loc) -> str:
@@ -92,12 +107,13 @@ def field_problems(
     show_input: bool = True,
     name: Callable[[Loc], str] = indexed_path,
     conceal: Callable[[Loc], bool] = lambda loc: False,
+    quote: Callable[[object], str] = repr,
 ) -> list[FieldProblem]:
     """The first `limit` errors of `exc`, each with its field named by `name`.
 
-    With `show_input`, the message ends with the offending value, `(got 'lots')`, except where
-    the value is missing, an unknown field, a whole mapping or list, or `conceal(loc)` (a
-    password).
+    With `show_input`, the message ends with the offending value as `quote` gives it,
+    `(got 'lots')`, except where the value is missing, an unknown field, a whole mapping or list,
+    or `conceal(loc)` (a password).
     """
     problems = []
     for error in exc.errors()[:limit]:
@@ -111,7 +127,7 @@ def field_problems(
             and not conceal(loc)
             and not isinstance(shown, dict | list)
         ):
-            message += f" (got {shown!r})"
+            message += f" (got {quote(shown)})"
         problems.append(FieldProblem(name(loc), error["type"], message))
     return problems
 
@@ -120,10 +136,10 @@ def message_reason(exc: ValidationError, *, name_missing: bool, show_input: bool
     """Up to three problems of a message as one reason: `field 'kwh' is missing; ...`.
 
     The market's acks name a missing field in words (`name_missing`); operator command replies
-    keep pydantic's own "Field required".
+    keep pydantic's own "Field required". A bad value is quoted as a short `excerpt`.
     """
     sentences = []
-    for problem in field_problems(exc, limit=3, show_input=show_input):
+    for problem in field_problems(exc, limit=3, show_input=show_input, quote=excerpt):
         field = problem.field or "payload"
         if name_missing and problem.kind == "missing":
             sentences.append(f"field {field!r} is missing")

@@ -32,6 +32,7 @@ from pydantic import (
 
 VERSION = 1
 MessageId = Annotated[str, Field(min_length=1, max_length=200)]
+REASON_CHARS = 500  # the longest reason an ack carries
 
 
 def iso(ts: float) -> str:
@@ -176,10 +177,10 @@ class Ack(Outbound):
     """Exactly one per inbound message, valid or not."""
 
     type: Literal["ack"] = "ack"
-    ref: str | None = Field(description="the inbound id; null when the payload had none")
+    ref: str | None = Field(max_length=200, description="the inbound id, escaped if unusable")
     ref_type: str | None = Field(description="the inbound type its topic carries")
     status: Literal["accepted", "clipped", "rejected", "duplicate"]
-    reason: str = Field(description="why rejected, clipped or duplicate; may be empty")
+    reason: str = Field(max_length=REASON_CHARS, description="why not accepted; may be empty")
     commitment_id: str | None
     # An addition to v1: sent only when the message became a commitment.
     accepted_kwh: Annotated[Number | None, WithJsonSchema({"type": "number"})] = Field(

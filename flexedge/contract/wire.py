@@ -1,13 +1,15 @@
 """Wire contract v1 for the daemon: inbound payloads to core requests, core results to payloads.
 
 The messages themselves are the models in `flexedge.contract.messages`; this module translates
-between them and the core's plain types. Parsing never raises anything but MessageRejected, whose
-reason names the field at fault and goes verbatim into the rejection ack. Builders return the
-JSON object (a dict) that `encode` turns into the payload.
+between them and the core's plain types. Parsing never raises anything but MessageRejected,
+whatever the bytes: its reason names the field at fault, quotes at most a short escaped excerpt
+of the bad value, and goes verbatim into the rejection ack. Builders return the JSON object (a
+dict) that `encode` turns into the payload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from flexedge.contract.messages import (
     COMMAND_REPLIES,
     INBOUND_MODELS,
+    REASON_CHARS,
     Ack,
     AssetDeliveryMsg,
     BalancingOffer,
@@ -38,11 +41,12 @@ from flexedge.controller.core.control_admission import ControlRequest, EconomicC
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import DeliveryReport
 from flexedge.controller.core.trade_admission import SpotTrade, TradeRequest
-from flexedge.errors import MessageRejected, message_reason
+from flexedge.errors import MessageRejected, excerpt, message_reason
 
 __all__ = [
     "INBOUND_TYPES",
     "ack",
+    "ack_id",
     "balancing_offer",
     "balancing_order",
     "command_reply",
@@ -71,15 +75,45 @@ def to_ts(when: datetime) -> float:
     return when.timestamp()
 
 
-def peek_id(payload: bytes) -> str | None:
-    """The message id if the payload has a usable one, so even a rejection can refer to it."""
+def _load(payload: bytes) -> Any:
+    """The JSON value of a payload, or MessageRejected: strict UTF-8 (a leading BOM is
+    allowed), nesting as deep as the JSON parser goes, text that is valid Unicode."""
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        text = payload.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MessageRejected(f"payload is not UTF-8 (bad byte at {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise MessageRejected("payload is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise MessageRejected(f"payload is not valid JSON: {excerpt(str(exc), 120)}") from None
+    # A `\ud800` escape on its own decodes to a lone surrogate, which neither SQLite nor the
+    # ack's encoder can take; the encoder is the quickest way to find one anywhere.
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageRejected("payload has a lone surrogate (not Unicode) in a string") from None
+    except RecursionError:
+        raise MessageRejected("payload is not valid JSON: nested too deeply") from None
+    return data
+
+
+def peek_id(payload: bytes) -> str | None:
+    """The message id, so that even a rejection can refer to it: as it is when usable (1 to 200
+    characters of valid Unicode), else escaped and cut to 200 characters; None when the payload
+    has no string id."""
+    try:
+        data = json.loads(payload.decode("utf-8-sig"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
-        return str(data["id"])[:200]
-    return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        return None
+    found: str = data["id"]
+    escaped = found.encode("utf-8", "backslashreplace").decode("utf-8")
+    if escaped == found and len(found) <= 200:
+        return found
+    return escaped if len(escaped) <= 200 else f"{escaped[:197]}..."
 
 
 def parse_inbound(
@@ -87,23 +121,20 @@ def parse_inbound(
     payload: bytes,
 ) -> SpotTrade | TradeRequest | ControlRequest | EconomicControl:
     """Validate a payload that arrived on the topic for `topic_type`."""
-    try:
-        data: Any = json.loads(payload)
-    except UnicodeDecodeError:
-        raise MessageRejected("payload is not UTF-8") from None
-    except ValueError as exc:
-        raise MessageRejected(f"payload is not valid JSON: {exc}") from None
+    data = _load(payload)
     if not isinstance(data, dict):
         raise MessageRejected("payload must be a JSON object")
     if data.get("type") != topic_type:
         raise MessageRejected(
-            f"field 'type' must be {topic_type!r} on this topic (got {data.get('type')!r})"
+            f"field 'type' must be {topic_type!r} on this topic (got {excerpt(data.get('type'))})"
         )
     try:
         message = _MODEL_OF_TYPE[topic_type].model_validate(data)
+        return to_request(message)
     except ValidationError as exc:
         raise MessageRejected(message_reason(exc, name_missing=True, show_input=True)) from None
-    return to_request(message)
+    except (RecursionError, ValueError, OverflowError) as exc:  # never seen; the ack must go out
+        raise MessageRejected(f"payload could not be read ({type(exc).__name__})") from None
 
 
 def to_request(
@@ -149,8 +180,17 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def ack_id(topic: str, payload: bytes) -> str:
+    """The id of the ack to the message `payload` on `topic`: derived from both, so a message
+    delivered again (the broker redelivers after a crash) is answered under the same id, and
+    another message that reuses an id gets an ack of its own."""
+    digest = hashlib.sha256(topic.encode("utf-8", "backslashreplace") + b"\0" + payload)
+    return f"ack-{digest.hexdigest()[:32]}"
+
+
 def ack(
     *,
+    id: str,
     ref: str | None,
     ref_type: str | None,
     status: AckStatus,
@@ -158,9 +198,13 @@ def ack(
     commitment_id: str | None,
     accepted_kwh: float | None = None,
 ) -> dict[str, Any]:
+    # Parsing keeps reasons short; this bounds those of the core too (they quote ids).
+    reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(reason) > REASON_CHARS:
+        reason = f"{reason[: REASON_CHARS - 3]}..."
     return dump(
         Ack(
-            id=new_id(),
+            id=id,
             ref=ref,
             ref_type=ref_type,
             status=status.value,

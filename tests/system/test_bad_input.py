@@ -19,11 +19,12 @@ from flexedge.contract.messages import (
     SpotTradeMsg,
     moment,
 )
-from flexedge.contract.wire import dump, iso
+from flexedge.contract.wire import ack_id, dump, iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
 from tests.support.harness import run
 from tests.support.site_process import RunningSite, running_site
+from tests.unit.test_wire_hostile_bytes import HOSTILE
 
 SLOT = 20
 
@@ -229,17 +230,63 @@ def test_bad_message_is_rejected_with_a_reason_and_changes_nothing(
     assert logged == [("rejected", ack["reason"])]
 
 
-def test_reused_id_is_a_duplicate_and_changes_nothing(site: RunningSite) -> None:
+def test_reused_id_is_a_duplicate_and_a_redelivery_gets_the_same_ack(site: RunningSite) -> None:
     first = control()
     payload = json.dumps(first).encode()
     ack = exchange(site, CONTROL, payload, first["id"])
     assert ack["status"] == "accepted"
     before = counts(site)
+    # The same bytes again (as the broker redelivers after a crash): the same ack, same id.
     again = exchange(site, CONTROL, payload, first["id"])
-    assert again["status"] == "duplicate"
-    assert again["commitment_id"] == ack["commitment_id"]
-    assert first["id"] in again["reason"] and "already accepted" in again["reason"]
+    assert again == ack
+    # Another message under the id: a duplicate, with an ack id of its own.
+    reused = exchange(site, CONTROL, json.dumps({**first, "kwh": 0.002}).encode(), first["id"])
+    assert reused["status"] == "duplicate" and reused["id"] != ack["id"]
+    assert reused["commitment_id"] == ack["commitment_id"]
+    assert first["id"] in reused["reason"] and "already accepted" in reused["reason"]
     assert counts(site) == before
+
+
+def test_hostile_payloads_get_exactly_one_short_ack_each(site: RunningSite) -> None:
+    """Deep nesting, lone surrogates, invalid UTF-8, 300 kB fields, NaN, non-objects: each is
+    answered once, under the ack id derived from its topic and bytes, and changes nothing."""
+    sent = {
+        ack_id(f"{site.prefix}/{site.site}/{CONTROL}", payload): payload
+        for _, payload, _ in HOSTILE.values()
+    }
+    before, started = counts(site), time.time()
+
+    async def send_all() -> list[dict[str, Any]]:
+        market = MarketClient(site.host, site.port, site.prefix, site.site)
+        await market.start()
+        try:
+            for payload in sent.values():
+                market.send(CONTROL, payload)
+            for answer_id in sent:
+                await market.wait_for(lambda m, i=answer_id: m.get("id") == i, 15)
+            # Acks go out in order: once this one is in, any second ack would be too.
+            marker = control(tariff_id="nope")  # rejected: changes nothing either
+            market.send(CONTROL, marker)
+            await market.wait_for(lambda m: m.get("ref") == marker["id"], 10)
+            return [m for m in market.seen if m.get("type") == "ack"]
+        finally:
+            await market.stop()
+
+    acks = run(send_all())
+    answered = [a["id"] for a in acks if a["id"] in sent]
+    assert sorted(answered) == sorted(sent)  # one each, none twice
+    for answer in acks:
+        if answer["id"] in sent:
+            assert answer["status"] == "rejected" and answer["commitment_id"] is None
+            assert 0 < len(answer["reason"]) < 300 and len(answer.get("ref") or "") <= 200
+    assert counts(site) == before
+    # One inbound row each (`[1, 2]` was sent before too, by a case above: its row is older).
+    rows = site.query(
+        "SELECT ack_id, COUNT(*) FROM inbound WHERE received_ts >= ? AND ack_id LIKE 'ack-%' "
+        "GROUP BY ack_id",
+        started,
+    )
+    assert {answer_id: n for answer_id, n in rows if answer_id in sent} == dict.fromkeys(sent, 1)
 
 
 def test_residual_offer_ids_name_the_rest_of_an_offer_and_bad_ones_change_nothing(

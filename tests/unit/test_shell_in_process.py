@@ -233,19 +233,23 @@ def test_the_market_desk_acks_commits_dispatches_and_recognises_a_repeat(
             for message in (
                 balancing_control("bce-1", T0, 0.01),
                 balancing_control("bce-1", T0, 0.01),  # redelivered
+                balancing_control("bce-1", T0, 0.02),  # another message reusing the id
                 balancing_control("bce-2", T0, "lots"),
             ):
                 await desk.handle(message, "market/balancing-control")
 
         run(scenario())
         [order] = queued(store, "market/balancing-order/tariff-1/up")
-        acks = {(a["ref"], a["status"]): a for a in queued(store, "market/ack")}
+        acks = queued(store, "market/ack")
         open_now = control.commitments_in_progress()
     assert order["tariff_id"] == "tariff-1"
-    accepted = acks["bce-1", "accepted"]
+    accepted, again, duplicate, rejected = acks
+    assert accepted["status"] == "accepted"
     assert accepted["accepted_kwh"] == pytest.approx(0.01)
-    assert acks["bce-1", "duplicate"]["commitment_id"] == accepted["commitment_id"]
-    assert "kwh" in acks["bce-2", "rejected"]["reason"]
+    assert again == accepted  # the same ack, id and all: a receiver drops it
+    assert duplicate["status"] == "duplicate" and duplicate["id"] != accepted["id"]
+    assert duplicate["commitment_id"] == accepted["commitment_id"]
+    assert rejected["ref"] == "bce-2" and "kwh" in rejected["reason"]
     [(commitment, _)] = open_now
     assert commitment.id == accepted["commitment_id"]
     assert ticks_at == [commitment.window_end]  # the daemon ticks again at its end

@@ -1,12 +1,15 @@
 """The market side of the shell: inbound messages to acks and commitments, offers and orders out.
 
 Every inbound message gets exactly one ack. The inbound row, the commitment and the ack are
-written in one transaction before anything is published, so nothing acknowledged is lost and a
-redelivered message is recognised by its id.
+written in one transaction before anything is published, so nothing acknowledged is lost. The
+ack's id is derived from the message's topic and bytes: a message delivered again gets the same
+ack again (a receiver drops the repeat), and another message reusing an accepted id is acked
+`duplicate` under an id of its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -14,6 +17,7 @@ from flexedge.config.loader import Site
 from flexedge.contract.wire import (
     INBOUND_TYPES,
     ack,
+    ack_id,
     balancing_offer,
     iso,
     parse_inbound,
@@ -93,6 +97,11 @@ class MarketDesk:
         topic_type = INBOUND_TYPES[topic_suffix]
         now = self.clock()
         msg_id = peek_id(message.payload)
+        answer_id = ack_id(message.topic, message.payload)
+        earlier_ack = self.store.earlier_ack(answer_id)
+        if earlier_ack is not None:
+            self._answer_again(message, topic_type, msg_id, earlier_ack, now)
+            return
         offer_id: str | None = None
         residual_id: str | None = None
         duplicate_of: str | None = None
@@ -165,12 +174,14 @@ class MarketDesk:
                 status=admission.status.value,
                 reason=admission.reason,
                 commitment_id=commitment_id,
+                ack_id=answer_id,
             )
             if commitment is not None:
                 self.store.save_commitment(commitment, offer_id, now, residual_id)
             self.outbox.put(
                 "market/ack",
                 ack(
+                    id=answer_id,
                     ref=msg_id,
                     ref_type=topic_type,
                     status=admission.status,
@@ -193,6 +204,30 @@ class MarketDesk:
             await self.control.dispatch_now(commitment)
         if admission.status is AckStatus.ACCEPTED and isinstance(request, SpotTrade):
             self._offers_after_spot_trade(request, now)
+        self.outbox.flush()
+
+    def _answer_again(
+        self, message: Inbound, topic_type: str, msg_id: str | None, earlier: bytes, now: float
+    ) -> None:
+        """The same bytes on the same topic again: the broker redelivers a message it had no
+        PUBACK for when the daemon died. It was decided and answered then, so it gets that ack
+        again, unchanged and under its id, and is not decided anew (which could commit twice,
+        or answer differently under the same ack id)."""
+        answer = json.loads(earlier)
+        with self.store.transaction():
+            self.store.record_inbound(
+                msg_id=msg_id,
+                topic=message.topic,
+                msg_type=topic_type,
+                received_ts=now,
+                payload=message.payload,
+                status=answer["status"],
+                reason=answer["reason"],
+                commitment_id=answer["commitment_id"],
+                ack_id=answer["id"],
+            )
+            self.outbox.put("market/ack", answer)
+        log.info("%s %s delivered again: ack %s sent again", topic_type, msg_id, answer["id"])
         self.outbox.flush()
 
     def _offers_after_spot_trade(self, trade: SpotTrade, now: float) -> None:

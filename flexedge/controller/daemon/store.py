@@ -105,6 +105,7 @@ class Store:
         status: str,
         reason: str,
         commitment_id: str | None,
+        ack_id: str | None,
     ) -> None:
         self._insert(
             "inbound",
@@ -118,6 +119,7 @@ class Store:
                     "status": status,
                     "reason": reason,
                     "commitment_id": commitment_id,
+                    "ack_id": ack_id,
                 }
             ],
         )
@@ -130,6 +132,13 @@ class Store:
             (msg_id,),
         ).fetchone()
         return (row[0], row[1], row[2]) if row else None
+
+    def earlier_ack(self, ack_id: str) -> bytes | None:
+        """The payload of the ack already queued under `ack_id`, if any."""
+        row = self._conn.execute(
+            "SELECT payload FROM outbox WHERE id = ? ORDER BY seq LIMIT 1", (ack_id,)
+        ).fetchone()
+        return str(row[0]).encode("utf-8") if row else None
 
     # -- offers and commitments ---------------------------------------------------------
     def save_offers(self, offers: Iterable[Offer], created_ts: float) -> None:

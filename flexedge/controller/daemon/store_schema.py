@@ -21,6 +21,9 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
             "status": str,
             "reason": str,
             "commitment_id": str,
+            # The id of the ack that answered it: derived from topic and payload, so every
+            # delivery of one message shares it.
+            "ack_id": str,
         },
         "seq",
     ),
@@ -129,6 +132,7 @@ INDEXES = [
     ("telemetry", ["asset", "ts"]),
     ("setpoints", ["asset", "ts"]),
     ("outbox", ["sent_ts"]),
+    ("outbox", ["id"]),  # the ack a message delivered again already had
     ("commitments", ["state"]),
 ]
 
