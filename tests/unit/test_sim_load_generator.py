@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
+from tests.support.properties import examples
 
 
 def load(**changes: object) -> LoadModel:
@@ -57,7 +58,7 @@ def test_lease_end_releases_the_limit() -> None:
     assert model.limit_kw is None
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     limits=st.lists(st.one_of(st.none(), st.floats(0, 10)), min_size=1, max_size=10),
     noise=st.floats(0, 2),
@@ -118,7 +119,7 @@ def test_a_setpoint_load_cannot_draw_more_once_its_buffer_is_full_and_gives_it_b
     assert model.p_kw == pytest.approx(-4.0)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     commands=st.lists(st.one_of(st.none(), st.floats(0, 12)), min_size=1, max_size=20),
     gap_s=st.floats(1, 60),
@@ -162,7 +163,7 @@ def test_generator_lease_returns_to_fallback() -> None:
     assert gen.p_kw == 0.0
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     setpoints=st.lists(st.floats(-5, 20), min_size=1, max_size=12),
     gaps=st.lists(st.floats(0.01, 5), min_size=12, max_size=12),
