@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flexedge.simulators.devices.generator import GeneratorModel
@@ -124,6 +124,7 @@ def test_a_setpoint_load_cannot_draw_more_once_its_buffer_is_full_and_gives_it_b
     commands=st.lists(st.one_of(st.none(), st.floats(0, 12)), min_size=1, max_size=20),
     gap_s=st.floats(1, 60),
 )
+@example(commands=[0.0, 0.0, 0.0, 0.0, None], gap_s=51.0)  # a release after owed rebound
 def test_a_setpoint_load_never_takes_more_extra_energy_than_its_buffer(
     commands: list[float | None], gap_s: float
 ) -> None:
