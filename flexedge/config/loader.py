@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexedge.config.cross_references import reference_problems
+from flexedge.config.rating_ranges import rating_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig
 from flexedge.controller.core.orders import accepted_by_powertac_server
@@ -79,6 +80,7 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
         raise ConfigError(source, field, problem)
     _warn_beyond_powertac(source, config)
     maps: dict[str, LoadedMap] = {}
+    ranges: list[tuple[str, str]] = []
     for index, device in enumerate(config.devices):
         map_path = resolve_map_path(device.map_name, relative_to=path.parent)
         try:
@@ -94,7 +96,18 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
                 f"map {loaded.spec.model!r} is for a {loaded.spec.kind}, not a {device.kind}",
             )
         maps[device.name] = loaded
+        ranges.extend(rating_problems(index, device, loaded))
+    if ranges:
+        raise _all_problems(source, ranges)
     return Site(path=path.resolve(), config=config, maps=maps)
+
+
+def _all_problems(source: str, problems: list[tuple[str, str]]) -> ConfigError:
+    """One error for several problems: the first as its field, every one on its own line
+    (file: field: problem), so an operator fixes them all in one go."""
+    (field, problem), *others = problems
+    more = "".join(f"\n{source}: {f}: {p}" for f, p in others)
+    return ConfigError(source, field, problem + more)
 
 
 def _warn_beyond_powertac(source: str, config: SiteConfig) -> None:
