@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexedge.config.cross_references import reference_problems
+from flexedge.config.rating_ranges import rating_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig
 from flexedge.controller.core.orders import accepted_by_powertac_server
@@ -92,6 +93,11 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
             maps[device.name] = _device_map(path, index, device.name, device.map_name, device.kind)
         except ConfigError as exc:
             problems += exc.problems if isinstance(exc, ConfigProblems) else [exc]
+            continue
+        problems += [
+            ConfigError(source, field, problem)
+            for field, problem in rating_problems(index, device, maps[device.name])
+        ]
     if problems:
         raise ConfigProblems(problems)
     _warn_beyond_powertac(source, config)

@@ -37,6 +37,7 @@ from flexedge.simulators.devices.faults import DeviceFaults, FaultState
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.modbus_serial import ModbusSerialSimServer, serial_servers
+from flexedge.simulators.devices.sim_clock import utc_offset_s
 from flexedge.simulators.devices.sim_device import Clock, OnWrite, SimulatedBattery, SimulatedDevice
 
 logger = logging.getLogger(__name__)
@@ -168,9 +169,10 @@ class SiteSimulator:
         groups: dict[tuple[str, int], list[SimulatedDevice]] = {}
         free: list[tuple[str, SimulatedDevice]] = []
         rtu: list[SimulatedDevice] = []
+        utc_offset = utc_offset_s(clock)
         for index, device in enumerate(site.config.devices):
             try:
-                adapter = adapter_for(device, now=clock())
+                adapter = adapter_for(device, now=clock(), utc_offset_s=utc_offset)
             except ValueError as exc:
                 raise ConfigError(
                     str(site.path), f"devices[{index}] ({device.name})", str(exc)

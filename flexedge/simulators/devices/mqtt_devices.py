@@ -65,7 +65,7 @@ M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
 Action = Callable[[], None]
 
 
-def simulated_device(device: Device, clock: Clock = time.time) -> SimulatedMqttDevice:
+def simulated_device(device: Device, clock: Clock = time.monotonic) -> SimulatedMqttDevice:
     """The simulated MQTT device for a transport mqtt device of a site file."""
     if isinstance(device, FlexibleLoad):
         return SimulatedMqttLoad.from_config(device, clock)
@@ -216,7 +216,7 @@ class MqttDeviceSimulator:
         *,
         mqtt: tuple[str, int] | None = None,
         publish_interval_s: float = 1.0,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
     ) -> MqttDeviceSimulator:
         """`mqtt` (HOST, PORT) replaces every device's broker, as --host/--port replace the
         Modbus addresses; otherwise a device is on its mqtt_device.host/port or the site's."""
