@@ -29,6 +29,28 @@ class ConfigError(FlexedgeError):
         super().__init__(f"{where}: {problem}")
 
 
+class ConfigProblems(ConfigError):
+    """Every problem found in a site file and its register maps, not just the first; it
+    reads as the first one, `problems` holds them all."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.source, first.field, first.problem)
+        self.problems = problems
+        if len(problems) > 1:
+            self.args = (f"{first} (and {len(problems) - 1} more problems)",)
+
+
+class PortUnavailable(FlexedgeError):
+    """A port cannot be listened on; `cause` is the OSError, whose errno tells a busy port
+    (transient) from an address this machine does not have (configuration)."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
+        self.cause = cause
+        reason = cause.strerror or str(cause)
+        super().__init__(f"{what}: cannot listen on {host}:{port}: {reason}")
+
+
 class DeviceError(FlexedgeError):
     """A device could not be read or written."""
 

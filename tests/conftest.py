@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from flexedge.errors import BrokerUnavailable
 from flexedge.tools.harness.broker import PrivateBroker
+from tests.support.properties import QUICK
+
+if QUICK:
+    # Properties without their own count run 20 examples too (see tests/support/properties.py).
+    settings.register_profile("quick", max_examples=20)
+    settings.load_profile("quick")
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "component", "system")

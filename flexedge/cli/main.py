@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from flexedge.config.loader import DEMO_SITE, Site, load_site
+from flexedge.cli.config_check import cmd_config_check
+from flexedge.cli.exit_codes import INTERRUPTED, exit_code_for
+from flexedge.cli.operator import cmd_fault, cmd_order, cmd_status
+from flexedge.cli.site_file import host_port, load
+from flexedge.config.loader import DEMO_SITE
 from flexedge.errors import FlexedgeError
 from flexedge.simulators.market.engines import ENGINES
 
 log = logging.getLogger(__name__)
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _load(path: Path, mqtt: tuple[str, int] | None = None, db: Path | None = None) -> Site:
-    overrides: dict[str, object] = {}
-    if mqtt is not None or db is not None:
-        import yaml
-
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if mqtt is not None:
-            overrides["mqtt"] = {**(raw.get("mqtt") or {}), "host": mqtt[0], "port": mqtt[1]}
-        if db is not None:
-            overrides["log_db"] = str(db.resolve())
-    return load_site(path, overrides)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from flexedge.controller.daemon.daemon import Daemon
 
-    site = _load(args.config, args.mqtt, args.db)
+    site = load(args.config, args.mqtt, args.db)
 
     async def main() -> None:
         await Daemon(site).run()
@@ -55,20 +40,6 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_fault(args: argparse.Namespace) -> int:
-    from flexedge.simulators.devices.fault_client import fault_message, main_fault
-
-    message = fault_message(
-        drop=args.drop,
-        latency_s=args.latency,
-        exception=args.exception,
-        frozen=args.frozen,
-        ignore_writes=args.ignore_writes,
-        clear=args.clear,
-    )
-    return main_fault(args.mqtt, args.site, args.device, message, timeout=args.timeout)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flexedge.tools.demo import run_demo
 
@@ -79,7 +50,7 @@ def _cmd_market(args: argparse.Namespace) -> int:
     from flexedge.simulators.market.runner import run_market
 
     return run_market(
-        _load(args.config, args.mqtt), args.scenario, grace_s=args.grace, engine=args.engine
+        load(args.config, args.mqtt), args.scenario, grace_s=args.grace, engine=args.engine
     )
 
 
@@ -105,86 +76,44 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from flexedge.controller.daemon.commands import render_status
-    from flexedge.mqtt import request
-
-    site = _load(args.config, args.mqtt)
-    cfg = site.config
-    base = f"{cfg.mqtt.prefix}/{cfg.site}"
-    reply = asyncio.run(
-        request(
-            cfg.mqtt.host,
-            cfg.mqtt.port,
-            f"{base}/cmd/status",
-            b"{}",
-            f"{base}/cmd-reply/{id(args)}",
-            timeout=args.timeout,
-        )
-    )
-    body = json.loads(reply)
-    print(json.dumps(body, indent=2) if args.json else render_status(body))
-    return 0 if body.get("ok") else 1
-
-
-def _cmd_order(args: argparse.Namespace) -> int:
-    from flexedge.mqtt import request
-
-    site = _load(args.config, args.mqtt)
-    cfg = site.config
-    base = f"{cfg.mqtt.prefix}/{cfg.site}"
-    body: dict[str, object] = {"tariff_id": args.tariff}
-    for key, value in (
-        ("exercise_ratio", args.ratio),
-        ("price_per_kwh", args.price),
-        ("direction", args.direction),
-        ("withdraw", args.withdraw),
-    ):
-        if value is not None:
-            body[key] = value
-    reply = json.loads(
-        asyncio.run(
-            request(
-                cfg.mqtt.host,
-                cfg.mqtt.port,
-                f"{base}/cmd/set-order",
-                json.dumps(body).encode(),
-                f"{base}/cmd-reply/{id(args)}",
-                timeout=args.timeout,
-            )
-        )
-    )
-    if reply.get("ok"):
-        what = (
-            "withdrawn"
-            if reply["exercise_ratio"] is None
-            else f"exercise_ratio {reply['exercise_ratio']}, price {reply['price_per_kwh']} per kWh"
-        )
-        print(f"{reply['direction']} order of {reply['tariff_id']}: {what}")
-        for order in reply["orders"]:
-            print(
-                f"  in force: {order['direction']} exercise_ratio {order['exercise_ratio']}, "
-                f"price {order['price_per_kwh']} per kWh"
-            )
-        return 0
-    print(f"flexedge: order refused: {reply.get('error')}", file=sys.stderr)
-    return 1
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from flexedge.tools.scorecard import run_report
 
     return run_report(args.db, plot=args.plot, json_out=args.json, delay_max_s=args.delay_max)
 
 
+def _version() -> str:
+    try:
+        return version("flexedge")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Every subcommand also takes -v, after its name (`flexedge run --config X -v`).
+    SUPPRESS: a subcommand without it leaves the value of `flexedge -v run` alone."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flexedge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="flexedge",
+        description=__doc__,
+        epilog="exit codes: 0 ok, 1 refused or failed, 2 bad command line, "
+        "75 transient (broker, busy port: try again), 78 configuration (fix the site file)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"flexedge {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     run = sub.add_parser("run", help="run the controller daemon for a site")
     run.add_argument("--config", type=Path, required=True, help="site YAML file")
-    run.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    run.add_argument("--mqtt", type=host_port, help="override the broker as HOST:PORT")
     run.add_argument("--db", type=Path, help="override the SQLite log path")
     run.set_defaults(func=_cmd_run)
 
@@ -192,14 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", type=Path, required=True, help="site YAML file")
     sim.add_argument(
         "--mqtt",
-        type=_host_port,
+        type=host_port,
         help="take fault messages (flexedge fault) from this broker, HOST:PORT",
     )
     sim.set_defaults(func=_cmd_sim)
 
     fault = sub.add_parser("fault", help="switch a fault of a running `sim --mqtt`")
-    fault.add_argument("--mqtt", type=_host_port, required=True, help="broker as HOST:PORT")
-    fault.add_argument("--site", required=True, help="site name (`site:` of the site file)")
+    fault.add_argument(
+        "--config", type=Path, help="site YAML file: its broker, credentials and site name"
+    )
+    fault.add_argument(
+        "--mqtt", type=host_port, help="broker as HOST:PORT (with --config: overrides its address)"
+    )
+    fault.add_argument(
+        "--site", help="site name (`site:` of the site file; needed without --config)"
+    )
     fault.add_argument("--device", required=True, help="device name")
     flag = argparse.BooleanOptionalAction
     fault.add_argument("--drop", action=flag, help="close its connections, refuse new ones")
@@ -218,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for the simulator's confirmation",
     )
-    fault.set_defaults(func=_cmd_fault)
+    fault.set_defaults(func=cmd_fault)
 
     demo = sub.add_parser("demo", help="run a self-contained demo with a private broker")
     demo.add_argument("--config", type=Path, default=DEMO_SITE, help="site YAML file")
@@ -246,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="scenario YAML file, or a bundled one by name (e.g. example-day)",
     )
-    market.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    market.add_argument("--mqtt", type=host_port, help="override the broker as HOST:PORT")
     market.add_argument(
         "--engine",
         choices=ENGINES,
@@ -276,17 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="ask a running daemon what it is doing")
     status.add_argument("--config", type=Path, required=True, help="site YAML file")
-    status.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    status.add_argument("--mqtt", type=host_port, help="override the broker as HOST:PORT")
     status.add_argument("--timeout", type=float, default=5.0)
     status.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    status.set_defaults(func=_cmd_status)
+    status.set_defaults(func=cmd_status)
 
     order = sub.add_parser(
         "order",
         help="replace a tariff's up or down balancing order (by the ratio's sign), or withdraw one",
     )
     order.add_argument("--config", type=Path, required=True, help="site YAML file")
-    order.add_argument("--mqtt", type=_host_port, help="override the broker as HOST:PORT")
+    order.add_argument("--mqtt", type=host_port, help="override the broker as HOST:PORT")
     order.add_argument("--tariff", required=True, help="tariff id")
     order.add_argument(
         "--ratio", type=float, help="exercise ratio: (0, 2] the up order, [-1, 0) the down order"
@@ -297,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     order.add_argument("--withdraw", choices=("up", "down"), help="clear that order")
     order.add_argument("--timeout", type=float, default=5.0)
-    order.set_defaults(func=_cmd_order)
+    order.set_defaults(func=cmd_order)
 
     report = sub.add_parser("report", help="score every commitment in a SQLite log")
     report.add_argument("--db", type=Path, required=True, help="the SQLite log (read-only)")
@@ -316,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest response delay the performance score looks for",
     )
     report.set_defaults(func=_cmd_report)
+
+    config = sub.add_parser("config", help="work with site files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check", help="validate a site file and its register maps; start nothing"
+    )
+    check.add_argument("file", type=Path, help="site YAML file")
+    check.set_defaults(func=cmd_config_check)
     return parser
 
 
@@ -332,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except FlexedgeError as exc:
+    except (FlexedgeError, OSError) as exc:
+        # A user's mistake or a broker away: one line naming the file, field, port or path.
+        log.debug("%s failed", args.command, exc_info=True)
         print(f"flexedge: {exc}", file=sys.stderr)
-        return 2
+        return exit_code_for(exc)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

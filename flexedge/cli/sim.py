@@ -10,7 +10,7 @@ Entry points for the CLI wiring:
     def main_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
                  mqtt: tuple[str, int] | None = None) -> None
         Blocking; returns after SIGINT or SIGTERM. Raises flexedge.errors.ConfigError for
-        a bad site file or register map, OSError when a port cannot be bound.
+        a bad site file or register map, PortUnavailable when a port cannot be bound.
 
     async def run_sim(site_path: Path, *, host: str | None = None, port: int | None = None,
                       stop: asyncio.Event | None = None,
@@ -22,7 +22,9 @@ Entry points for the CLI wiring:
 `host` and `port` override every device's address from the file; port 0 puts each device on
 a free port (logged). One log line per device says where it is served. `mqtt` (HOST, PORT)
 lets `flexedge fault` switch device faults while running (simulators.fault_mqtt), those of
-mqtt devices too; a broker that cannot be reached raises flexedge.errors.BrokerError.
+mqtt devices too, logging in with the site file's mqtt username and password; a broker that
+cannot be reached raises flexedge.errors.BrokerError, a port that cannot be listened on
+flexedge.errors.PortUnavailable.
 """
 
 from __future__ import annotations
@@ -91,7 +93,16 @@ async def run_sim(
                 )
         if mqtt is not None:
             # After the mqtt devices: fault control takes every device it will serve.
-            control = FaultControl(simulator, site.config.site, *mqtt, mqtt_devices=mqtt_devices)
+            # On the site broker's login: --mqtt moves the broker, not its credentials.
+            login = site.config.mqtt.broker()
+            control = FaultControl(
+                simulator,
+                site.config.site,
+                *mqtt,
+                mqtt_devices=mqtt_devices,
+                username=login.username,
+                password=login.password,
+            )
             await control.start()
         for name in simulator.models:
             device_host, device_port = simulator.address(name)

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal, Self
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from flexedge.config.device_base import DeviceBase
-from flexedge.config.field_types import Ratio
+from flexedge.config.field_types import MAX_RATING_KW, Ratio
 
 
 class Battery(DeviceBase):
@@ -18,8 +18,8 @@ class Battery(DeviceBase):
     soc_max: Ratio = 0.95
     # Energy kept back for the site's own needs (backup); never offered or dispatched.
     reserve_soc: Ratio = 0.0
-    max_charge_kw: float = Field(gt=0)
-    max_discharge_kw: float = Field(gt=0)
+    max_charge_kw: float = Field(gt=0, le=MAX_RATING_KW)
+    max_discharge_kw: float = Field(gt=0, le=MAX_RATING_KW)
     charge_efficiency: float = Field(default=0.95, gt=0, le=1)
     discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
 
@@ -30,7 +30,9 @@ class Battery(DeviceBase):
         return self
 
 
-ProfilePoint = tuple[Annotated[float, Field(ge=0, lt=86400)], Annotated[float, Field(ge=0)]]
+ProfilePoint = tuple[
+    Annotated[float, Field(ge=0, lt=86400)], Annotated[float, Field(ge=0, le=MAX_RATING_KW)]
+]
 
 
 class FlexibleLoad(DeviceBase):
@@ -48,11 +50,12 @@ class FlexibleLoad(DeviceBase):
     # really drew over `baseline_window_s` before it was dispatched.
     baseline: Literal["profile", "measured"] = "profile"
     baseline_window_s: float = Field(default=300.0, ge=5, le=86400)
-    max_kw: float = Field(gt=0)  # rated consumption; no limit above it is ever written
+    # Rated consumption; no limit above it is ever written.
+    max_kw: float = Field(gt=0, le=MAX_RATING_KW)
     # control setpoint only: how much more than its baseline it can be told to draw (the
     # D3A demand offer, downward regulation), and the extra energy its buffer (a thermal
     # store, an energy need still to meet) takes before it is full. 0: it cannot draw more.
-    max_extra_kw: float = Field(default=0.0, ge=0)
+    max_extra_kw: float = Field(default=0.0, ge=0, le=MAX_RATING_KW)
     extra_buffer_kwh: float = Field(default=0.0, ge=0)
 
     @property
@@ -80,7 +83,7 @@ class FlexibleLoad(DeviceBase):
 class Generator(DeviceBase):
     kind: Literal["generator"]
     min_kw: float = Field(ge=0)
-    max_kw: float = Field(gt=0)
+    max_kw: float = Field(gt=0, le=MAX_RATING_KW)
     ramp_kw_per_s: float = Field(gt=0)
     # Output it would run at without balancing (its schedule); 0 = stopped.
     baseline_kw: float = Field(default=0.0, ge=0)

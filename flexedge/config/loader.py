@@ -9,10 +9,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexedge.config.cross_references import reference_problems
+from flexedge.config.rating_ranges import rating_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig
 from flexedge.controller.core.orders import accepted_by_powertac_server
-from flexedge.errors import ConfigError, field_problems
+from flexedge.errors import ConfigError, ConfigProblems, field_problems
 
 log = logging.getLogger(__name__)
 
@@ -57,44 +58,85 @@ def _field_path(loc: tuple[int | str, ...], raw: object) -> str:
 
 
 def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
-    """Read and validate a site file. `overrides` replace top-level keys (used by the CLI)."""
+    """Read and validate a site file. `overrides` replace top-level keys (used by the CLI).
+    Raises ConfigProblems (a ConfigError) with every problem found, not just the first."""
     source = str(path)
     raw = read_yaml(path, "site file")
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "a site file must be a YAML mapping")
     if overrides:
         raw = {**raw, **overrides}
+    problems: list[ConfigError] = []
     try:
-        config = SiteConfig.model_validate(raw)
+        config: SiteConfig | None = SiteConfig.model_validate(raw)
     except ValidationError as exc:
-        first = field_problems(
-            exc,
-            name=lambda loc: _field_path(loc, raw),
-            conceal=lambda loc: any("password" in str(part) for part in loc),
-        )[0]
-        raise ConfigError(source, first.field, first.message) from None
-    problems = reference_problems(config)
-    if problems:
-        field, problem = problems[0]
-        raise ConfigError(source, field, problem)
-    _warn_beyond_powertac(source, config)
+        config = None
+        problems += [
+            ConfigError(source, problem.field, problem.message)
+            for problem in field_problems(
+                exc,
+                limit=len(exc.errors()),
+                name=lambda loc: _field_path(loc, raw),
+                conceal=lambda loc: any("password" in str(part) for part in loc),
+            )
+        ]
+    if config is None:
+        # The cross-references need a valid file; the register maps are checked anyway.
+        problems += _raw_map_problems(path, raw)
+        raise ConfigProblems(problems)
+    problems += [
+        ConfigError(source, field, problem) for field, problem in reference_problems(config)
+    ]
     maps: dict[str, LoadedMap] = {}
     for index, device in enumerate(config.devices):
-        map_path = resolve_map_path(device.map_name, relative_to=path.parent)
         try:
-            loaded = load_map(map_path)
+            maps[device.name] = _device_map(path, index, device.name, device.map_name, device.kind)
         except ConfigError as exc:
-            raise ConfigError(
-                source, f"devices[{index}] ({device.name}).register_map", str(exc)
-            ) from None
-        if loaded.spec.kind != device.kind:
-            raise ConfigError(
-                source,
-                f"devices[{index}] ({device.name}).register_map",
-                f"map {loaded.spec.model!r} is for a {loaded.spec.kind}, not a {device.kind}",
-            )
-        maps[device.name] = loaded
+            problems += exc.problems if isinstance(exc, ConfigProblems) else [exc]
+            continue
+        problems += [
+            ConfigError(source, field, problem)
+            for field, problem in rating_problems(index, device, maps[device.name])
+        ]
+    if problems:
+        raise ConfigProblems(problems)
+    _warn_beyond_powertac(source, config)
     return Site(path=path.resolve(), config=config, maps=maps)
+
+
+def _device_map(path: Path, index: int, name: object, map_name: str, kind: str) -> LoadedMap:
+    """The register map of devices[index], or a ConfigError naming the site file's field
+    (ConfigProblems with each of the map's problems)."""
+    field = f"devices[{index}] ({name}).register_map"
+    try:
+        loaded = load_map(resolve_map_path(map_name, relative_to=path.parent))
+    except ConfigError as exc:
+        found = exc.problems if isinstance(exc, ConfigProblems) else [exc]
+        raise ConfigProblems([ConfigError(str(path), field, str(p)) for p in found]) from None
+    if loaded.spec.kind != kind:
+        raise ConfigError(
+            str(path), field, f"map {loaded.spec.model!r} is for a {loaded.spec.kind}, not a {kind}"
+        )
+    return loaded
+
+
+def _raw_map_problems(path: Path, raw: dict[object, object]) -> list[ConfigError]:
+    """The register-map problems of the device entries that name a map and a known kind,
+    for a file that did not validate as a whole."""
+    problems: list[ConfigError] = []
+    devices = raw.get("devices")
+    for index, entry in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(entry, dict) or entry.get("transport", "modbus-tcp") == "mqtt":
+            continue
+        kind = entry.get("kind", "battery")
+        map_name = entry.get("register_map") or f"{kind}_generic"
+        if kind not in DEVICE_KINDS or not isinstance(map_name, str):
+            continue
+        try:
+            _device_map(path, index, entry.get("name"), map_name, kind)
+        except ConfigError as exc:
+            problems += exc.problems if isinstance(exc, ConfigProblems) else [exc]
+    return problems
 
 
 def _warn_beyond_powertac(source: str, config: SiteConfig) -> None:

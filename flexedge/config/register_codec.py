@@ -65,3 +65,16 @@ def _int_range(data_type: DataType) -> tuple[int, int]:
     if data_type in (DataType.U16, DataType.U32):
         return 0, (1 << bits) - 1
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def site_range(point: Point, sf_exponent: int = 0, base: float = 1.0) -> tuple[float, float]:
+    """The lowest and highest value in site units the point's registers can express (f32:
+    the float's range), as encode() takes them."""
+    factor = point.scale * (10.0**sf_exponent) * UNIT_TO_SITE[point.unit] * base * point.sign
+    if point.type is DataType.F32:
+        largest = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+        lo_raw, hi_raw = -largest, largest
+    else:
+        lo_raw, hi_raw = _int_range(point.type)
+    ends = (lo_raw * factor, hi_raw * factor)
+    return min(ends) + 0.0, max(ends) + 0.0  # + 0.0: no -0 in a message

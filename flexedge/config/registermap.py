@@ -32,7 +32,7 @@ from flexedge.config.register_codec import WIDTH as WIDTH
 from flexedge.config.register_codec import DataType as DataType
 from flexedge.config.register_codec import decode as decode
 from flexedge.config.register_codec import encode as encode
-from flexedge.errors import ConfigError, field_problems
+from flexedge.errors import ConfigError, ConfigProblems, field_problems
 
 BUNDLED_MAPS_DIR = Path(__file__).resolve().parent / "maps"
 
@@ -373,7 +373,7 @@ def load_map(path: Path) -> LoadedMap:
         spec = RegisterMap.model_validate(raw)
     except ValidationError as exc:
         # "points.soc.type", "unimplemented[3]": list items as in site-file errors.
-        first = field_problems(exc, show_input=False)[0]
-        raise ConfigError(source, first.field, first.message) from None
+        found = field_problems(exc, limit=len(exc.errors()), show_input=False)
+        raise ConfigProblems([ConfigError(source, p.field, p.message) for p in found]) from None
     _check_layout(source, spec)
     return LoadedMap(source=source, spec=spec)

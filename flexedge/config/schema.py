@@ -15,6 +15,7 @@ from flexedge.config.device_kinds import Battery, Device, FlexibleLoad, Generato
 from flexedge.config.field_types import Name, Ratio, Strict
 from flexedge.config.transports import JsonPath, MqttDeviceSettings, SerialSettings, Topic
 from flexedge.controller.core.orders import Direction, direction_of_ratio, ratio_problem
+from flexedge.mqtt.broker_address import Broker
 
 __all__ = [
     "BalancingConstants",
@@ -48,6 +49,11 @@ class MqttSettings(Strict):
     # SecretStr keeps the password out of reprs, logs and error messages.
     password: SecretStr | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    def broker(self) -> Broker:
+        """Where the site broker is and how to log in to it, as the transport takes it."""
+        password = self.password.get_secret_value() if self.password else None
+        return Broker(self.host, self.port, self.username, password, self.keepalive_s)
 
 
 class BalancingConstants(Strict):

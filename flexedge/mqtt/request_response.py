@@ -24,12 +24,21 @@ async def request(
     payload: bytes,
     response_topic: str,
     timeout: float,
+    *,
+    username: str | None = None,
+    password: str | None = None,
 ) -> bytes:
     """Publish one request (MQTT v5 ResponseTopic + CorrelationData) and return the payload of
     the response carrying the same correlation data. Raises BrokerError if the broker cannot
     be reached and RequestTimeout if no response comes within `timeout` seconds overall."""
     correlation = uuid.uuid4().bytes
-    link = MqttLink(host=host, port=port, client_id=f"flexedge-req-{correlation.hex()[:12]}")
+    link = MqttLink(
+        host=host,
+        port=port,
+        client_id=f"flexedge-req-{correlation.hex()[:12]}",
+        username=username,
+        password=password,
+    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     await link.start(wait=timeout)

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pymodbus.client import AsyncModbusTcpClient
 
 from flexedge.config.loader import EXAMPLE_SITE, load_site
+from flexedge.config.registermap import Point, encode
 from flexedge.simulators.devices.modbus_server import serve_site
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 from flexedge.tools.harness.processes import spawn_flexedge, stop_process
@@ -99,7 +100,7 @@ def _bare_mqtt(port: int, count: int) -> list[float]:
 
 
 async def _bare_modbus(
-    port: int, register: int, count: int, arrivals: asyncio.Queue[float]
+    port: int, setpoint: Point, count: int, arrivals: asyncio.Queue[float]
 ) -> list[float]:
     client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0)
     await client.connect()
@@ -107,7 +108,9 @@ async def _bare_modbus(
     try:
         for i in range(count):
             start = time.perf_counter()
-            await client.write_register(register, (i % 100) + 1, device_id=1)
+            # The whole point in one request: the setpoint spans two registers (s32).
+            registers = encode(setpoint, 0.01 * ((i % 100) + 1))
+            await client.write_registers(setpoint.address, registers, device_id=1)
             samples.append(await asyncio.wait_for(arrivals.get(), 5) - start)
     finally:
         client.close()
@@ -143,7 +146,7 @@ async def _bench(
 ) -> dict[str, list[float]]:
     site = load_site(site_path)
     arrivals: asyncio.Queue[float] = asyncio.Queue()
-    register = site.maps["battery-1"].point("power_setpoint").address
+    setpoint = site.maps["battery-1"].point("power_setpoint")
 
     def on_write(device: str, point: str, value: float, t: float) -> None:
         if point == "power_setpoint":
@@ -162,7 +165,7 @@ async def _bench(
         while not arrivals.empty():
             arrivals.get_nowait()
         mqtt = await asyncio.to_thread(_bare_mqtt, broker.port, events)
-        modbus = await _bare_modbus(port, register, events, arrivals)
+        modbus = await _bare_modbus(port, setpoint, events, arrivals)
     finally:
         await sim.stop()
     return {"flexedge": flexedge, "mqtt": mqtt, "modbus": modbus}

@@ -107,8 +107,8 @@ def free_port() -> int:
 
 def test_read_plan_groups_contiguous_points_per_table(site: Site) -> None:
     assert plan_reads(site.maps["b1"].spec) == (
-        ReadBlock("holding", 10, 3, ("power_setpoint", "setpoint_timeout", "heartbeat")),
-        ReadBlock("input", 0, 4, ("power", "soc", "max_charge_power", "max_discharge_power")),
+        ReadBlock("holding", 10, 4, ("power_setpoint", "setpoint_timeout", "heartbeat")),
+        ReadBlock("input", 0, 7, ("power", "soc", "max_charge_power", "max_discharge_power")),
     )
 
 
@@ -163,7 +163,8 @@ def test_out_of_rating_setpoints_are_accepted_and_clipped(site: Site) -> None:
             assert (reading.setpoint_kw, reading.p_kw) == (-9.0, -4.0)
             assert sim.model("b1").p_kw == -4.0
             with pytest.raises(ValueError, match="does not fit"):
-                await device.write_setpoint(400.0)  # beyond s16 at 0.01 kW: caller's bug
+                # Beyond s32 at 0.01 kW (21.47 GW): the caller's bug.
+                await device.write_setpoint(3e7)
 
     run(body())
 

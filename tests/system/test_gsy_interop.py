@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,6 @@ def test_gsy_e_market_trades_partial_offers_and_residuals_with_a_live_site(
 
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(INTEROP, encoding="utf-8")
-    started = time.monotonic()
     with running_site(tmp_path, broker, slot_seconds=20) as running:
         site = load_site(running.site_file)
         _, steps = load_scenario(scenario, site.config)
@@ -81,4 +79,3 @@ def test_gsy_e_market_trades_partial_offers_and_residuals_with_a_live_site(
         assert abs(delivered - accepted) <= 0.02 * abs(accepted), (sent.report, story)
     assert not rejected, "trades not accepted:\n" + "\n".join(rejected) + f"\n{story}"
     assert ledger.complete(), story
-    assert time.monotonic() - started < 75, story

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from flexedge.controller.core.dispatch import battery_view, commitment_power, plan, spread_clip
 from flexedge.controller.core.model import Progress
 from tests.support.core_fixtures import T0, battery, commitment
+from tests.support.properties import examples
 
 
 def test_one_commitment_spreads_energy_over_the_time_left() -> None:
@@ -83,7 +84,7 @@ socs = st.floats(0.0, 1.0)
 energies = st.floats(-0.5, 0.5, allow_nan=False).filter(lambda e: abs(e) > 1e-6)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     soc=socs,
     kwhs=st.lists(energies, min_size=1, max_size=5),

@@ -23,6 +23,7 @@ from flexedge.controller.core.model import Admission, Commitment, Progress, RefT
 from flexedge.controller.core.orders import economic_curtailment_kwh
 from flexedge.controller.core.reports import build_report, served_first_over
 from tests.support.core_fixtures import T0
+from tests.support.properties import examples
 
 SLOT_S = 360.0
 HOURS = SLOT_S / 3600.0
@@ -158,7 +159,7 @@ def test_the_balancing_commitment_displaced_ends_partial_and_says_why() -> None:
     assert served_first_over(bc, "delivered", ledger) == ()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     usage_kw=st.floats(min_value=0.5, max_value=50.0),
     share=st.floats(min_value=0.05, max_value=1.0),

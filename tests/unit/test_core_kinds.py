@@ -16,6 +16,7 @@ from flexedge.controller.core.kinds import (
 )
 from flexedge.controller.core.model import BatteryLimits
 from tests.support.core_fixtures import T0, commitment
+from tests.support.properties import examples
 
 GEN = GeneratorLimits("g1", min_kw=2.0, max_kw=10.0, ramp_kw_per_s=0.5)
 
@@ -103,7 +104,7 @@ def device_views(draw: st.DrawFn) -> tuple[str, DeviceView]:
     return kind, DeviceView(None)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     sites=st.lists(device_views(), min_size=1, max_size=6),
     energies=st.lists(st.floats(-1, 1).filter(lambda e: abs(e) > 1e-6), min_size=1, max_size=5),

@@ -22,6 +22,7 @@ from flexedge.controller.core.merit import AssetKind, merit_order
 from flexedge.controller.core.model import AckStatus, Offer, Progress
 from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery, commitment
+from tests.support.properties import examples
 
 # {asset: (demand rate, supply rate)} in ct/kWh
 REGISTRY = {
@@ -237,7 +238,7 @@ def _room(feasible: Feasible, p: float, direction: float) -> bool:
     return abs(feasible.toward(p, p + math.copysign(1e-3, direction)) - p) > 1e-9
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     primary=backup_view(),
     backups=st.lists(backup_view(), min_size=1, max_size=4),
@@ -295,7 +296,7 @@ def test_merit_order_fills_backups_in_order_and_inside_their_limits(
     assert covered * direction <= max(0.0, asked - by_primary) + 1e-6
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(view=backup_view(), p_from_seed=st.floats(0, 1), target=st.floats(-30, 30))
 def test_toward_stays_allowed_and_never_passes_the_target(
     view: DeviceView,
@@ -311,7 +312,7 @@ def test_toward_stays_allowed_and_never_passes_the_target(
     assert min(p_from, target) - 1e-9 <= p <= max(p_from, target) + 1e-9
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     views=st.lists(backup_view(), min_size=2, max_size=5),
     trades=st.lists(

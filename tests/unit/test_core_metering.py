@@ -12,6 +12,7 @@ from flexedge.controller.core.metering import Sample, attribute, per_slot, trape
 from flexedge.controller.core.model import Progress
 from flexedge.controller.core.reports import build_report, delivery_status
 from tests.support.core_fixtures import T0, commitment
+from tests.support.properties import examples
 
 
 def test_trapezoid_of_a_ramp() -> None:
@@ -49,7 +50,7 @@ def test_overlapping_commitments_share_by_allocation() -> None:
     assert abs(result.energy_kwh["b"] - 0.25 * total) < 1e-12
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     powers=st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=40),
     steps=st.lists(st.floats(0.05, 2.0), min_size=40, max_size=40),

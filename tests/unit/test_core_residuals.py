@@ -18,6 +18,7 @@ from flexedge.controller.core.residuals import (
 )
 from flexedge.controller.core.trade_admission import TradeRequest, admit_trade
 from tests.support.core_fixtures import T0, battery
+from tests.support.properties import examples
 
 SLOT = 60.0
 RATE = 35.0
@@ -169,7 +170,7 @@ def test_residual_problem_is_none_for_a_fresh_id() -> None:
     assert residual_problem("r-new", OFFER, OFFERS, {"r1": "o-up"}) is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.tuples(

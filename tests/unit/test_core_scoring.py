@@ -21,6 +21,7 @@ from flexedge.controller.core.scoring import (
     step_at,
 )
 from tests.support.core_fixtures import T0
+from tests.support.properties import examples
 
 # Magnitudes a real target has: 0, or at least a watt. Subnormal floats only test underflow.
 power = st.one_of(st.just(0.0), st.floats(0.001, 10.0), st.floats(-10.0, -0.001))
@@ -69,7 +70,7 @@ def test_measured_power_is_linear_between_samples_and_none_across_a_gap() -> Non
 
 
 # -- the split among commitments on one asset --------------------------------------------------
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     allocations=st.dictionaries(st.sampled_from("abcd"), power, min_size=1),
     measured=st.floats(-10, 10),
@@ -107,7 +108,7 @@ def test_series_sum_assets_and_drop_seconds_without_telemetry() -> None:
 
 
 # -- the score ------------------------------------------------------------------------------------
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(target=targets)
 def test_a_response_identical_to_the_target_scores_one_everywhere(target: list[float]) -> None:
     assume(any(target))
@@ -119,7 +120,7 @@ def test_a_response_identical_to_the_target_scores_one_everywhere(target: list[f
         assert result.delay_s == 0.0
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(data=st.data(), target=targets, delay_max=st.sampled_from([1.0, 5.0, 10.0]))
 def test_every_score_stays_in_zero_one(
     data: st.DataObject, target: list[float], delay_max: float
@@ -133,7 +134,7 @@ def test_every_score_stays_in_zero_one(
     assert result.scored == sum(r is not None for r in response)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(target=st.lists(power, min_size=12, max_size=60), lag=st.integers(1, 10))
 def test_a_delayed_copy_correlates_fully_and_loses_delay_score(
     target: list[float], lag: int
@@ -158,7 +159,7 @@ def test_a_delayed_copy_of_a_noisy_target_is_found_at_its_delay(lag: int) -> Non
     assert result.precision is not None and result.precision < 1.0
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     target=targets,
     noise=st.lists(st.floats(-1, 1), min_size=60, max_size=60),

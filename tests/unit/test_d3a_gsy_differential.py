@@ -22,6 +22,7 @@ from flexedge.simulators.market.d3a import BalancingAgent, BookOffer, Clearing
 from flexedge.simulators.market.engines import D3aEngine, d3a_engine
 from flexedge.simulators.market.gsy_engine import GSY_INSTALL
 from tests.support.gsy import IMPORT_WARNINGS, require_gsy
+from tests.support.properties import examples
 
 SLOT = 1_800_000_000.0
 NEXT_SLOT = SLOT + 900
@@ -142,7 +143,7 @@ def d3a_engine_for(ratio: float) -> D3aEngine:
     return GsyBalancing("site", ratio, REGISTRY)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(events=EVENTS, ratio=RATIO)
 def test_built_in_agent_trades_as_gsy_e(
     gsy_e: None, events: list[tuple[Any, ...]], ratio: float

@@ -43,7 +43,7 @@ def test_bundled_generic_map_loads() -> None:
     assert loaded.source == str(path)
     assert loaded.spec.kind == "battery"
     setpoint = loaded.point("power_setpoint")
-    assert (setpoint.table, setpoint.access, setpoint.type) == ("holding", "rw", DataType.S16)
+    assert (setpoint.table, setpoint.access, setpoint.type) == ("holding", "rw", DataType.S32)
     assert loaded.has("setpoint_timeout")
     assert {loaded.point(n).table for n in ("power", "soc")} == {"input"}
 

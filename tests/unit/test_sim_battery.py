@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from flexedge.config.schema import Battery
 from flexedge.simulators.devices.battery import BatteryModel
+from tests.support.properties import examples
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def stored(model: BatteryModel) -> float:
     return model.soc * model.capacity_kwh
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(model=models(), plan=steps)
 def test_physics_invariants(model: BatteryModel, plan: list[Step]) -> None:
     """SoC window, ratings, energy balance and the lease, checked after every step.

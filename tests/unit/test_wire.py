@@ -19,6 +19,7 @@ from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import AssetDelivery, DeliveryReport
 from flexedge.controller.core.trade_admission import TradeRequest
 from flexedge.errors import MessageRejected
+from tests.support.properties import examples
 
 JAN_1_2024 = 1704067200.0  # 2024-01-01T00:00:00Z
 
@@ -403,7 +404,7 @@ aware = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(energy=finite, price=finite, moment=aware, utc_z=st.booleans())
 def test_trade_round_trips(energy: float, price: float, moment: datetime, utc_z: bool) -> None:
     if utc_z:

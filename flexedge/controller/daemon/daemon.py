@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 from flexedge.drivers.base import Device
 from flexedge.drivers.factory import build_device
-from flexedge.errors import DeviceError
+from flexedge.errors import ConfigError, DeviceError
 from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,13 @@ class Daemon:
         self.clock = clock
         self.base = f"{self.config.mqtt.prefix}/{self.config.site}"
         self.state = "starting"
-        self.store = Store(site.log_db_path)
+        try:
+            self.store = Store(site.log_db_path)
+        except (OSError, sqlite3.Error) as exc:
+            # Under systemd a relative log_db lands next to a read-only site file.
+            raise ConfigError(
+                str(site.path), "log_db", f"cannot open the SQLite log {site.log_db_path}: {exc}"
+            ) from None
         password = self.config.mqtt.password
         self.link = MqttLink(
             host=self.config.mqtt.host,

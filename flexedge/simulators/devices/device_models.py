@@ -203,8 +203,9 @@ class GeneratorAdapter(ModelAdapter[GeneratorModel]):
 AnyAdapter = BatteryAdapter | LoadAdapter | GeneratorAdapter
 
 
-def adapter_for(device: DeviceBase, now: float) -> AnyAdapter:
-    """A fresh model for a site-file device, at `now`, behind its kind's adapter.
+def adapter_for(device: DeviceBase, now: float, utc_offset_s: float = 0.0) -> AnyAdapter:
+    """A fresh model for a site-file device, at `now`, behind its kind's adapter; `now` +
+    `utc_offset_s` is UTC wall time (a load's profile is by second of day UTC).
     ValueError when the device's settings are outside what the model accepts."""
     timeout = float(device.setpoint_timeout_s)
     sim = device.simulator
@@ -223,6 +224,7 @@ def adapter_for(device: DeviceBase, now: float) -> AnyAdapter:
             now=now,
             max_extra_kw=device.max_extra_kw,
             extra_buffer_kwh=device.extra_buffer_kwh,
+            utc_offset_s=utc_offset_s,
         )
         return LoadAdapter(load, max_kw=device.max_kw)
     if isinstance(device, Generator):

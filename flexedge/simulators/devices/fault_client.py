@@ -1,5 +1,6 @@
 """`flexedge fault`: switch a fault of a device of a running `flexedge sim --mqtt HOST:PORT`.
 
+    flexedge fault --config site.yaml --device battery-1 --latency 0.5
     flexedge fault --mqtt 127.0.0.1:1883 --site demo --device battery-1 --latency 0.5
     flexedge fault ... --drop | --no-drop | --exception DEVICE_BUSY | --exception none
     flexedge fault ... --frozen | --ignore-writes | --clear
@@ -17,7 +18,7 @@ import sys
 import uuid
 
 from flexedge.errors import BrokerError
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 from flexedge.simulators.devices.faults import (
     FaultError,
     FaultState,
@@ -53,12 +54,26 @@ def fault_message(
 
 
 async def send_fault(
-    host: str, port: int, site: str, device: str, message: dict[str, object], timeout: float = 5.0
+    host: str,
+    port: int,
+    site: str,
+    device: str,
+    message: dict[str, object],
+    timeout: float = 5.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
 ) -> dict[str, object] | None:
     """Publish one fault message as an MQTT v5 request; the simulator's answer (the device's
     fault state, or {"error": reason} when it refused the message), or None if no answer came
     within `timeout` seconds. Raises BrokerError if the broker cannot be reached."""
-    link = MqttLink(host=host, port=port, client_id=f"flexedge-fault-{uuid.uuid4().hex[:12]}")
+    link = MqttLink(
+        host=host,
+        port=port,
+        client_id=f"flexedge-fault-{uuid.uuid4().hex[:12]}",
+        username=username,
+        password=password,
+    )
     await link.start(wait=timeout)
     request_id = uuid.uuid4().hex.encode()
     reply_topic = f"{state_topic(site, device)}/reply/{request_id.decode()}"
@@ -93,7 +108,7 @@ async def send_fault(
 
 
 def main_fault(
-    mqtt: tuple[str, int], site: str, device: str, message: dict[str, object], timeout: float = 5.0
+    broker: Broker, site: str, device: str, message: dict[str, object], timeout: float = 5.0
 ) -> int:
     """Blocking entry for `flexedge fault`: 0 when confirmed, 1 without confirmation, 2 for
     a message that would be refused."""
@@ -109,8 +124,19 @@ def main_fault(
     except FaultError as exc:
         print(f"flexedge: {exc}", file=sys.stderr)
         return 2
-    host, port = mqtt
-    state = asyncio.run(send_fault(host, port, site, device, message, timeout))
+    host, port = broker.host, broker.port
+    state = asyncio.run(
+        send_fault(
+            host,
+            port,
+            site,
+            device,
+            message,
+            timeout,
+            username=broker.username,
+            password=broker.password,
+        )
+    )
     if state is None:
         print(
             f"flexedge: sent, but no simulator confirmed on {state_topic(site, device)} "

@@ -51,6 +51,8 @@ class FaultControl:
         port: int,
         *,
         mqtt_devices: MqttDeviceSimulator | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.simulator = simulator
         self.mqtt_devices = mqtt_devices
@@ -66,6 +68,8 @@ class FaultControl:
             host=host,
             port=port,
             client_id=f"{TOPIC_ROOT}-{site}-{uuid.uuid4().hex[:8]}",
+            username=username,
+            password=password,
             on_connect=self._publish_all,
         )
         self._listeners: dict[str, Listener] = {}

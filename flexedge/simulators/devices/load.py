@@ -39,6 +39,7 @@ class LoadModel:
         now: float = 0.0,
         max_extra_kw: float = 0.0,
         extra_buffer_kwh: float = 0.0,
+        utc_offset_s: float = 0.0,
     ) -> None:
         if not profile or any(kw < 0 for _, kw in profile):
             raise ValueError("profile needs at least one (second_of_day, kW >= 0) point")
@@ -51,6 +52,8 @@ class LoadModel:
         if max_extra_kw > 0 and control != "setpoint":
             raise ValueError("only a load with a consumption setpoint can draw more")
         self.max_extra_kw = max_extra_kw
+        # `now` + this is UTC wall time: the profile's second of day (sim_clock).
+        self.utc_offset_s = utc_offset_s
         self.extra_buffer_kwh = extra_buffer_kwh
         self._profile = tuple((float(t) % SECONDS_PER_DAY, float(kw)) for t, kw in profile)
         self.curtailable_share = curtailable_share
@@ -72,8 +75,9 @@ class LoadModel:
 
     # -- demand -----------------------------------------------------------------------------
     def profile_kw(self, now: float) -> float:
-        """The declared baseline at `now` (the controller reads the same profile)."""
-        return profile_kw(self._profile, now)
+        """The declared baseline at `now`, looked up at that instant's UTC second of day as
+        the controller does."""
+        return profile_kw(self._profile, now + self.utc_offset_s)
 
     def demand_kw(self, now: float) -> float:
         """What the load would draw uncontrolled: profile plus noise that changes every second

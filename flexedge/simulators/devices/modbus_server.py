@@ -19,7 +19,10 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import TypeVar, cast, overload
@@ -27,13 +30,14 @@ from typing import TypeVar, cast, overload
 from pymodbus.server import ModbusTcpServer
 
 from flexedge.config.loader import Site
-from flexedge.errors import ConfigError
+from flexedge.errors import ConfigError, PortUnavailable
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.device_models import SimModel, adapter_for
 from flexedge.simulators.devices.faults import DeviceFaults, FaultState
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.modbus_serial import ModbusSerialSimServer, serial_servers
+from flexedge.simulators.devices.sim_clock import utc_offset_s
 from flexedge.simulators.devices.sim_device import Clock, OnWrite, SimulatedBattery, SimulatedDevice
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,16 @@ __all__ = [
 ]
 
 M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
+
+
+def _bind_error(host: str, port: int) -> OSError:
+    """Why (host, port) cannot be listened on: bind it ourselves to get the OS's errno."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        return exc
+    # Free again by now (it was busy a moment ago): as busy, which a retry may get past.
+    return OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
 
 
 class ModbusSimServer:
@@ -87,8 +101,11 @@ class ModbusSimServer:
         )
         try:
             await server.serve_forever(background=True)
-        except RuntimeError as exc:  # pymodbus reports a failed bind this way
-            raise OSError(f"cannot listen on {self.host}:{self._port}: {exc}") from None
+        except RuntimeError:  # pymodbus reports a failed bind this way, errno swallowed
+            names = ", ".join(d.name for d in self.devices)
+            raise PortUnavailable(
+                f"simulated {names}", self.host, self._port, _bind_error(self.host, self._port)
+            ) from None
         listener = cast(asyncio.Server, server.transport)
         self._port = int(listener.sockets[0].getsockname()[1])
         self._server = server
@@ -152,9 +169,10 @@ class SiteSimulator:
         groups: dict[tuple[str, int], list[SimulatedDevice]] = {}
         free: list[tuple[str, SimulatedDevice]] = []
         rtu: list[SimulatedDevice] = []
+        utc_offset = utc_offset_s(clock)
         for index, device in enumerate(site.config.devices):
             try:
-                adapter = adapter_for(device, now=clock())
+                adapter = adapter_for(device, now=clock(), utc_offset_s=utc_offset)
             except ValueError as exc:
                 raise ConfigError(
                     str(site.path), f"devices[{index}] ({device.name})", str(exc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -64,7 +65,7 @@ M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
 Action = Callable[[], None]
 
 
-def simulated_device(device: Device, clock: Clock = time.time) -> SimulatedMqttDevice:
+def simulated_device(device: Device, clock: Clock = time.monotonic) -> SimulatedMqttDevice:
     """The simulated MQTT device for a transport mqtt device of a site file."""
     if isinstance(device, FlexibleLoad):
         return SimulatedMqttLoad.from_config(device, clock)
@@ -215,13 +216,12 @@ class MqttDeviceSimulator:
         *,
         mqtt: tuple[str, int] | None = None,
         publish_interval_s: float = 1.0,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
     ) -> MqttDeviceSimulator:
         """`mqtt` (HOST, PORT) replaces every device's broker, as --host/--port replace the
         Modbus addresses; otherwise a device is on its mqtt_device.host/port or the site's."""
         site = config.mqtt
-        password = site.password.get_secret_value() if site.password else None
-        site_broker = Broker(site.host, site.port, site.username, password, site.keepalive_s)
+        site_broker = site.broker()
         grouped: dict[Broker, list[SimulatedMqttDevice]] = {}
         for device in config.devices:
             if device.transport != "mqtt":
@@ -229,7 +229,8 @@ class MqttDeviceSimulator:
             md = device.mqtt_device
             assert md is not None  # the schema requires it for transport mqtt
             if mqtt is not None:
-                broker = Broker(*mqtt)
+                # Another address for the site broker: its credentials still apply.
+                broker = dataclasses.replace(site_broker, host=mqtt[0], port=mqtt[1])
             elif md.host is not None:
                 broker = Broker(md.host, md.port or 1883)
             else:

@@ -76,7 +76,8 @@ class SimulatedMqttDevice(ABC):
         """Apply one command; False (and a log line) if it is malformed."""
 
     def _now(self) -> float:
-        # The models refuse time going backwards; a wall-clock step back just pauses them.
+        # The models refuse time going backwards; a clock stepping back (an injected one, or
+        # time.time) just pauses them.
         self._t = max(self._t, self.clock())
         return self._t
 

@@ -20,6 +20,7 @@ from typing import Literal
 from flexedge.config.schema import FlexibleLoad, MqttDeviceSettings
 from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.mqtt_sim_base import Clock, SimulatedMqttDevice, put
+from flexedge.simulators.devices.sim_clock import utc_offset_s
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +34,14 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         settings: MqttDeviceSettings,
         command: Literal["relay", "limit"],
         model: LoadModel,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
     ) -> None:
-        # Wall clock: the load profile is by second of day, like the controller's baseline.
         super().__init__(name, settings, clock)
         self.command = command
         self._model = model
 
     @classmethod
-    def from_config(cls, device: FlexibleLoad, clock: Clock = time.time) -> SimulatedMqttLoad:
+    def from_config(cls, device: FlexibleLoad, clock: Clock = time.monotonic) -> SimulatedMqttLoad:
         md = device.mqtt_device
         if md is None:
             raise ValueError(f"{device.name}: not an mqtt device")
@@ -58,6 +58,8 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
             setpoint_timeout_s=device.setpoint_timeout_s,
             seed=sim.seed,
             now=clock(),
+            # The profile is by second of day UTC, like the controller's baseline (sim_clock).
+            utc_offset_s=utc_offset_s(clock),
         )
         command = md.command or device.control
         return cls(device.name, md, command, model, clock)

@@ -38,7 +38,7 @@ class SimulatedMqttSetpointDevice(SimulatedMqttDevice):
         name: str,
         settings: MqttDeviceSettings,
         adapter: BatteryAdapter | GeneratorAdapter,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(name, settings, clock)
         self.adapter = adapter
@@ -97,7 +97,7 @@ class SimulatedMqttBattery(SimulatedMqttSetpointDevice):
     adapter: BatteryAdapter
 
     @classmethod
-    def from_config(cls, device: Battery, clock: Clock = time.time) -> SimulatedMqttBattery:
+    def from_config(cls, device: Battery, clock: Clock = time.monotonic) -> SimulatedMqttBattery:
         if device.mqtt_device is None:
             raise ValueError(f"{device.name}: not an mqtt device")
         return cls(
@@ -118,7 +118,9 @@ class SimulatedMqttGenerator(SimulatedMqttSetpointDevice):
     adapter: GeneratorAdapter
 
     @classmethod
-    def from_config(cls, device: Generator, clock: Clock = time.time) -> SimulatedMqttGenerator:
+    def from_config(
+        cls, device: Generator, clock: Clock = time.monotonic
+    ) -> SimulatedMqttGenerator:
         if device.mqtt_device is None:
             raise ValueError(f"{device.name}: not an mqtt device")
         # adapter_for: the same model and fallback (stop) as the Modbus simulator's.

@@ -350,7 +350,13 @@ class MarketSim:
         """Switch a simulator fault and wait for the simulator to confirm it."""
         cfg = self.cfg
         state = await send_fault(
-            cfg.mqtt.host, cfg.mqtt.port, cfg.site, fault.device, fault.message()
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+            cfg.site,
+            fault.device,
+            fault.message(),
+            username=cfg.mqtt.username,
+            password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
         )
         if state is None:
             raise FlexedgeError(

@@ -1,7 +1,8 @@
 """A private Mosquitto for tests, the demo and the benchmark.
 
 Nothing in production uses this: the site's broker is configured, not started by us. The
-private broker listens on 127.0.0.1 only, allows anonymous clients and keeps nothing on disk.
+private broker listens on 127.0.0.1 only, allows anonymous clients and keeps nothing on disk;
+given `users`, it takes only those logins instead (a site whose broker needs a password).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -70,7 +72,10 @@ class PrivateBroker:
         port: int | None = None,
         workdir: Path | None = None,
         start_timeout: float = 10.0,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        """`users` {username: password}: refuse anonymous clients and every other login."""
+        self.users = dict(users) if users else {}
         self.port = port if port is not None else free_port()
         self.start_timeout = start_timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -90,7 +95,11 @@ class PrivateBroker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *(
+                ("allow_anonymous false", f"password_file {self._write_password_file()}")
+                if self.users
+                else ("allow_anonymous true",)
+            ),
             "persistence false",
             f"max_queued_messages {_MAX_QUEUED}",
             f"max_inflight_messages {_MAX_INFLIGHT}",
@@ -108,6 +117,19 @@ class PrivateBroker:
         ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _write_password_file(self) -> Path:
+        """Mosquitto's password file for `users`, hashed by its own mosquitto_passwd."""
+        path = self.workdir / "passwords"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()), encoding="utf-8")
+        path.chmod(0o600)
+        binary = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        try:
+            subprocess.run([binary, "-U", str(path)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise BrokerUnavailable(f"cannot hash the password file with {binary}: {exc}") from exc
+        return path
 
     def log_tail(self, lines: int = 20) -> str:
         try:
