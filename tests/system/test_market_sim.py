@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from flexedge.cli import exit_codes
 from flexedge.cli.main import main as cli_main
 from flexedge.config.loader import EXAMPLE_SITE, load_site
 from flexedge.config.schema import SiteConfig
@@ -170,7 +171,7 @@ def test_cli_reports_a_bad_scenario_before_connecting(
     code = cli_main(
         ["market", "--config", str(EXAMPLE_SITE), "--scenario", str(path), "--mqtt", "127.0.0.1:9"]
     )
-    assert code == 2
+    assert code == exit_codes.CONFIG  # a scenario error is a configuration error: do not retry
     assert f"{path}: steps[0].imbalance.tariff: 'nope' is not a tariff" in capsys.readouterr().err
 
 
