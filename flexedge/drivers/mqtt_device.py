@@ -31,8 +31,6 @@ from flexedge.drivers.mqtt_links import SharedLink, acquire, release
 from flexedge.errors import BrokerError, DeviceUnavailable
 from flexedge.mqtt import Broker, MqttLink
 
-__all__ = ["Broker", "MqttJsonDevice"]  # Broker (flexedge.mqtt's): where callers imported it
-
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]

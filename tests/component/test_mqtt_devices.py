@@ -20,9 +20,9 @@ from flexedge.config.loader import load_site
 from flexedge.config.schema import MqttSettings, SiteConfig
 from flexedge.drivers.base import Reading
 from flexedge.drivers.factory import build_device
-from flexedge.drivers.mqtt_device import Broker, MqttJsonDevice
+from flexedge.drivers.mqtt_device import MqttJsonDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.mqtt_devices import MqttDeviceSimulator
 from flexedge.tools.harness.broker import PrivateBroker, free_port

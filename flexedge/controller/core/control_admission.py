@@ -189,6 +189,10 @@ def admit_economic_control(
     return Admission(admission.status, reason, admission.commitment)
 
 
+# How an economic control's ack says it is served before balancing commitments it overlaps.
+PRECEDENCE = "economic control takes precedence over the balancing commitments of its timeslot"
+
+
 def precedence_reason(
     curtail: Mapping[str, float],
     assets: Mapping[str, AssetState],
@@ -222,10 +226,7 @@ def precedence_reason(
             )
     if not parts:
         return None
-    return (
-        "economic control takes precedence over the balancing commitments of its timeslot "
-        f"({'; '.join(parts)}), which may end partial"
-    )
+    return f"{PRECEDENCE} ({'; '.join(parts)}), which may end partial"
 
 
 def live_order(policy: StandingOrder, assets: Mapping[str, AssetState]) -> StandingOrder | None:

@@ -123,7 +123,8 @@ def load_offers(
     committed: Committed = NOTHING_COMMITTED,
 ) -> list[Offer]:
     """Load: a share of the energy it needs in the slot, drawing `demand_kw` (consume more).
-    It can rarely draw more, so clipping to its down capability usually leaves nothing."""
+    Clipped to its down capability: only a load that can draw more than its baseline (a
+    consumption setpoint with `max_extra_kw`) has any, so other loads offer nothing."""
     need_kwh = demand_kw * _hours(slot_start, slot_end)
     return clipped_offers(
         site=site,

@@ -26,6 +26,7 @@ from flexedge.contract.wire import (
 from flexedge.controller.core.admission import AssetState
 from flexedge.controller.core.capability import Committed, committed_on
 from flexedge.controller.core.control_admission import (
+    PRECEDENCE,
     EconomicControl,
     admit_control,
     admit_economic_control,
@@ -192,7 +193,7 @@ class MarketDesk:
             )
         if admission.status is AckStatus.REJECTED:
             log.info("rejected %s %s: %s", topic_type, msg_id, admission.reason)
-        elif isinstance(request, EconomicControl) and "takes precedence" in admission.reason:
+        elif isinstance(request, EconomicControl) and PRECEDENCE in admission.reason:
             log.warning("%s %s %s: %s", topic_type, msg_id, admission.status, admission.reason)
         if commitment is not None:
             if offer_id is not None:
