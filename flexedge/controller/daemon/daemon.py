@@ -24,6 +24,7 @@ from flexedge.contract.wire import INBOUND_TYPES, encode, status, telemetry
 from flexedge.controller.daemon.commands import CommandHandler
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
+from flexedge.controller.daemon.notify import Notifier, site_summary
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 from flexedge.drivers.base import Device
@@ -93,6 +94,10 @@ class Daemon:
         )
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Under a Type=notify unit: READY after the first tick, WATCHDOG from every tick that
+        # completes (a stuck tick stops the pings), STATUS when the summary changes.
+        self.notifier = Notifier()
+        self._notified_status = ""
 
     def _status_payload(self, state: str) -> bytes:
         assets = self.control.summary(self.clock()) if hasattr(self, "control") else {}
@@ -145,6 +150,18 @@ class Daemon:
         await self.control.tick()
         self.market.standing.refresh_orders()
         await self._telemetry()
+        self.notifier.watchdog()
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        line = site_summary(
+            self.state,
+            self.control.summary(self.clock()),
+            len(self.control.commitments_in_progress()),
+        )
+        if line != self._notified_status:
+            self._notified_status = line
+            self.notifier.status(line)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,6 +183,12 @@ class Daemon:
         scheduler = self._scheduler()
         scheduler.start()
         consumer = loop.create_task(self._consume())
+        self._notified_status = site_summary(
+            self.state,
+            self.control.summary(self.clock()),
+            len(self.control.commitments_in_progress()),
+        )
+        self.notifier.ready(self._notified_status)
         log.info(
             "flexedge %s online: %d devices, broker %s:%s, log %s",
             self.config.site,
@@ -177,6 +200,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            self.notifier.stopping()
             log.info("stopping: devices to safe state")
             scheduler.shutdown(wait=False)
             consumer.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +62,14 @@ class Notifier:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def site_summary(state: str, assets: dict[str, dict[str, Any]], open_commitments: int) -> str:
+    """The one-line STATUS systemd shows: the daemon's state, how many devices answer (and
+    which do not, so a site started with a dead device says so), and the open commitments."""
+    down = sorted(name for name, asset in assets.items() if not asset.get("available"))
+    devices = f"{len(assets) - len(down)}/{len(assets)} devices available"
+    if down:
+        devices += f" (unavailable: {', '.join(down)})"
+    plural = "" if open_commitments == 1 else "s"
+    return f"{state}: {devices}, {open_commitments} open commitment{plural}"
