@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 from flexedge.cli.exit_codes import FAILED, OK, USAGE
 from flexedge.cli.site_file import load
@@ -55,20 +56,38 @@ def cmd_order(args: argparse.Namespace) -> int:
     site = load(args.config, args.mqtt)
     reply = json.loads(_ask(site, "set-order", body, str(id(args)), args.timeout))
     if reply.get("ok"):
-        what = (
-            "withdrawn"
-            if reply["exercise_ratio"] is None
-            else f"exercise_ratio {reply['exercise_ratio']}, price {reply['price_per_kwh']} per kWh"
-        )
-        print(f"{reply['direction']} order of {reply['tariff_id']}: {what}")
-        for order in reply["orders"]:
-            print(
-                f"  in force: {order['direction']} exercise_ratio {order['exercise_ratio']}, "
-                f"price {order['price_per_kwh']} per kWh"
-            )
+        print(render_order_reply(reply))
         return OK
     print(f"flexedge: order refused: {reply.get('error')}", file=sys.stderr)
     return FAILED
+
+
+def render_order_reply(reply: dict[str, Any]) -> str:
+    """What the daemon now holds and publishes for the tariff's direction, and, when the
+    published ratio is not the one asked for, that it was cut to what the assets can do."""
+    asked, published = reply["exercise_ratio"], reply["published_ratio"]
+    what = (
+        "withdrawn"
+        if asked is None
+        else f"exercise_ratio {asked}, price {reply['price_per_kwh']} per kWh"
+    )
+    lines = [f"{reply['direction']} order of {reply['tariff_id']}: {what}"]
+    if asked is not None:
+        if published is None:
+            lines.append("  published: nothing (no order of it in force: the assets offer none)")
+        elif published != asked:
+            lines.append(
+                f"  published: exercise_ratio {published}, not {asked}: "
+                "cut to what the tariff's assets can do now"
+            )
+        else:
+            lines.append(f"  published: exercise_ratio {published}")
+    for order in reply["orders"]:
+        lines.append(
+            f"  in force: {order['direction']} exercise_ratio {order['exercise_ratio']}, "
+            f"price {order['price_per_kwh']} per kWh"
+        )
+    return "\n".join(lines)
 
 
 def cmd_fault(args: argparse.Namespace) -> int:

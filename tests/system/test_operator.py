@@ -127,6 +127,7 @@ def test_up_and_down_orders_stand_side_by_side_and_bound_events_of_their_sign(
     assert result.returncode == 0, result.stderr
     assert "down order of tariff-1: exercise_ratio -0.5" in result.stdout
     assert "in force: up exercise_ratio 1.5" in result.stdout
+    assert "  published: exercise_ratio -0.5" in result.stdout
     down = retained_becomes(site, "down", lambda o: o.get("exercise_ratio") == -0.5)
     up = retained_order(site, "up")
     assert (down["exercise_ratio"], down["price_per_kwh"]) == (-0.5, -0.1)
