@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from flexedge.config.device_base import DeviceBase, SimulatorSettings
 from flexedge.config.device_kinds import Battery, Device, FlexibleLoad, Generator, ProfilePoint
 from flexedge.config.field_types import Name, Ratio, Strict
+from flexedge.config.limits import LimitSettings
 from flexedge.config.transports import JsonPath, MqttDeviceSettings, SerialSettings, Topic
 from flexedge.controller.core.orders import Direction, direction_of_ratio, ratio_problem
 from flexedge.mqtt.broker_address import Broker
@@ -27,6 +28,7 @@ __all__ = [
     "FlexibleLoad",
     "Generator",
     "JsonPath",
+    "LimitSettings",
     "MqttDeviceSettings",
     "MqttSettings",
     "Name",
@@ -132,6 +134,8 @@ class SiteConfig(Strict):
     delivery_tolerance: Ratio = 0.02
     # Where the SQLite log goes; relative paths are relative to the site file.
     log_db: str = "flexedge.sqlite"
+    # What a market message or an operator's order may ask (horizon, prices, payments).
+    limits: LimitSettings = LimitSettings()
     balancing: BalancingConstants = BalancingConstants()
     # Factories only because ruff cannot see that Strict is a pydantic model (which copies
     # mutable defaults): the defaults are the same empty registry and tariff list.

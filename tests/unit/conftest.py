@@ -16,6 +16,13 @@ def _refuse(what: str) -> NoReturn:
     raise AssertionError(f"a unit test may not {what}: move it to tests/component or tests/system")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _font_cache() -> None:
+    # matplotlib runs fc-list once per machine to build its font cache, on its first import;
+    # done here, before the guard below, a plot in a unit test does not count as a process.
+    import matplotlib.font_manager  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _no_sockets_or_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     original_connect = socket.socket.connect

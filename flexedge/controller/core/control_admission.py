@@ -91,7 +91,7 @@ def admit_control(
     if pair is None:
         return Admission.reject(f"unknown tariff {request.tariff_id!r}")
     if abs(request.kwh) < EPS_KWH:
-        return Admission.reject("kwh must not be 0")
+        return Admission.reject(f"kwh must not be 0: at least {EPS_KWH} kWh either way")
     window_end = request.timeslot_start + slot_seconds
     if window_end <= now:
         return Admission.reject("the timeslot of this control event is already over")

@@ -17,6 +17,7 @@ from flexedge.controller.core.orders import (
     direction_of_ratio,
     ratio_problem,
 )
+from flexedge.controller.core.plausibility import order_price_problem
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.outbox import Outbox
@@ -98,6 +99,9 @@ class CommandHandler:
             direction = direction_of_ratio(request.exercise_ratio)
             current = standing.policy(request.tariff_id, direction)
             price = request.price_per_kwh
+            bad_price = None if price is None else order_price_problem(price, self.market.limits)
+            if bad_price:
+                return self._refuse(payload, bad_price)
             if price is None and current is None:
                 return self._refuse(
                     payload,

@@ -39,6 +39,7 @@ from flexedge.controller.core.offers import (
     load_offers,
     load_supply_after_spot_trade,
 )
+from flexedge.controller.core.plausibility import request_problem
 from flexedge.controller.core.residuals import live_residuals, record_trade, root_offer
 from flexedge.controller.core.trade_admission import (
     SpotTrade,
@@ -68,6 +69,7 @@ class MarketDesk:
     ) -> None:
         self.site = site
         self.config = site.config
+        self.limits = site.config.limits.plausibility()
         self.control = control
         self.store = store
         self.outbox = outbox
@@ -119,6 +121,8 @@ class MarketDesk:
                     f"id {request.id!r} was already {status} at {iso(when)}"
                     + (f" as commitment {duplicate_of}" if duplicate_of else ""),
                 )
+            elif (problem := request_problem(request, self.limits, now)) is not None:
+                admission = Admission.reject(problem)
             elif isinstance(request, SpotTrade):
                 admission = admit_spot_trade(
                     request,
