@@ -4,7 +4,6 @@ no commitment; `status` still works afterwards."""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexedge.config.limits import LimitSettings
-from flexedge.contract.wire import iso
 from flexedge.controller.core.control_admission import ControlRequest, EconomicControl
 from flexedge.controller.core.plausibility import (
     Plausibility,
@@ -23,15 +21,15 @@ from flexedge.controller.core.plausibility import (
 )
 from flexedge.controller.core.trade_admission import SpotTrade, TradeRequest
 from flexedge.controller.daemon.market_desk import MarketDesk
-from flexedge.mqtt import Inbound
 from tests.support.core_fixtures import T0
 from tests.support.fake_device import FakeDevice
 from tests.support.harness import run
 from tests.support.properties import examples
-from tests.unit.test_shell_in_process import BASE, Clock, queued, shell
+from tests.unit.test_shell_in_process import Clock, balancing_control, queued, shell
 
 LIMITS = Plausibility()
 YEAR_9999 = datetime(9999, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+YEAR_3000 = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
 
 
 def control(start: float, payment: float = 0.1) -> ControlRequest:
@@ -91,19 +89,6 @@ def test_whatever_passes_is_finite_and_within_the_limits(ahead: float, payment: 
         assert math.isfinite(payment) and abs(payment) <= LIMITS.max_payment
 
 
-def _control_message(msg_id: str, start: str, payment: float) -> Inbound:
-    payload = {
-        "v": 1,
-        "type": "balancing_control",
-        "id": msg_id,
-        "tariff_id": "tariff-1",
-        "timeslot_start": start,
-        "kwh": 0.01,
-        "payment": payment,
-    }
-    return Inbound(f"{BASE}/market/balancing-control", json.dumps(payload).encode(), 1, False, 1)
-
-
 def test_the_desk_rejects_far_future_and_absurd_messages_and_status_still_works(
     tmp_path: Path,
 ) -> None:
@@ -117,14 +102,14 @@ def test_the_desk_rejects_far_future_and_absurd_messages_and_status_still_works(
         async def scenario() -> None:
             await control_loop.tick()
             desk.standing.refresh_orders()
+            await desk.handle(balancing_control("far", YEAR_9999, 0.01), "market/balancing-control")
             await desk.handle(
-                _control_message("far", "9999-12-31T23:00:00Z", 0.1), "market/balancing-control"
-            )
-            await desk.handle(
-                _control_message("year-3000", "3000-01-01T00:00:00Z", 0.1),
+                balancing_control("year-3000", YEAR_3000, 0.01),
                 "market/balancing-control",
             )
-            await desk.handle(_control_message("rich", iso(T0), 1e300), "market/balancing-control")
+            await desk.handle(
+                balancing_control("rich", T0, 0.01, payment=1e300), "market/balancing-control"
+            )
 
         run(scenario())
         acks = queued(store, "market/ack")

@@ -205,7 +205,9 @@ def test_a_device_that_ignores_writes_is_probed_and_counted_on_once_it_takes_the
 # -- the market desk and the outbox -------------------------------------------------------
 
 
-def balancing_control(msg_id: str, timeslot_start: float, kwh: Any) -> Inbound:
+def balancing_control(
+    msg_id: str, timeslot_start: float, kwh: Any, payment: float = 0.1
+) -> Inbound:
     payload = {
         "v": 1,
         "type": "balancing_control",
@@ -213,7 +215,7 @@ def balancing_control(msg_id: str, timeslot_start: float, kwh: Any) -> Inbound:
         "tariff_id": "tariff-1",
         "timeslot_start": iso(timeslot_start),
         "kwh": kwh,
-        "payment": 0.1,
+        "payment": payment,
     }
     return Inbound(f"{BASE}/market/balancing-control", json.dumps(payload).encode(), 1, False, 1)
 

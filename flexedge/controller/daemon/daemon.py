@@ -153,12 +153,15 @@ class Daemon:
         self.notifier.watchdog()
         self._notify_status()
 
-    def _notify_status(self) -> None:
-        line = site_summary(
+    def _summary_line(self) -> str:
+        return site_summary(
             self.state,
             self.control.summary(self.clock()),
             len(self.control.commitments_in_progress()),
         )
+
+    def _notify_status(self) -> None:
+        line = self._summary_line()
         if line != self._notified_status:
             self._notified_status = line
             self.notifier.status(line)
@@ -183,11 +186,7 @@ class Daemon:
         scheduler = self._scheduler()
         scheduler.start()
         consumer = loop.create_task(self._consume())
-        self._notified_status = site_summary(
-            self.state,
-            self.control.summary(self.clock()),
-            len(self.control.commitments_in_progress()),
-        )
+        self._notified_status = self._summary_line()
         self.notifier.ready(self._notified_status)
         log.info(
             "flexedge %s online: %d devices, broker %s:%s, log %s",
