@@ -80,6 +80,11 @@ class MessageRejected(FlexedgeError):
         super().__init__(reason)
 
 
+class StoreError(FlexedgeError):
+    """The local SQLite log could not be read or written (disk full, locked, I/O error).
+    Nothing that depended on the write took effect: its transaction was rolled back."""
+
+
 class BrokerError(FlexedgeError):
     """The MQTT broker could not be reached or refused us."""
 

@@ -258,13 +258,19 @@ class AssetSummary(BaseModel):
     setpoint_kw: Number | None = Field(description="the last setpoint written; null: released")
 
 
+SiteState = Literal["starting", "online", "degraded", "safe", "offline"]
+PROBLEMS = "why the site is degraded (empty: it is not)"
+
+
 class Status(Outbound):
-    """Retained; the broker publishes state offline as the site's last will."""
+    """Retained; the broker publishes state offline as the site's last will. Degraded: the
+    site runs, but something it promises is at risk (its log cannot be written)."""
 
     type: Literal["status"] = "status"
-    state: Literal["starting", "online", "safe", "offline"]
+    state: SiteState
     ts: WireTime
     assets: dict[str, AssetSummary]
+    problems: list[str] = Field(default_factory=list, description=PROBLEMS)
 
 
 class Telemetry(Outbound):
@@ -346,11 +352,14 @@ class StatusReply(BaseModel):
 
     ok: Literal[True]
     site: str
-    state: Literal["starting", "online", "safe", "offline"]
+    state: SiteState
+    problems: list[str] = Field(default_factory=list, description=PROBLEMS)
     ts: WireTime
     assets: dict[str, AssetSummary]
     open_commitments: list[CommitmentSummary]
-    outbox_backlog: int = Field(description="messages not yet confirmed by the broker")
+    outbox_backlog: int | None = Field(
+        description="messages not yet confirmed by the broker; null: the log cannot be read"
+    )
     log_db: str = Field(description="path of the SQLite log")
     orders: list[OrderSummary] = Field(description="the standing orders in force")
 

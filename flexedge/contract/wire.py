@@ -283,9 +283,19 @@ def measurement(
     )
 
 
-def status(state: str, assets: dict[str, dict[str, Any]], ts: float) -> dict[str, Any]:
+def status(
+    state: str, assets: dict[str, dict[str, Any]], ts: float, problems: list[str] | None = None
+) -> dict[str, Any]:
     return dump(
-        Status.model_validate({"id": new_id(), "state": state, "ts": moment(ts), "assets": assets})
+        Status.model_validate(
+            {
+                "id": new_id(),
+                "state": state,
+                "ts": moment(ts),
+                "assets": assets,
+                "problems": problems or [],
+            }
+        )
     )
 
 

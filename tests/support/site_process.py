@@ -35,11 +35,15 @@ class RunningSite:
     device_count: int = 1
     has_tariffs: bool = True
     daemon: subprocess.Popen[bytes] | None = None
+    # The daemon's output reaches daemon.log through a pipe (see spawn_flexedge).
+    piped_log: bool = False
 
     def start_daemon(self) -> None:
         """(Re)start `flexedge run`; its log is appended to daemon.log."""
         self.daemon = spawn_flexedge(
-            ["run", "--config", str(self.site_file)], self.workdir / "daemon.log"
+            ["run", "--config", str(self.site_file)],
+            self.workdir / "daemon.log",
+            through_pipe=self.piped_log,
         )
 
     def kill_daemon(self) -> None:
@@ -93,9 +97,15 @@ def _wait_online(site: RunningSite, daemon: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_site(
-    workdir: Path, broker: PrivateBroker, *, fault_control: bool = False, **changes: Any
+    workdir: Path,
+    broker: PrivateBroker,
+    *,
+    fault_control: bool = False,
+    piped_log: bool = False,
+    **changes: Any,
 ) -> Iterator[RunningSite]:
-    """With `fault_control`, the simulator takes `flexedge fault` messages from `broker`."""
+    """With `fault_control`, the simulator takes `flexedge fault` messages from `broker`;
+    with `piped_log`, the daemon logs through a pipe (RunningSite.piped_log)."""
     site_file = write_site(workdir, broker, **changes)
     raw = yaml.safe_load(site_file.read_text(encoding="utf-8"))
     sim_args = ["sim", "--config", str(site_file)]
@@ -112,6 +122,7 @@ def running_site(
         workdir,
         len(raw["devices"]),
         bool(raw.get("tariffs")),
+        piped_log=piped_log,
     )
     running.start_daemon()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
-from flexedge.errors import message_reason
+from flexedge.errors import StoreError, message_reason
 from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class CommandHandler:
         link: MqttLink,
         clock: Callable[[], float],
         daemon_state: Callable[[], str],
+        problems: Callable[[], list[str]] = list,
     ) -> None:
         self.site = site
         self.control = control
@@ -51,6 +53,7 @@ class CommandHandler:
         self.link = link
         self.clock = clock
         self.daemon_state = daemon_state
+        self.problems = problems
 
     async def handle(self, message: Inbound, command: str) -> None:
         if message.response_topic is None:
@@ -76,6 +79,15 @@ class CommandHandler:
             request = SetOrderRequest.model_validate_json(payload)
         except ValidationError as exc:
             return self._refuse(payload, message_reason(exc, name_missing=False, show_input=False))
+        before = dict(self.market.standing.policies)
+        try:
+            return self._apply_order(request, payload)
+        except StoreError as exc:
+            # Not published, not logged: the operator is told, and the order stays as it was.
+            self.market.standing.policies = before
+            return self._refuse(payload, f"the order is unchanged: {exc}")
+
+    def _apply_order(self, request: SetOrderRequest, payload: bytes) -> dict[str, Any]:
         standing = self.market.standing
         if request.tariff_id not in standing.policies:
             return self._refuse(payload, f"unknown tariff {request.tariff_id!r}")
@@ -117,7 +129,7 @@ class CommandHandler:
                 )
             )
         standing.refresh_orders()
-        self.store.log_event(self.clock(), "set-order", payload.decode("utf-8", "replace"))
+        self._log_event("set-order", payload.decode("utf-8", "replace"))
         log.info("set-order: %s", payload.decode("utf-8", "replace")[:200])
         policy = standing.policy(request.tariff_id, direction)
         live = standing.order_in_force(request.tariff_id, direction)
@@ -135,12 +147,13 @@ class CommandHandler:
 
     def _refuse(self, payload: bytes, reason: str) -> dict[str, Any]:
         log.info("command refused: %s", reason)
-        self.store.log_event(
-            self.clock(),
-            "command-rejected",
-            f"{reason}: {payload.decode('utf-8', 'replace')[:500]}",
-        )
+        self._log_event("command-rejected", f"{reason}: {payload.decode('utf-8', 'replace')[:500]}")
         return {"ok": False, "error": reason}
+
+    def _log_event(self, kind: str, detail: str) -> None:
+        # The audit line of a command; the command's answer does not wait on it.
+        with contextlib.suppress(StoreError), self.store.transaction():
+            self.store.log_event(self.clock(), kind, detail)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -160,6 +173,7 @@ class CommandHandler:
             "ok": True,
             "site": self.site,
             "state": self.daemon_state(),
+            "problems": self.problems(),
             "ts": iso(now),
             "assets": self.control.summary(now),
             "open_commitments": commitments,
@@ -184,6 +198,7 @@ def render_status(body: dict[str, Any]) -> str:
         return f"error: {body.get('error')}"
     lines = [
         f"site {body['site']}: {body['state']} at {body['ts']}",
+        *(f"  problem: {problem}" for problem in body.get("problems", [])),
         f"log: {body['log_db']}  outbox backlog: {body['outbox_backlog']}",
         "assets:",
     ]

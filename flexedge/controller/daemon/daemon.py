@@ -13,6 +13,7 @@ import logging
 import signal
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 from flexedge.drivers.base import Device
 from flexedge.drivers.factory import build_device
-from flexedge.errors import ConfigError, DeviceError
+from flexedge.errors import ConfigError, DeviceError, StoreError
 from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class Daemon:
             outbox=self.outbox,
             link=self.link,
             clock=clock,
-            daemon_state=lambda: self.state,
+            daemon_state=lambda: self.current_state,
+            problems=lambda: self.problems,
         )
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,13 +100,41 @@ class Daemon:
         # completes (a stuck tick stops the pings), STATUS when the summary changes.
         self.notifier = Notifier()
         self._notified_status = ""
+        # Market messages the log could not take yet, oldest first: not acknowledged to the
+        # broker (which sends them again after a restart) and retried here until they land.
+        self._held: deque[Inbound] = deque()
+        self._holding = asyncio.Lock()
+        self._published_state: tuple[str, tuple[str, ...]] = ("", ())
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the site is degraded; empty when it is not."""
+        problems = [self.store.problem] if self.store.problem else []
+        if self._held:
+            problems.append(
+                f"{len(self._held)} market messages wait for the log "
+                "(not acknowledged to the broker yet)"
+            )
+        return problems
+
+    @property
+    def current_state(self) -> str:
+        return "degraded" if self.state == "online" and self.problems else self.state
 
     def _status_payload(self, state: str) -> bytes:
         assets = self.control.summary(self.clock()) if hasattr(self, "control") else {}
-        return encode(status(state, assets, self.clock()))
+        problems = self.problems if hasattr(self, "_held") else []
+        return encode(status(state, assets, self.clock(), problems))
 
     def _publish_status(self) -> None:
-        self.link.publish(f"{self.base}/status", self._status_payload(self.state), 1, True)
+        self._published_state = (self.current_state, tuple(self.problems))
+        self.link.publish(f"{self.base}/status", self._status_payload(self.current_state), 1, True)
+
+    def _publish_status_on_change(self) -> None:
+        if self.state != "starting" and (
+            (self.current_state, tuple(self.problems)) != self._published_state
+        ):
+            self._publish_status()
 
     def _on_connect(self) -> None:
         # Runs on the loop after every (re)connect: resend whatever is not confirmed yet.
@@ -127,17 +157,46 @@ class Daemon:
         while True:
             message: Inbound = await self.link.inbound.get()
             suffix = message.topic.removeprefix(prefix)
+            if suffix in INBOUND_TYPES:
+                self._held.append(message)
+                await self._handle_held()
+                continue
             try:
-                if suffix in INBOUND_TYPES:
-                    await self.market.handle(message, suffix)
-                elif suffix.startswith("cmd/"):
+                if suffix.startswith("cmd/"):
+                    # Answered from memory when the log fails, so never held behind the market.
                     await self.commands.handle(message, suffix.removeprefix("cmd/"))
             except Exception:  # one bad message must not stop the site
                 log.exception("handling %s failed", message.topic)
             self.link.ack(message)
 
+    async def _handle_held(self) -> None:
+        """Decide the held market messages in order; each is acknowledged to the broker once
+        its decision and its ack are in the log. The first the log refuses stops the rest."""
+        async with self._holding:
+            while self._held:
+                message = self._held[0]
+                suffix = message.topic.removeprefix(self.base + "/")
+                try:
+                    await self.market.handle(message, suffix)
+                except StoreError:
+                    self._publish_status_on_change()
+                    return  # logged by the store; tried again by the retry job
+                except Exception:  # one bad message must not stop the site
+                    log.exception("handling %s failed", message.topic)
+                self._held.popleft()
+                self.link.ack(message)
+            self._publish_status_on_change()
+
+    async def _retry_held(self) -> None:
+        if self._held:
+            await self._handle_held()
+
     async def _slot_start(self) -> None:
-        offers = self.market.publish_offers()
+        try:
+            offers = self.market.publish_offers()
+        except StoreError as exc:
+            log.warning("slot start: no offers published: %s", exc)
+            return
         log.info("slot start: %d offers", len(offers))
 
     async def _telemetry(self) -> None:
@@ -148,14 +207,16 @@ class Daemon:
 
     async def _tick(self) -> None:
         await self.control.tick()
-        self.market.standing.refresh_orders()
+        with contextlib.suppress(StoreError):  # logged by the store; tried on the next tick
+            self.market.standing.refresh_orders()
         await self._telemetry()
+        self._publish_status_on_change()
         self.notifier.watchdog()
         self._notify_status()
 
     def _summary_line(self) -> str:
         return site_summary(
-            self.state,
+            self.current_state,
             self.control.summary(self.clock()),
             len(self.control.commitments_in_progress()),
         )
@@ -257,6 +318,15 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=5,
+        )
+        scheduler.add_job(
+            self._retry_held,
+            "interval",
+            seconds=2,
+            id="retry-held",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=2,
         )
         scheduler.add_job(
             self._checkpoint,

@@ -14,6 +14,7 @@ from typing import Any
 
 from flexedge.contract.wire import encode
 from flexedge.controller.daemon.store import Store
+from flexedge.errors import StoreError
 from flexedge.mqtt import MqttLink
 
 log = logging.getLogger(__name__)
@@ -56,26 +57,37 @@ class Outbox:
         )
 
     def flush(self) -> int:
-        """Publish what is queued and not yet in flight; returns how many went out."""
+        """Publish what is queued and not yet in flight; returns how many went out. A log
+        that cannot be read sends nothing now: the rows wait in it for the next flush."""
         if not self._link.connected:
             return 0
         waiting = set(self._in_flight.values())
         sent = 0
-        for row in self._store.unsent():
+        try:
+            rows = self._store.unsent()
+        except StoreError as exc:
+            log.warning("outbox not flushed: %s", exc)
+            return 0
+        for row in rows:
             if row.seq in waiting:
                 continue
             mid = self._link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             if mid is None:
                 break
             if row.qos == 0:
-                self._store.mark_sent([row.seq], self._clock())
+                self._mark_sent(row.seq)
             else:
                 self._in_flight[mid] = row.seq
             sent += 1
         return sent
 
-    def backlog(self) -> int:
-        return len(self._store.unsent())
+    def backlog(self) -> int | None:
+        """How many messages wait for the broker's acknowledgement (None: the log cannot be
+        read now)."""
+        try:
+            return self._store.unsent_count()
+        except StoreError:
+            return None
 
     def reset_in_flight(self) -> None:
         """After a reconnect nothing is in flight any more: everything unsent goes again."""
@@ -84,4 +96,12 @@ class Outbox:
     def _published(self, mid: int) -> None:
         seq = self._in_flight.pop(mid, None)
         if seq is not None:
+            self._mark_sent(seq)
+
+    def _mark_sent(self, seq: int) -> None:
+        try:
             self._store.mark_sent([seq], self._clock())
+        except StoreError as exc:
+            # It stays unsent in the log and goes once more after the next reconnect: a
+            # repeat under the same id, which receivers drop.
+            log.warning("outbox row %s sent but not marked so: %s", seq, exc)

@@ -116,14 +116,13 @@ class StandingOrders:
                     changed.append(order)
         if not changed and not withdrawn:
             return []
+        # Memory follows the log: the orders in force change only once the transaction that
+        # publishes them has committed, so a failed write is tried again on the next refresh.
         with self.store.transaction():
             for tariff_id, direction in withdrawn:
-                del self.orders[tariff_id][direction]
                 self.outbox.clear_retained(order_topic(tariff_id, direction))
                 self.store.log_event(now, "order-withdrawn", f"{tariff_id} {direction}")
-                log.info("%s order of %s withdrawn", direction, tariff_id)
             for order in changed:
-                self.orders[order.tariff_id][order.direction] = order
                 key = f"{order.tariff_id}:{order.exercise_ratio}:{order.price_per_kwh}"
                 msg_id = "bo-" + hashlib.sha1(key.encode()).hexdigest()[:16]
                 self.store.log_order(
@@ -136,13 +135,18 @@ class StandingOrders:
                     ),
                     retain=True,
                 )
-                log.info(
-                    "%s order of %s: exercise_ratio %s at %s",
-                    order.direction,
-                    order.tariff_id,
-                    order.exercise_ratio,
-                    order.price_per_kwh,
-                )
+        for tariff_id, direction in withdrawn:
+            del self.orders[tariff_id][direction]
+            log.info("%s order of %s withdrawn", direction, tariff_id)
+        for order in changed:
+            self.orders[order.tariff_id][order.direction] = order
+            log.info(
+                "%s order of %s: exercise_ratio %s at %s",
+                order.direction,
+                order.tariff_id,
+                order.exercise_ratio,
+                order.price_per_kwh,
+            )
         self.outbox.flush()
         return changed
 

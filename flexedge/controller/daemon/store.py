@@ -4,11 +4,16 @@ WAL with synchronous=NORMAL: a commit survives a killed process (kill -9) and a 
 only a power cut can lose the last commits, and never corrupts the file. Callers group the
 writes that belong together in `with store.transaction():` so a decision and its ack land
 together or not at all.
+
+Every sqlite3 error leaves here as a StoreError (the transaction rolled back), and `problem`
+says what failed until a transaction commits again: the daemon shows it as its degraded state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +25,9 @@ import sqlite_utils
 
 from flexedge.controller.core.model import Commitment, Offer, Progress, RefType
 from flexedge.controller.daemon.store_schema import create_or_upgrade
+from flexedge.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,21 @@ class Store:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         create_or_upgrade(self.db)
         self._depth = 0
+        # What the last failed read or write said, until a transaction commits again.
+        self.problem: str | None = None
+        self.failures = 0  # failed reads and writes since start, for the metrics
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.failures += 1
+            problem = f"cannot {what} the SQLite log {self.path}: {exc}"
+            if self.problem is None:  # logged when it starts, not on every failed write
+                log.error("%s; the site is degraded until it can", problem)
+            self.problem = problem
+            raise StoreError(problem) from exc
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Plain executemany: sqlite-utils' insert re-reads the table schema on every call,
@@ -61,7 +84,8 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside land together or not at all (nesting joins the outer one)."""
+        """All writes inside land together or not at all (nesting joins the outer one).
+        A failed write inside, or a failed commit, rolls everything back: StoreError."""
         if self._depth:
             self._depth += 1
             try:
@@ -69,17 +93,24 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
+        with self._translated("write"):
+            self._conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
-            self._conn.execute("COMMIT")
+            with self._translated("write"):
+                try:
+                    yield
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # A full disk has already rolled SQLite back; then there is nothing to undo.
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    raise
         finally:
             self._depth = 0
+        if self.problem is not None:
+            log.warning("the SQLite log %s is written again", self.path)
+            self.problem = None
 
     def close(self) -> None:
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -87,11 +118,15 @@ class Store:
 
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file. Safe from another thread."""
-        conn = sqlite3.connect(str(self.path), timeout=5)
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
+            conn = sqlite3.connect(str(self.path), timeout=5)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            # The WAL keeps every commit meanwhile; the next checkpoint folds it back.
+            log.warning("checkpoint of %s failed: %s", self.path, exc)
 
     # -- inbound ------------------------------------------------------------------------
     def record_inbound(
@@ -126,18 +161,20 @@ class Store:
 
     def earlier_acceptance(self, msg_id: str) -> tuple[str, str | None, float] | None:
         """(status, commitment id, when) if this id already changed something."""
-        row = self._conn.execute(
-            "SELECT status, commitment_id, received_ts FROM inbound WHERE msg_id = ? "
-            "AND status IN ('accepted', 'clipped') ORDER BY seq LIMIT 1",
-            (msg_id,),
-        ).fetchone()
+        with self._translated("read"):
+            row = self._conn.execute(
+                "SELECT status, commitment_id, received_ts FROM inbound WHERE msg_id = ? "
+                "AND status IN ('accepted', 'clipped') ORDER BY seq LIMIT 1",
+                (msg_id,),
+            ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     def earlier_ack(self, ack_id: str) -> bytes | None:
         """The payload of the ack already queued under `ack_id`, if any."""
-        row = self._conn.execute(
-            "SELECT payload FROM outbox WHERE id = ? ORDER BY seq LIMIT 1", (ack_id,)
-        ).fetchone()
+        with self._translated("read"):
+            row = self._conn.execute(
+                "SELECT payload FROM outbox WHERE id = ? ORDER BY seq LIMIT 1", (ack_id,)
+            ).fetchone()
         return str(row[0]).encode("utf-8") if row else None
 
     # -- offers and commitments ---------------------------------------------------------
@@ -311,14 +348,21 @@ class Store:
         return int(cursor.lastrowid or 0)
 
     def unsent(self, limit: int = 1000) -> list[OutboxRow]:
-        rows = self._conn.execute(
-            "SELECT seq, id, topic, payload, qos, retain FROM outbox WHERE sent_ts IS NULL "
-            "ORDER BY seq LIMIT ?",
-            (limit,),
-        ).fetchall()
+        with self._translated("read"):
+            rows = self._conn.execute(
+                "SELECT seq, id, topic, payload, qos, retain FROM outbox WHERE sent_ts IS NULL "
+                "ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [OutboxRow(r[0], r[1], r[2], r[3].encode("utf-8"), r[4], bool(r[5])) for r in rows]
 
     def mark_sent(self, seqs: Iterable[int], ts: float) -> None:
-        self._conn.executemany(
-            "UPDATE outbox SET sent_ts = ? WHERE seq = ?", [(ts, seq) for seq in seqs]
-        )
+        with self._translated("write"):
+            self._conn.executemany(
+                "UPDATE outbox SET sent_ts = ? WHERE seq = ?", [(ts, seq) for seq in seqs]
+            )
+
+    def unsent_count(self) -> int:
+        with self._translated("read"):
+            row = self._conn.execute("SELECT COUNT(*) FROM outbox WHERE sent_ts IS NULL").fetchone()
+        return int(row[0])

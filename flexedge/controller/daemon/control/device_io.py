@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -36,7 +37,9 @@ class DeviceIO:
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._leased: set[str] = set()  # devices whose lease is set since they last answered
         self._answered_at: dict[str, float] = {}
-        self._unlogged: list[Reading] = []
+        # Readings wait here until a tick's transaction logs them; while the log cannot be
+        # written the oldest go first (about an hour's worth per device is kept).
+        self._unlogged: deque[Reading] = deque(maxlen=3600 * max(1, len(devices)))
 
     # -- what the rest of the loop asks --------------------------------------------------
     def is_fresh(self, name: str, now: float) -> bool:
@@ -171,5 +174,14 @@ class DeviceIO:
         """
         task = asyncio.get_running_loop().create_task(work)
         self._in_flight[name] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(name, None))
+        task.add_done_callback(lambda done: self._finished(name, done))
         await asyncio.wait([task], timeout=self.period_s / 2)
+
+    def _finished(self, name: str, task: asyncio.Task[Any]) -> None:
+        self._in_flight.pop(name, None)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        # Drivers raise DeviceError, handled where it is raised; anything else is a bug in a
+        # driver or in flexedge, and must be seen rather than vanish with its task.
+        self.health[name].failure(self.clock())
+        log.error("device %s: unexpected %s in device I/O", name, type(exc).__name__, exc_info=exc)

@@ -1,10 +1,16 @@
 """Dispatch in the shell: the core's plan for every open commitment, turned into the writes
-of the devices asked for, and logged with the allocations behind each setpoint."""
+of the devices asked for, and logged with the allocations behind each setpoint.
+
+A setpoint row is logged when a device's setpoint or its allocations change, not on every
+tick that writes the same again: the log keeps what was decided, at a size that does not
+grow with the control rate."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flexedge.controller.core.dispatch import plan
 from flexedge.controller.core.model import Commitment
@@ -12,6 +18,9 @@ from flexedge.controller.daemon.assets import Asset
 from flexedge.controller.daemon.control.commitments import OpenCommitments
 from flexedge.controller.daemon.control.device_io import DeviceIO
 from flexedge.controller.daemon.store import Store
+from flexedge.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 
 class Dispatcher:
@@ -31,6 +40,7 @@ class Dispatcher:
         # The allocations in force on each device (commitment id -> kW), as metering needs.
         self.allocations: dict[str, dict[str, float]] = {}
         self._beats = 0  # controller heartbeat, written with every tick's setpoints
+        self._logged: dict[str, tuple[float | None, str]] = {}  # asset -> last row logged
 
     async def dispatch(
         self, names: Iterable[str], now: float, cause: str, new: Commitment | None = None
@@ -62,15 +72,24 @@ class Dispatcher:
                 }
             )
         await io.write_bounded(writes, self._beats if heartbeat else None)
-        self.store.log_setpoints(
-            [
-                {
-                    "ts": now,
-                    "asset": n,
-                    "p_kw": p,
-                    "allocations": json.dumps(result.allocations.get(n, {})),
-                    "cause": cause if n in targets else "probe",
-                }
-                for n, p in writes.items()
-            ]
-        )
+        logged = {n: (p, json.dumps(result.allocations.get(n, {}))) for n, p in writes.items()}
+        changed = {n: row for n, row in logged.items() if self._logged.get(n) != row}
+        rows: list[dict[str, Any]] = [
+            {
+                "ts": now,
+                "asset": n,
+                "p_kw": p,
+                "allocations": allocations,
+                "cause": cause if n in targets else "probe",
+            }
+            for n, (p, allocations) in changed.items()
+        ]
+        if not rows:
+            return
+        try:
+            with self.store.transaction():
+                self.store.log_setpoints(rows)
+        except StoreError as exc:
+            log.debug("setpoints not logged: %s", exc)  # still unlogged: tried next tick
+            return
+        self._logged.update(changed)

@@ -8,6 +8,7 @@ commitments they share live in commitments.OpenCommitments.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,10 +21,13 @@ from flexedge.controller.daemon.control.commitments import OpenCommitments
 from flexedge.controller.daemon.control.device_io import DeviceIO
 from flexedge.controller.daemon.control.dispatcher import Dispatcher
 from flexedge.controller.daemon.control.metering import Meter
-from flexedge.controller.daemon.control.reporting import Reporter
+from flexedge.controller.daemon.control.reporting import Closed, Reporter
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 from flexedge.drivers.base import Device, Reading
+from flexedge.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 
 class ControlLoop:
@@ -121,12 +125,20 @@ class ControlLoop:
             await self.poll(self.devices)
             now = self.clock()
             await self.dispatcher.dispatch(self.devices, now, cause="tick")
-            with self.store.transaction():
-                self.store.log_telemetry([_telemetry_row(r) for r in self.device_io.unlogged()])
+            closed = Closed()
+            try:
+                with self.store.transaction():
+                    self.store.log_telemetry([_telemetry_row(r) for r in self.device_io.unlogged()])
+                    self.reporter.close_finished(now, closed)
+                    self.reporter.close_slots(now, closed)
+                    self.store.save_progress(self.open_commitments.progress)
+            except StoreError as exc:
+                # Control goes on; what was to be logged and reported waits in memory for a
+                # tick whose transaction commits (the store logs the failure once).
+                log.debug("tick not logged: %s", exc)
+            else:
                 self.device_io.mark_logged()
-                self.reporter.close_finished(now)
-                self.reporter.close_slots(now)
-                self.store.save_progress(self.open_commitments.progress)
+                self.reporter.forget(closed)
             self.outbox.flush()
 
     async def dispatch_now(self, commitment: Commitment) -> None:

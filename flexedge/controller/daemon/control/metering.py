@@ -80,10 +80,17 @@ class Meter:
         """The slots metered and not yet taken, per asset."""
         return {name: list(slots) for name, slots in self._slot_energy.items()}
 
-    def take_slot(self, name: str, slot_start: float) -> tuple[float, float]:
-        """A slot's metered energy (kWh) and covered seconds, forgotten here from now on."""
-        return self._slot_energy[name].pop(slot_start)
+    def slot_energy(self, name: str, slot_start: float) -> tuple[float, float]:
+        """A slot's metered energy (kWh) and covered seconds."""
+        return self._slot_energy[name][slot_start]
 
-    def take_baselines(self, commitment_id: str) -> dict[str, float]:
+    def forget_slot(self, name: str, slot_start: float) -> None:
+        """The slot is reported: nothing more is metered into it."""
+        self._slot_energy[name].pop(slot_start, None)
+
+    def baselines_of(self, commitment_id: str) -> dict[str, float]:
         """The baseline each asset of a commitment was measured against (first used)."""
-        return self._report_baselines.pop(commitment_id, {})
+        return self._report_baselines.get(commitment_id, {})
+
+    def forget_baselines(self, commitment_id: str) -> None:
+        self._report_baselines.pop(commitment_id, None)

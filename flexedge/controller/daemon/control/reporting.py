@@ -1,11 +1,16 @@
 """Closing in the shell: a commitment whose window is over becomes its delivery report, and
 each asset's metered slot its `measurement`, once the core says they close; both are logged
-and queued for the market in the tick's transaction."""
+and queued for the market in the tick's transaction.
+
+Closing is two steps: close_finished and close_slots write, and only once the transaction
+has committed does forget() drop what they closed from memory. A log that cannot be written
+then loses nothing: the next tick closes the same commitments and slots again."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from flexedge.config.loader import Site
 from flexedge.contract.wire import delivery_report, measurement
@@ -18,6 +23,14 @@ from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Closed:
+    """What one tick's transaction closed, to forget once it has committed."""
+
+    commitments: list[tuple[str, str]] = field(default_factory=list)  # id, report line
+    slots: list[tuple[str, float]] = field(default_factory=list)  # asset, slot start
 
 
 class Reporter:
@@ -39,14 +52,14 @@ class Reporter:
         self.store = store
         self.outbox = outbox
 
-    def close_finished(self, now: float) -> None:
+    def close_finished(self, now: float, closed: Closed) -> None:
         """Report every commitment whose window is over and metered past its end."""
         last_metered = self.meter.last_metered_ts()
         open_now = tuple(self.commitments.by_id.values())  # before this tick closes any
-        for cid, commitment in list(self.commitments.by_id.items()):
+        for cid, commitment in self.commitments.by_id.items():
             if not commitment_closes(commitment, last_metered, self.period_s, now):
                 continue
-            used = self.meter.take_baselines(cid)
+            used = self.meter.baselines_of(cid)
             progress = self.commitments.progress[cid]
             baselines = {
                 a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
@@ -56,33 +69,35 @@ class Reporter:
             payload = delivery_report(report)
             self.store.close_commitment(cid, payload, now)
             self.outbox.put("market/delivery", payload)
-            log.info(
-                "commitment %s %s: %.4f of %.4f kWh",
-                cid,
-                report.status,
-                report.delivered_kwh,
-                report.accepted_kwh,
-            )
+            self.store.save_progress({cid: progress})
+            line = f"{report.status}: {report.delivered_kwh:.4f} of {report.accepted_kwh:.4f} kWh"
             if first := served_first_over(commitment, report.status, open_now):
-                log.warning(
-                    "commitment %s %s: economic control %s of its timeslot took precedence "
-                    "on its loads (served first)",
-                    cid,
-                    report.status,
-                    ", ".join(first),
+                line += (
+                    f"; economic control {', '.join(first)} of its timeslot took precedence "
+                    "on its loads (served first)"
                 )
-            self.store.save_progress({cid: self.commitments.remove(cid)})
+            closed.commitments.append((cid, line))
 
-    def close_slots(self, now: float) -> None:
+    def close_slots(self, now: float, closed: Closed) -> None:
         """One `measurement` per asset and slot once the slot is metered past its end."""
         last_metered = self.meter.last_metered_ts()
         for name, slots in self.meter.open_slots().items():
             for slot in slots:
                 if not slot_closes(slot, self.slot_s, last_metered[name], self.period_s, now):
                     continue
-                kwh, covered = self.meter.take_slot(name, slot)
+                kwh, covered = self.meter.slot_energy(name, slot)
                 payload = measurement(
                     self.config.site, name, slot, kwh, min(1.0, covered / self.slot_s)
                 )
                 self.store.log_measurement(payload, now)
                 self.outbox.put("market/measurement", payload)
+                closed.slots.append((name, slot))
+
+    def forget(self, closed: Closed) -> None:
+        """What `closed` holds is in the log now: drop it from memory."""
+        for cid, line in closed.commitments:
+            self.commitments.remove(cid)
+            self.meter.forget_baselines(cid)
+            log.info("commitment %s %s", cid, line)
+        for name, slot in closed.slots:
+            self.meter.forget_slot(name, slot)
