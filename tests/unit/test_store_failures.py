@@ -57,10 +57,12 @@ def test_a_failed_write_rolls_back_says_why_and_the_next_commit_clears_it(tmp_pa
     store = Store(tmp_path / "log.sqlite")
     try:
         fill_disk(store)
-        with pytest.raises(StoreError, match="cannot write the SQLite log .*full"):
-            with store.transaction():
-                store.log_event(T0, "first", "fits in a page already there, perhaps")
-                store.log_event(T0, "big", "x" * 100_000)  # needs pages: fails
+        with (
+            pytest.raises(StoreError, match=r"cannot write the SQLite log .*full"),
+            store.transaction(),
+        ):
+            store.log_event(T0, "first", "fits in a page already there, perhaps")
+            store.log_event(T0, "big", "x" * 100_000)  # needs pages: fails
         assert store.problem is not None and "full" in store.problem
         assert store.failures == 1
         assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
