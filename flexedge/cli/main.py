@@ -73,6 +73,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from flexedge.tools.bench_poll import run_poll_bench
 
         return run_poll_bench(devices=args.devices, seconds=args.seconds)
+    if args.what == "disk":
+        from flexedge.tools.bench_disk import run_disk_bench
+
+        return run_disk_bench(devices=args.devices[0], hours=args.hours)
     return 2
 
 
@@ -199,15 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     market.set_defaults(func=_cmd_market)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["latency", "poll"])
+    bench.add_argument("what", choices=["latency", "poll", "disk"])
     bench.add_argument("--events", type=int, default=1000, help="latency: control events to send")
     bench.add_argument(
         "--devices",
         type=_devices,
         default=[10, 100, 500],
-        help="poll: simulated batteries per run, comma-separated",
+        help="poll: simulated batteries per run, comma-separated (disk: the first, default 10)",
     )
     bench.add_argument("--seconds", type=float, default=20.0, help="poll: seconds per run")
+    bench.add_argument("--hours", type=float, default=6.0, help="disk: hours of ticks to log")
     bench.set_defaults(func=_cmd_bench)
 
     status = sub.add_parser("status", help="ask a running daemon what it is doing")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sqlite3
@@ -27,6 +28,7 @@ from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.notify import Notifier, site_summary
 from flexedge.controller.daemon.outbox import Outbox
+from flexedge.controller.daemon.retention import prune_step
 from flexedge.controller.daemon.store import Store
 from flexedge.drivers.base import Device
 from flexedge.drivers.factory import build_device
@@ -233,6 +235,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         await self._connect_devices()
+        self.log_start()
         self.market.restore()
         await self.link.start()
         for suffix in (*INBOUND_TYPES, "cmd/+"):
@@ -272,6 +275,24 @@ class Daemon:
             for device in self.devices.values():
                 await device.close()
             self.store.close()
+
+    def log_start(self) -> None:
+        # `flexedge report` reads the control period here: setpoint rows are logged only
+        # when they change, so their spacing no longer tells it.
+        settings = {"control_period_s": self.config.control_period_s}
+        with contextlib.suppress(StoreError), self.store.transaction():
+            self.store.log_event(self.clock(), "started", json.dumps(settings))
+
+    async def prune_log(self) -> None:
+        """A few bounded steps of retention a minute, each its own short transaction."""
+        for _ in range(20):
+            try:
+                removed = prune_step(self.store, self.config.retention, self.clock())
+            except StoreError:
+                return  # logged by the store; tried again next minute
+            if not removed:
+                return
+            await asyncio.sleep(0)  # let a tick or a message in between
 
     async def _connect_devices(self) -> None:
         """Connect each device; a dead one is not fatal (the control loop keeps trying and
@@ -318,6 +339,15 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=5,
+        )
+        scheduler.add_job(
+            self.prune_log,
+            "interval",
+            seconds=60,
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=60,
         )
         scheduler.add_job(
             self._retry_held,

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
+SCHEMA: dict[str, tuple[dict[str, Any], str | tuple[str, ...] | None]] = {
     "inbound": (
         {
             "seq": int,
@@ -78,6 +78,20 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | None]] = {
         },
         None,
     ),
+    # Telemetry older than the raw retention, as one row per asset and minute.
+    "telemetry_minutes": (
+        {
+            "asset": str,
+            "minute_ts": float,
+            "p_kw_mean": float,
+            "p_kw_min": float,
+            "p_kw_max": float,
+            "soc_mean": float,
+            "available_share": float,
+            "samples": int,
+        },
+        ("asset", "minute_ts"),
+    ),
     "reports": (
         {
             "id": str,
@@ -134,6 +148,14 @@ INDEXES = [
     ("outbox", ["sent_ts"]),
     ("outbox", ["id"]),  # the ack a message delivered again already had
     ("commitments", ["state"]),
+    # `flexedge report`: each commitment's report, commitments in window order.
+    ("reports", ["commitment_id"]),
+    ("commitments", ["window_start"]),
+    # Retention removes the oldest rows first (retention.py).
+    ("telemetry_minutes", ["minute_ts"]),
+    ("inbound", ["received_ts"]),
+    ("setpoints", ["ts"]),
+    ("events", ["ts"]),
 ]
 
 

@@ -3,6 +3,7 @@ the rows a score needs (setpoints, telemetry, the baselines the delivery reports
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -99,7 +100,14 @@ class Baselines:
 
 
 def control_period(conn: sqlite3.Connection) -> float:
-    """The median spacing of recent control ticks (the log does not record the setting)."""
+    """The control period the daemon last started with, as it logs it; for a log from an
+    older flexedge, the median spacing of recent control ticks."""
+    with contextlib.suppress(sqlite3.Error, ValueError, KeyError, TypeError):
+        row = conn.execute(
+            "SELECT detail FROM events WHERE kind = 'started' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            return float(json.loads(row[0])["control_period_s"])
     for sql in (
         "SELECT DISTINCT ts FROM setpoints WHERE cause = 'tick' ORDER BY ts DESC LIMIT 1001",
         "SELECT DISTINCT ts FROM telemetry ORDER BY ts DESC LIMIT 1001",
