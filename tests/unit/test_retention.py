@@ -16,6 +16,7 @@ from flexedge.controller.daemon.daemon import Daemon
 from flexedge.controller.daemon.retention import prune_step
 from flexedge.controller.daemon.store import Store
 from flexedge.errors import ConfigProblems
+from flexedge.tools.bench_disk import measure
 from flexedge.tools.scorecard import build_scorecard, open_log
 from tests.support.core_fixtures import T0
 from tests.support.fake_device import FakeDevice
@@ -153,3 +154,10 @@ def test_a_retention_that_keeps_minutes_shorter_than_raw_rows_is_a_config_error(
             load_site(path)
         said = " | ".join(f"{p.field}: {p.problem}" for p in caught.value.problems)
         assert all(e in said for e in expected), said
+
+
+def test_the_disk_bench_measures_the_log_against_a_bare_table() -> None:
+    figures = measure(devices=2, hours=1)  # enough rows that whole pages tell the sizes
+    raw, floor = figures["raw_bytes_per_device_day"], figures["floor_bytes_per_device_day"]
+    assert 0 < floor < raw  # the log's indexes cost something over the bare rows
+    assert 0 < figures["minute_bytes_per_device_day"] < raw / 20  # a row a minute, not a second
