@@ -31,6 +31,9 @@ class FakeDevice:
     has_heartbeat: bool = False
     unavailable: bool = False  # every request raises DeviceUnavailable
     ignore_writes: bool = False  # writes "succeed" but change nothing
+    # Writes raise what a driver bug would let through (no DeviceError): a value its
+    # register cannot hold, as struct.pack raises it.
+    broken_writes: bool = False
     setpoint_kw: float | None = None
     heartbeat: int | None = None
     writes: list[float | None] = field(default_factory=list)
@@ -68,6 +71,8 @@ class FakeDevice:
 
     async def write_setpoint(self, p_kw: float | None) -> None:
         self._answer("write")
+        if self.broken_writes:
+            raise OverflowError(f"{p_kw} kW does not fit the register (fake)")
         self.writes.append(p_kw)
         if self.ignore_writes:
             return
