@@ -29,6 +29,7 @@ def test_a_message_redelivered_after_a_restart_gets_the_same_ack_and_changes_not
             await control.tick()
             desk.standing.refresh_orders()
             await desk.handle(message, TOPIC)
+            await control.dispatched()
 
         run(first_life())
     # The daemon died before the broker had its PUBACK: the broker delivers the message again.
@@ -36,9 +37,14 @@ def test_a_message_redelivered_after_a_restart_gets_the_same_ack_and_changes_not
     with shell(tmp_path, clock, battery) as (control, store):
         desk = MarketDesk(control.site, control, store, control.outbox, clock, lambda _: None)
         desk.restore()
-        run(desk.handle(message, TOPIC))
-        reused = balancing_control("bce-1", T0, 0.005)  # a new message reusing the id
-        run(desk.handle(reused, TOPIC))
+
+        async def second_life() -> None:
+            await desk.handle(message, TOPIC)
+            reused = balancing_control("bce-1", T0, 0.005)  # a new message reusing the id
+            await desk.handle(reused, TOPIC)
+            await control.dispatched()
+
+        run(second_life())
         acks = queued(store, "market/ack")
         inbound = store.db.execute(
             "SELECT msg_id, status, ack_id FROM inbound ORDER BY seq"

@@ -65,6 +65,7 @@ def test_trades_on_a_residual_id_count_once_and_bad_ones_change_nothing_across_a
                 balancing_trade("t-rest", "rest-1", part, residual="rest-2"),
             ):
                 await desk.handle(message, "market/balancing-trade")
+            await control.dispatched()
             return [supply, demand]
 
         supply, demand = run(first_life())
@@ -116,6 +117,7 @@ def test_trades_on_a_residual_id_count_once_and_bad_ones_change_nothing_across_a
                 balancing_trade("t-more", "rest-1", 0.001),
             ):
                 await desk.handle(message, "market/balancing-trade")
+            await control.dispatched()
 
         run(second_life())
         acks = acks_by_ref(store)

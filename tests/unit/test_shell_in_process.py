@@ -239,6 +239,7 @@ def test_the_market_desk_acks_commits_dispatches_and_recognises_a_repeat(
                 balancing_control("bce-2", T0, "lots"),
             ):
                 await desk.handle(message, "market/balancing-control")
+            await control.dispatched()
 
         run(scenario())
         [order] = queued(store, "market/balancing-order/tariff-1/up")

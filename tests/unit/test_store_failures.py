@@ -140,6 +140,7 @@ def test_a_market_message_the_log_cannot_take_changes_nothing_and_is_decided_lat
             assert battery.writes[-1] != pytest.approx(0.01 / (25 / 3600))
             remount_read_write(store)
             await desk.handle(message, "market/balancing-control")  # the daemon retries it
+            await control.dispatched()
 
         run(scenario())
         [ack] = queued(store, "market/ack")

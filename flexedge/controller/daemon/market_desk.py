@@ -206,7 +206,7 @@ class MarketDesk:
                 )
             self.control.add(commitment)
             self._schedule_tick_at(commitment.window_end)
-            await self.control.dispatch_now(commitment)
+            self.control.dispatch_soon(commitment)
         if admission.status is AckStatus.ACCEPTED and isinstance(request, SpotTrade):
             self._offers_after_spot_trade(request, now)
         self.outbox.flush()

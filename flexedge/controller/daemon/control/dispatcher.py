@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flexedge.controller.core.dispatch import plan
@@ -43,18 +43,22 @@ class Dispatcher:
         self._logged: dict[str, tuple[float | None, str]] = {}  # asset -> last row logged
 
     async def dispatch(
-        self, names: Iterable[str], now: float, cause: str, new: Commitment | None = None
+        self, names: Iterable[str], now: float, cause: str, new: Sequence[Commitment] = ()
     ) -> None:
-        """Plan and write `names`; for a `new` commitment only those of its backups the plan
-        put it on (the others have nothing new to be told)."""
+        """Plan and write `names`; for `new` commitments only those of their backups the plan
+        put them on (the others have nothing new to be told)."""
         io = self.device_io
         views = {
             name: asset.view(io.readings.get(name), io.is_fresh(name, now), self.period_s, now)
             for name, asset in self.assets.items()
         }
         result = plan(list(self.commitments.by_id.values()), self.commitments.progress, views, now)
-        if new is not None:
-            names = [n for n in names if n in new.assets or new.id in result.allocations.get(n, {})]
+        if new:
+            names = [
+                n
+                for n in names
+                if any(n in c.assets or c.id in result.allocations.get(n, {}) for c in new)
+            ]
         targets = [n for n in names if n in result.setpoints and io.ready(n, now)]
         for name in targets:
             self.allocations[name] = result.allocations[name]

@@ -62,6 +62,9 @@ class ControlLoop:
             site, self.assets, self.open_commitments, self.meter, store, outbox
         )
         self.lock = asyncio.Lock()
+        # New commitments waiting for their event-driven dispatch, and the task that does it.
+        self._undispatched: list[Commitment] = []
+        self._dispatching: asyncio.Task[None] | None = None
 
     # -- state the market side, the operator and the tests ask about -----------------------
     @property
@@ -141,16 +144,37 @@ class ControlLoop:
                 self.reporter.forget(closed)
             self.outbox.flush()
 
-    async def dispatch_now(self, commitment: Commitment) -> None:
-        """Event-driven dispatch for a new commitment: write only the devices it touches
-        (its share assets, and the backups it was put on)."""
+    def dispatch_soon(self, commitment: Commitment) -> None:
+        """Event-driven dispatch for a new commitment, without waiting for the next tick.
+
+        It runs once the loop is free, after every message already received has been
+        decided, so commitments that arrive together (a market buying a battery's up and
+        down offers at once, a burst of control events) are planned and written together:
+        no device is written for one of them alone when the net of all is what it must do.
+        It writes only the devices they touch (their share assets, and the backups the plan
+        put them on)."""
+        self._undispatched.append(commitment)
+        if self._dispatching is None:
+            self._dispatching = asyncio.get_running_loop().create_task(self._dispatch_new())
+
+    async def _dispatch_new(self) -> None:
         async with self.lock:
-            await self.dispatcher.dispatch(
-                commitment.may_use, self.clock(), cause=commitment.id, new=commitment
-            )
+            new, self._undispatched = self._undispatched, []
+            self._dispatching = None
+            names = dict.fromkeys(n for c in new for n in c.may_use)
+            cause = ",".join(c.id for c in new)
+            await self.dispatcher.dispatch(names, self.clock(), cause=cause, new=new)
+
+    async def dispatched(self) -> None:
+        """Until the commitments handed to dispatch_soon so far have been written."""
+        while self._dispatching is not None:
+            await asyncio.shield(self._dispatching)
 
     async def safe_state(self) -> None:
         """Shutdown: every device back to its baseline (0 kW for a battery)."""
+        if self._dispatching is not None:  # nothing may be written after the safe state
+            self._dispatching.cancel()
+            self._dispatching = None
         async with self.lock:
             await self.device_io.settle(timeout_s=2)
             await asyncio.gather(
