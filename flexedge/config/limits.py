@@ -1,4 +1,4 @@
-"""The site file's `limits` section: what a market message or an operator's order may ask."""
+"""The site file's `limits` section: what a market message or an operator may ask."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ class LimitSettings(Strict):
     max_price_per_kwh: float = Field(default=_DEFAULT.max_price_per_kwh, gt=0, le=1e4)
     # Power TAC control event payments, either sign.
     max_payment: float = Field(default=_DEFAULT.max_payment, gt=0, le=1e9)
+    # The longest an operator may hold a device at a manual setpoint (`flexedge hold`).
+    max_hold_s: float = Field(default=4 * 3600, gt=0, le=7 * 86400)
 
     def plausibility(self) -> Plausibility:
         return Plausibility(

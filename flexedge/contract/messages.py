@@ -235,6 +235,7 @@ class DeliveryReportMsg(Outbound):
     # An addition to v1: the pay-as-offer value of what was delivered.
     settlement: Number
     assets: list[AssetDeliveryMsg]
+    reason: str = Field(default="", description="why it ended before its window; empty if not")
 
 
 class Measurement(Outbound):
@@ -258,7 +259,7 @@ class AssetSummary(BaseModel):
     setpoint_kw: Number | None = Field(description="the last setpoint written; null: released")
 
 
-SiteState = Literal["starting", "online", "degraded", "safe", "offline"]
+SiteState = Literal["starting", "online", "degraded", "paused", "safe", "offline"]
 PROBLEMS = "why the site is degraded (empty: it is not)"
 
 
@@ -307,6 +308,16 @@ class OrderSummary(BaseModel):
     direction: Literal["up", "down"]
     exercise_ratio: Number
     price_per_kwh: Number
+
+
+class HoldSummary(BaseModel):
+    """A manual setpoint the operator holds a device at (`flexedge hold`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str
+    kw: Number = Field(description="site sign: > 0 injection")
+    until: WireTime = Field(description="when the hold ends by itself")
 
 
 class SetOrderRequest(BaseModel):
@@ -362,6 +373,7 @@ class StatusReply(BaseModel):
     )
     log_db: str = Field(description="path of the SQLite log")
     orders: list[OrderSummary] = Field(description="the standing orders in force")
+    holds: list[HoldSummary] = Field(default_factory=list, description="manual setpoints")
 
 
 class CommandRefused(BaseModel):

@@ -23,6 +23,12 @@ from flexedge.contract.messages import (
     SetOrderReply,
     StatusReply,
 )
+from flexedge.contract.operator import (
+    OPERATOR_REPLIES,
+    HoldRequest,
+    ReleaseRequest,
+    ReportsRequest,
+)
 
 SCHEMA_PATH = Path(__file__).with_name("wire-v1.schema.json")
 SCHEMA_ID = "https://flexedge.invalid/contract/wire-v1.schema.json"
@@ -34,13 +40,20 @@ def _mode(inbound: bool) -> Mode:
     return "validation" if inbound else "serialization"
 
 
-REPLIES: tuple[type[BaseModel], ...] = (StatusReply, SetOrderReply, CommandRefused)
+REPLIES: tuple[type[BaseModel], ...] = (
+    StatusReply,
+    SetOrderReply,
+    CommandRefused,
+    *dict.fromkeys(OPERATOR_REPLIES.values()),
+)
+REQUESTS: tuple[type[BaseModel], ...] = (HoldRequest, ReleaseRequest, ReportsRequest)
 
 
 def build_schema() -> dict[str, Any]:
     """One document: every message under `$defs`, and the topic table that names them."""
     models = [(topic.model, _mode(topic.inbound)) for topic in TOPICS]
     models += [(reply, _mode(False)) for reply in REPLIES]
+    models += [(request, _mode(True)) for request in REQUESTS]
     refs, document = models_json_schema(models, ref_template="#/$defs/{model}")
     topics = [
         {

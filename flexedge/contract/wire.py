@@ -37,6 +37,7 @@ from flexedge.contract.messages import (
     iso,
     moment,
 )
+from flexedge.contract.operator import OPERATOR_REPLIES
 from flexedge.controller.core.control_admission import ControlRequest, EconomicControl
 from flexedge.controller.core.model import AckStatus, Offer
 from flexedge.controller.core.reports import DeliveryReport
@@ -257,6 +258,7 @@ def delivery_report(report: DeliveryReport) -> dict[str, Any]:
             status=report.status,  # type: ignore[arg-type]  # the core's str of three values
             coverage=report.coverage,
             settlement=report.settlement,
+            reason=report.reason,
             assets=[
                 AssetDeliveryMsg(
                     asset=a.asset, baseline_kw=a.baseline_kw, delivered_kwh=a.delivered_kwh
@@ -305,7 +307,8 @@ def telemetry(readings: dict[str, dict[str, Any]], ts: float) -> dict[str, Any]:
 
 def command_reply(command: str, body: dict[str, Any]) -> bytes:
     """The encoded reply to `cmd/{command}`: `body` checked against its reply model."""
-    model = COMMAND_REPLIES[command] if body.get("ok") else CommandRefused
+    replies = {**COMMAND_REPLIES, **OPERATOR_REPLIES}
+    model = replies[command] if body.get("ok") else CommandRefused
     return encode(dump(model.model_validate(body)))
 
 

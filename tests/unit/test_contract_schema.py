@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from flexedge.contract import messages, schema, wire
+from flexedge.contract import messages, operator, schema, wire
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-contract.md"
 
@@ -45,13 +45,15 @@ def test_the_daemon_subscribes_to_every_inbound_market_topic() -> None:
 
 def _documented_models() -> list[type[BaseModel]]:
     found: list[type[BaseModel]] = []
-    for value in vars(messages).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, BaseModel)
-            and value.__module__ == messages.__name__
-        ):
-            found.append(value)
+    for module in (messages, operator):
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == module.__name__
+                and not value.__name__.startswith("_")
+            ):
+                found.append(value)
     return found
 
 

@@ -32,6 +32,7 @@ class DeliveryReport:
     coverage: float
     settlement: float
     assets: tuple[AssetDelivery, ...]
+    reason: str = ""  # why it ended before its window did; empty when it did not
 
 
 def delivery_status(accepted_kwh: float, delivered_kwh: float, tolerance: float) -> str:
@@ -68,8 +69,10 @@ def build_report(
     progress: Progress,
     baselines_kw: dict[str, float],
     tolerance: float,
+    ended_early: str = "",
 ) -> DeliveryReport:
-    """The report for a commitment whose window is over.
+    """The report for a commitment whose window is over, or that ended before it did for
+    the reason `ended_early` (it is measured against all it accepted).
 
     Settlement is pay-as-delivered capped at the accepted energy: the market pays its price
     for what was delivered, never for more than it bought. The per-asset breakdown lists the
@@ -97,6 +100,7 @@ def build_report(
             )
             for asset in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
         ),
+        reason=ended_early,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flexedge.contract.messages import SetOrderRequest
+from flexedge.contract.operator import OPERATOR_REPLIES
 from flexedge.contract.wire import command_reply, iso
 from flexedge.controller.core.orders import (
     Direction,
@@ -21,6 +22,7 @@ from flexedge.controller.core.orders import (
 from flexedge.controller.core.plausibility import order_price_problem
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
+from flexedge.controller.daemon.operator import Operator, Refused
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.store import Store
 from flexedge.errors import StoreError, message_reason
@@ -44,6 +46,7 @@ class CommandHandler:
         clock: Callable[[], float],
         daemon_state: Callable[[], str],
         problems: Callable[[], list[str]] = list,
+        operator: Operator | None = None,
     ) -> None:
         self.site = site
         self.control = control
@@ -54,23 +57,38 @@ class CommandHandler:
         self.clock = clock
         self.daemon_state = daemon_state
         self.problems = problems
+        self.operator = operator or Operator(control, market, store, clock)
 
     async def handle(self, message: Inbound, command: str) -> None:
         if message.response_topic is None:
             log.info("command %s without a response topic ignored", command)
             return
-        if command == "status":
-            body = self.status()
-        elif command == "set-order":
-            body = self.set_order(message.payload)
-        else:
-            body = {"ok": False, "error": f"unknown command {command!r}; known: status, set-order"}
+        body = await self.answer(command, message.payload)
         self.link.publish(
             message.response_topic,
             command_reply(command, body),
             qos=1,
             correlation_data=message.correlation_data,
         )
+
+    async def answer(self, command: str, payload: bytes) -> dict[str, Any]:
+        """The reply to one command; a refusal says why and changes nothing."""
+        if command == "status":
+            return self.status()
+        if command == "set-order":
+            return self.set_order(payload)
+        if command not in OPERATOR_REPLIES:
+            known = ", ".join(["status", "set-order", *OPERATOR_REPLIES])
+            return {"ok": False, "error": f"unknown command {command!r}; known: {known}"}
+        try:
+            body = await self.operator.command(command, payload)
+        except Refused as exc:
+            return self._refuse(payload, f"{command}: {exc}")
+        except StoreError as exc:
+            return self._refuse(payload, f"{command}: nothing changed: {exc}")
+        if command not in ("commitments", "devices", "reports"):  # the changes, not the reads
+            self._log_event(f"operator-{command}", payload.decode("utf-8", "replace")[:500])
+        return body
 
     def set_order(self, payload: bytes) -> dict[str, Any]:
         """A new order for a tariff (it replaces only the order of its own direction), or the
@@ -129,6 +147,10 @@ class CommandHandler:
                 )
             )
         standing.refresh_orders()
+        try:
+            self.operator.keep_orders()
+        except StoreError:
+            log.warning("set-order: published, but not kept for the next start")
         self._log_event("set-order", payload.decode("utf-8", "replace"))
         log.info("set-order: %s", payload.decode("utf-8", "replace")[:200])
         policy = standing.policy(request.tariff_id, direction)
@@ -180,6 +202,7 @@ class CommandHandler:
             "outbox_backlog": self.outbox.backlog(),
             "log_db": str(self.store.path),
             "orders": [_summary(o) for o in self.market.standing.orders_in_force()],
+            "holds": self.operator.holds(),
         }
 
 

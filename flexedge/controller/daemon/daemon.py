@@ -27,6 +27,7 @@ from flexedge.controller.daemon.commands import CommandHandler
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
 from flexedge.controller.daemon.notify import Notifier, site_summary
+from flexedge.controller.daemon.operator import Operator
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.retention import prune_step
 from flexedge.controller.daemon.store import Store
@@ -36,6 +37,10 @@ from flexedge.errors import ConfigError, DeviceError, StoreError
 from flexedge.mqtt import Inbound, MqttLink
 
 log = logging.getLogger(__name__)
+
+# A flood of messages is decided in runs of at most this long, so that the control tick is
+# never starved: between runs a due tick (and the dispatch of what was decided) goes first.
+BUSY_RUN_S = 0.1
 
 
 class Daemon:
@@ -85,6 +90,7 @@ class Daemon:
         self.market = MarketDesk(
             site, self.control, self.store, self.outbox, clock, self._schedule_tick_at
         )
+        self.operator = Operator(self.control, self.market, self.store, clock)
         self.commands = CommandHandler(
             site=self.config.site,
             control=self.control,
@@ -95,6 +101,7 @@ class Daemon:
             clock=clock,
             daemon_state=lambda: self.current_state,
             problems=lambda: self.problems,
+            operator=self.operator,
         )
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +128,12 @@ class Daemon:
 
     @property
     def current_state(self) -> str:
-        return "degraded" if self.state == "online" and self.problems else self.state
+        if self.state != "online":
+            return self.state
+        if self.problems:
+            return "degraded"
+        mode = self.operator.mode if hasattr(self, "operator") else "running"
+        return {"running": "online", "paused": "paused", "safe": "safe"}[mode]
 
     def _status_payload(self, state: str) -> bytes:
         assets = self.control.summary(self.clock()) if hasattr(self, "control") else {}
@@ -154,10 +166,27 @@ class Daemon:
         delay = max(0.0, when - self.clock())
         asyncio.get_running_loop().call_later(delay, lambda: self._spawn(self.control.tick()))
 
+    async def _next_message(self, busy_since: float) -> tuple[Inbound, float]:
+        """The next inbound message, and since when the consumer has run without a pause.
+        Messages already queued are taken without yielding to the loop, so commitments that
+        arrive together are planned together; after BUSY_RUN_S of that, it pauses until a
+        tick or dispatch that became due meanwhile has run."""
+        inbound = self.link.inbound
+        if inbound.empty():
+            message = await inbound.get()
+            return message, time.monotonic()
+        if time.monotonic() - busy_since > BUSY_RUN_S:
+            await asyncio.sleep(0.001)  # long enough for a due tick to start and take the lock
+            async with self.control.lock:
+                pass  # until that tick, or the dispatch, is done
+            busy_since = time.monotonic()
+        return inbound.get_nowait(), busy_since
+
     async def _consume(self) -> None:
         prefix = self.base + "/"
+        busy_since = time.monotonic()
         while True:
-            message: Inbound = await self.link.inbound.get()
+            message, busy_since = await self._next_message(busy_since)
             suffix = message.topic.removeprefix(prefix)
             if suffix in INBOUND_TYPES:
                 self._held.append(message)
@@ -208,6 +237,7 @@ class Daemon:
         )
 
     async def _tick(self) -> None:
+        self.operator.expire_holds()
         await self.control.tick()
         with contextlib.suppress(StoreError):  # logged by the store; tried on the next tick
             self.market.standing.refresh_orders()
@@ -237,6 +267,7 @@ class Daemon:
         await self._connect_devices()
         self.log_start()
         self.market.restore()
+        self.operator.restore()
         await self.link.start()
         for suffix in (*INBOUND_TYPES, "cmd/+"):
             self.link.subscribe(f"{self.base}/{suffix}", qos=1)

@@ -84,6 +84,9 @@ class MarketDesk:
         self.registry = self.config.registry_rates()
         # The Power TAC side: the tariffs' standing orders, configured and in force.
         self.standing = StandingOrders(site, control, store, outbox, clock)
+        # While the operator has paused the site (or put it in its safe state): why every new
+        # market message is rejected, and no offer goes out.
+        self.refusing: str | None = None
 
     def restore(self) -> None:
         """After a restart: open commitments, offers of slots not yet over, traded amounts."""
@@ -121,6 +124,8 @@ class MarketDesk:
                     f"id {request.id!r} was already {status} at {iso(when)}"
                     + (f" as commitment {duplicate_of}" if duplicate_of else ""),
                 )
+            elif self.refusing is not None:
+                admission = Admission.reject(self.refusing)
             elif (problem := request_problem(request, self.limits, now)) is not None:
                 admission = Admission.reject(problem)
             elif isinstance(request, SpotTrade):
@@ -277,6 +282,9 @@ class MarketDesk:
     def publish_offers(self) -> list[Offer]:
         """At slot start: the D3A offers of every registered asset for the current slot."""
         if not self.config.balancing.enable_balancing_market:
+            return []
+        if self.refusing is not None:
+            log.info("no offers: %s", self.refusing)
             return []
         now = self.clock()
         slot_start, slot_end = self.slot_bounds(now)

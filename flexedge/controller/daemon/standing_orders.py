@@ -54,6 +54,8 @@ class StandingOrders:
             for t in tariffs
         }
         self.orders: dict[str, dict[Direction, StandingOrder]] = {t: {} for t in self.policies}
+        # Paused by the operator: every order is withdrawn (the policies stay, for resume).
+        self.suspended = False
 
     # -- the operator's standing orders ---------------------------------------------------
     def policy(self, tariff_id: str, direction: Direction) -> StandingOrder | None:
@@ -98,7 +100,8 @@ class StandingOrders:
         states = self.control.asset_states(now)
         changed: list[StandingOrder] = []
         withdrawn: list[tuple[str, Direction]] = []
-        for tariff_id, pair in self.policies.items():
+        for tariff_id, configured in self.policies.items():
+            pair = {} if self.suspended else configured
             in_force = self.orders[tariff_id]
             withdrawn += [(tariff_id, d) for d in in_force if d not in pair]
             for direction, policy in pair.items():

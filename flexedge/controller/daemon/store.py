@@ -333,6 +333,31 @@ class Store:
             pk="id",
         )
 
+    def set_operator(self, key: str, value: Any, ts: float) -> None:
+        """Keep one of the operator's settings (JSON) across restarts; None drops it."""
+        if value is None:
+            self._conn.execute("DELETE FROM operator WHERE key = ?", (key,))
+            return
+        self._conn.execute(
+            "INSERT INTO operator (key, value, ts) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+            (key, json.dumps(value), ts),
+        )
+
+    def operator_settings(self) -> dict[str, Any]:
+        rows = self._conn.execute("SELECT key, value FROM operator").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def latest_reports(self, last: int) -> list[dict[str, Any]]:
+        """The payloads of the `last` delivery reports, oldest first."""
+        with self._translated("read"):
+            rows = self._conn.execute(
+                "SELECT payload FROM (SELECT rowid, payload FROM reports "
+                "ORDER BY created_ts DESC, rowid DESC LIMIT ?) ORDER BY rowid",
+                (last,),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def log_event(self, ts: float, kind: str, detail: str) -> None:
         self._insert("events", [{"ts": ts, "kind": kind, "detail": detail}])
 

@@ -129,6 +129,8 @@ SCHEMA: dict[str, tuple[dict[str, Any], str | tuple[str, ...] | None]] = {
         "seq",
     ),
     "events": ({"seq": int, "ts": float, "kind": str, "detail": str}, "seq"),
+    # What the operator set that outlives a restart: the mode, each hold, the orders.
+    "operator": ({"key": str, "value": str, "ts": float}, "key"),
     "measurements": (
         {
             "id": str,

@@ -37,6 +37,7 @@ class DeviceIO:
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._leased: set[str] = set()  # devices whose lease is set since they last answered
         self._answered_at: dict[str, float] = {}
+        self.last_error: dict[str, str] = {}  # what each device's last failure said
         # Readings wait here until a tick's transaction logs them; while the log cannot be
         # written the oldest go first (about an hour's worth per device is kept).
         self._unlogged: deque[Reading] = deque(maxlen=3600 * max(1, len(devices)))
@@ -94,6 +95,7 @@ class DeviceIO:
         try:
             reading = await self.devices[name].read()
         except DeviceError as exc:
+            self.last_error[name] = exc.problem
             if health.failure(self.clock()):
                 log.warning("%s; retrying with back-off", exc)
                 # It may come back restarted, with its default timeout: set it again then.
@@ -135,6 +137,7 @@ class DeviceIO:
                 shown_beat = beat % 65536
             await device.write_setpoint(p_kw)
         except DeviceError as exc:
+            self.last_error[name] = exc.problem
             if health.failure(self.clock()):
                 log.warning("%s; retrying with back-off", exc)
             return
@@ -184,4 +187,5 @@ class DeviceIO:
         # Drivers raise DeviceError, handled where it is raised; anything else is a bug in a
         # driver or in flexedge, and must be seen rather than vanish with its task.
         self.health[name].failure(self.clock())
+        self.last_error[name] = f"{type(exc).__name__}: {exc}"
         log.error("device %s: unexpected %s in device I/O", name, type(exc).__name__, exc_info=exc)

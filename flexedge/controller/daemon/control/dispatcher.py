@@ -31,6 +31,7 @@ class Dispatcher:
         device_io: DeviceIO,
         store: Store,
         period_s: float,
+        holds: Mapping[str, float],
     ) -> None:
         self.assets = assets
         self.commitments = commitments
@@ -41,6 +42,10 @@ class Dispatcher:
         self.allocations: dict[str, dict[str, float]] = {}
         self._beats = 0  # controller heartbeat, written with every tick's setpoints
         self._logged: dict[str, tuple[float | None, str]] = {}  # asset -> last row logged
+        # The operator's: devices held at a setpoint (kW, site sign), out of the plan; and the
+        # safe state, in which every device gets its safe setpoint and nothing is planned.
+        self.holds = holds
+        self.safe = False
 
     async def dispatch(
         self, names: Iterable[str], now: float, cause: str, new: Sequence[Commitment] = ()
@@ -48,8 +53,15 @@ class Dispatcher:
         """Plan and write `names`; for `new` commitments only those of their backups the plan
         put them on (the others have nothing new to be told)."""
         io = self.device_io
+        # A held device is out of the plan, as if it could not be counted on: its share of a
+        # commitment moves to the others.
         views = {
-            name: asset.view(io.readings.get(name), io.is_fresh(name, now), self.period_s, now)
+            name: asset.view(
+                io.readings.get(name),
+                io.is_fresh(name, now) and name not in self.holds,
+                self.period_s,
+                now,
+            )
             for name, asset in self.assets.items()
         }
         result = plan(list(self.commitments.by_id.values()), self.commitments.progress, views, now)
@@ -64,6 +76,13 @@ class Dispatcher:
             self.allocations[name] = result.allocations[name]
         heartbeat = cause == "tick"
         writes = {n: self.assets[n].command(result.setpoints[n], now) for n in targets}
+        why = dict.fromkeys(targets, cause)
+        # Held devices and, in the safe state, all get their setpoint each tick like any
+        # other, so the device's own lease stays fed.
+        for n in (n for n in names if (self.safe or n in self.holds) and io.ready(n, now)):
+            asset = self.assets[n]
+            writes[n] = asset.safe_command() if self.safe else asset.command(self.holds[n], now)
+            why[n] = "safe" if self.safe else "hold"
         if heartbeat:
             self._beats += 1
             # A device that answers but ignored our writes gets its safe setpoint and the
@@ -84,7 +103,7 @@ class Dispatcher:
                 "asset": n,
                 "p_kw": p,
                 "allocations": allocations,
-                "cause": cause if n in targets else "probe",
+                "cause": why.get(n, "probe"),
             }
             for n, (p, allocations) in changed.items()
         ]

@@ -54,9 +54,13 @@ class ControlLoop:
             clock,
             on_reading=self._meter,
         )
-        self.meter = Meter(self.assets, self.open_commitments, self.period_s, self.slot_s)
+        # The operator's holds: device -> kW (site sign); dispatch and metering leave them be.
+        self.holds: dict[str, float] = {}
+        self.meter = Meter(
+            self.assets, self.open_commitments, self.period_s, self.slot_s, self.holds
+        )
         self.dispatcher = Dispatcher(
-            self.assets, self.open_commitments, self.device_io, store, self.period_s
+            self.assets, self.open_commitments, self.device_io, store, self.period_s, self.holds
         )
         self.reporter = Reporter(
             site, self.assets, self.open_commitments, self.meter, store, outbox
@@ -154,7 +158,7 @@ class ControlLoop:
         It writes only the devices they touch (their share assets, and the backups the plan
         put them on)."""
         self._undispatched.append(commitment)
-        if self._dispatching is None:
+        if self._dispatching is None or self._dispatching.done():
             self._dispatching = asyncio.get_running_loop().create_task(self._dispatch_new())
 
     async def _dispatch_new(self) -> None:
@@ -167,8 +171,28 @@ class ControlLoop:
 
     async def dispatched(self) -> None:
         """Until the commitments handed to dispatch_soon so far have been written."""
-        while self._dispatching is not None:
+        while self._dispatching is not None and not self._dispatching.done():
             await asyncio.shield(self._dispatching)
+
+    async def end_commitments(self, reason: str) -> list[str]:
+        """End every open commitment now, reported with `reason` (the operator's safe
+        state); returns their ids. Raises StoreError, ending none."""
+        async with self.lock:
+            closed = Closed()
+            with self.store.transaction():
+                self.reporter.close_finished(self.clock(), closed, ended_early=reason)
+            self.reporter.forget(closed)
+        self.outbox.flush()
+        return [cid for cid, _ in closed.commitments]
+
+    @property
+    def safe(self) -> bool:
+        return self.dispatcher.safe
+
+    @safe.setter
+    def safe(self, on: bool) -> None:
+        """In the safe state every device gets its safe setpoint each tick, nothing else."""
+        self.dispatcher.safe = on
 
     async def safe_state(self) -> None:
         """Shutdown: every device back to its baseline (0 kW for a battery)."""

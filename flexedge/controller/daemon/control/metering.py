@@ -19,8 +19,10 @@ class Meter:
         commitments: OpenCommitments,
         period_s: float,
         slot_s: float,
+        holds: Mapping[str, float],
     ) -> None:
         self.assets = assets
+        self.holds = holds  # held devices deliver for no commitment
         self.commitments = commitments
         self.period_s = period_s
         self.slot_s = slot_s
@@ -61,7 +63,8 @@ class Meter:
         windows = {
             cid: (c.window_start, c.window_end)
             for cid, c in self.commitments.by_id.items()
-            if name in c.assets or (name in c.backups and cid in on_device)
+            if name not in self.holds
+            and (name in c.assets or (name in c.backups and cid in on_device))
         }
         if not windows:
             return

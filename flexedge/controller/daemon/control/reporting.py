@@ -52,12 +52,15 @@ class Reporter:
         self.store = store
         self.outbox = outbox
 
-    def close_finished(self, now: float, closed: Closed) -> None:
-        """Report every commitment whose window is over and metered past its end."""
+    def close_finished(self, now: float, closed: Closed, ended_early: str = "") -> None:
+        """Report every commitment whose window is over and metered past its end; with
+        `ended_early`, every open commitment, now, with that reason."""
         last_metered = self.meter.last_metered_ts()
         open_now = tuple(self.commitments.by_id.values())  # before this tick closes any
         for cid, commitment in self.commitments.by_id.items():
-            if not commitment_closes(commitment, last_metered, self.period_s, now):
+            if not ended_early and not commitment_closes(
+                commitment, last_metered, self.period_s, now
+            ):
                 continue
             used = self.meter.baselines_of(cid)
             progress = self.commitments.progress[cid]
@@ -65,7 +68,9 @@ class Reporter:
                 a: used.get(a, self.assets[a].baseline_kw(commitment.window_start))
                 for a in reported_assets(commitment.assets, commitment.backups, progress.by_asset)
             }
-            report = build_report(commitment, progress, baselines, self.config.delivery_tolerance)
+            report = build_report(
+                commitment, progress, baselines, self.config.delivery_tolerance, ended_early
+            )
             payload = delivery_report(report)
             self.store.close_commitment(cid, payload, now)
             self.outbox.put("market/delivery", payload)
