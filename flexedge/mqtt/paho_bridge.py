@@ -152,7 +152,7 @@ class PahoBridge:
         # paho calls this from inside its `except OSError`, and passes no exception: the
         # one being handled is the reason.
         exc = sys.exc_info()[1]
-        reason = _failure_reason(exc)
+        reason = _failure_reason(exc, self.tls)
         log.debug(
             "mqtt %s: cannot connect to %s:%s (%s), retrying",
             self.client_id,
@@ -241,7 +241,7 @@ def _set_tls(client: paho.Client, tls: BrokerTls, where: str) -> None:
         client.tls_insecure_set(True)
 
 
-def _failure_reason(exc: BaseException | None) -> str:
+def _failure_reason(exc: BaseException | None, tls: bool) -> str:
     """Why a connect failed, in words an operator can act on."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
@@ -252,4 +252,8 @@ def _failure_reason(exc: BaseException | None) -> str:
         return (
             f"TLS handshake failed ({exc.reason or exc}); is this port the broker's TLS listener?"
         )
+    if tls and isinstance(exc, ConnectionResetError):
+        # Mosquitto's plain listener drops a TLS ClientHello as a malformed packet. Not taken
+        # as final: a broker in the middle of a restart resets connections too.
+        return f"{exc}; the connection was reset in the TLS handshake: is this port TLS?"
     return str(exc) if exc is not None else "unknown reason"
