@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
 DEMO_SITE = Path(__file__).resolve().parent / "sites" / "demo-site.yaml"
+# Mosquitto's access control for a site's three accounts (site, market, operator), written
+# for EXAMPLE_SITE; the README's least-privilege section says how to adapt it.
+SITE_ACL = Path(__file__).resolve().parent / "mosquitto" / "site.acl"
 # Tags pydantic puts into error locations for the device union; not fields of the file.
 DEVICE_KINDS = frozenset({"battery", "flexible_load", "generator"})
 
