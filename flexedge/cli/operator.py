@@ -1,5 +1,6 @@
 """The commands an operator sends to a running site over its broker: `status`, `order`,
-`fault`. Each logs in with the site file's mqtt settings, username and password included."""
+`fault`. Each connects with the site file's mqtt settings (MqttSettings.broker()): its login,
+wherever the password comes from, and its TLS."""
 
 from __future__ import annotations
 
@@ -20,17 +21,13 @@ def _ask(site: Site, command: str, body: dict[str, object], reply_to: str, timeo
 
     cfg = site.config
     base = f"{cfg.mqtt.prefix}/{cfg.site}"
-    broker = cfg.mqtt.broker()
     return asyncio.run(
         request(
-            broker.host,
-            broker.port,
+            cfg.mqtt.broker(),
             f"{base}/cmd/{command}",
             json.dumps(body).encode(),
             f"{base}/cmd-reply/{reply_to}",
             timeout=timeout,
-            username=broker.username,
-            password=broker.password,
         )
     )
 

@@ -22,7 +22,7 @@ Entry points for the CLI wiring:
 `host` and `port` override every device's address from the file; port 0 puts each device on
 a free port (logged). One log line per device says where it is served. `mqtt` (HOST, PORT)
 lets `flexedge fault` switch device faults while running (simulators.fault_mqtt), those of
-mqtt devices too, logging in with the site file's mqtt username and password; a broker that
+mqtt devices too, connecting with the site file's mqtt login and TLS; a broker that
 cannot be reached raises flexedge.errors.BrokerError, a port that cannot be listened on
 flexedge.errors.PortUnavailable.
 """
@@ -93,16 +93,10 @@ async def run_sim(
                 )
         if mqtt is not None:
             # After the mqtt devices: fault control takes every device it will serve.
-            # On the site broker's login: --mqtt moves the broker, not its credentials.
-            login = site.config.mqtt.broker()
-            control = FaultControl(
-                simulator,
-                site.config.site,
-                *mqtt,
-                mqtt_devices=mqtt_devices,
-                username=login.username,
-                password=login.password,
-            )
+            # On the site broker's login and TLS: --mqtt moves the broker, not its
+            # credentials.
+            broker = dataclasses.replace(site.config.mqtt.broker(), host=mqtt[0], port=mqtt[1])
+            control = FaultControl(simulator, site.config.site, broker, mqtt_devices=mqtt_devices)
             await control.start()
         for name in simulator.models:
             device_host, device_port = simulator.address(name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexedge.config.cross_references import reference_problems
+from flexedge.config.mqtt_settings import resolve_mqtt
 from flexedge.config.rating_ranges import rating_problems
 from flexedge.config.registermap import LoadedMap, load_map, read_yaml, resolve_map_path
 from flexedge.config.schema import SiteConfig
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLE_SITE = Path(__file__).resolve().parent / "sites" / "example.yaml"
 DEMO_SITE = Path(__file__).resolve().parent / "sites" / "demo-site.yaml"
+# Mosquitto's access control for a site's three accounts (site, market, operator), written
+# for EXAMPLE_SITE; the README's least-privilege section says how to adapt it.
+SITE_ACL = Path(__file__).resolve().parent / "mosquitto" / "site.acl"
 # Tags pydantic puts into error locations for the device union; not fields of the file.
 DEVICE_KINDS = frozenset({"battery", "flexible_load", "generator"})
 
@@ -87,6 +91,10 @@ def load_site(path: Path, overrides: dict[str, object] | None = None) -> Site:
     problems += [
         ConfigError(source, field, problem) for field, problem in reference_problems(config)
     ]
+    # Files named in the mqtt section are relative to the site file, as log_db is.
+    mqtt, mqtt_problems = resolve_mqtt(config.mqtt, path.resolve().parent)
+    config = config.model_copy(update={"mqtt": mqtt})
+    problems += [ConfigError(source, field, problem) for field, problem in mqtt_problems]
     maps: dict[str, LoadedMap] = {}
     for index, device in enumerate(config.devices):
         try:

@@ -2,22 +2,22 @@
 
 The whole file (SiteConfig) and its site-wide sections are here; a device entry is in
 device_base.py (what every kind shares) and device_kinds.py (battery, flexible_load,
-generator), its transport sections in transports.py, the shared field types in
-field_types.py. Every model is importable from here.
+generator), its transport sections in transports.py, the mqtt section in
+mqtt_settings.py, the shared field types in field_types.py. Every model is importable from here.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from flexedge.config.device_base import DeviceBase, SimulatorSettings
 from flexedge.config.device_kinds import Battery, Device, FlexibleLoad, Generator, ProfilePoint
 from flexedge.config.field_types import Name, Ratio, Strict
 from flexedge.config.limits import LimitSettings
+from flexedge.config.mqtt_settings import MqttSettings, MqttTls
 from flexedge.config.retention import RetentionSettings
 from flexedge.config.transports import JsonPath, MqttDeviceSettings, SerialSettings, Topic
 from flexedge.controller.core.orders import Direction, direction_of_ratio, ratio_problem
-from flexedge.mqtt.broker_address import Broker
 
 __all__ = [
     "BalancingConstants",
@@ -32,6 +32,7 @@ __all__ = [
     "LimitSettings",
     "MqttDeviceSettings",
     "MqttSettings",
+    "MqttTls",
     "Name",
     "ProfilePoint",
     "Ratio",
@@ -42,21 +43,6 @@ __all__ = [
     "Tariff",
     "Topic",
 ]
-
-
-class MqttSettings(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    prefix: str = Field(default="flexedge", min_length=1)
-    username: str | None = None
-    # SecretStr keeps the password out of reprs, logs and error messages.
-    password: SecretStr | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-
-    def broker(self) -> Broker:
-        """Where the site broker is and how to log in to it, as the transport takes it."""
-        password = self.password.get_secret_value() if self.password else None
-        return Broker(self.host, self.port, self.username, password, self.keepalive_s)
 
 
 class BalancingConstants(Strict):

@@ -128,10 +128,8 @@ class MqttJsonDevice:
         ):
             broker = Broker(md.host, md.port or 1883)
         elif site_mqtt is not None:
-            password = site_mqtt.password.get_secret_value() if site_mqtt.password else None
-            broker = Broker(
-                site_mqtt.host, site_mqtt.port, site_mqtt.username, password, site_mqtt.keepalive_s
-            )
+            # The site broker: its login and TLS, as the daemon's own link has them.
+            broker = site_mqtt.broker()
         else:
             raise ValueError(f"{device.name}: uses the site broker, but none was given")
         return cls(

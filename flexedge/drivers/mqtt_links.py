@@ -34,15 +34,7 @@ class SharedLink:
         self._router: asyncio.Task[None] | None = None
 
     def _new_link(self) -> MqttLink:
-        b = self.broker
-        return MqttLink(
-            host=b.host,
-            port=b.port,
-            client_id=f"flexedge-dev-{uuid.uuid4().hex[:8]}",
-            username=b.username,
-            password=b.password,
-            keepalive=b.keepalive,
-        )
+        return MqttLink.for_broker(self.broker, client_id=f"flexedge-dev-{uuid.uuid4().hex[:8]}")
 
     async def ensure_started(self, wait: float) -> None:
         async with self._lock:

@@ -12,14 +12,15 @@ Delivery contract (at-least-once, end to end):
   message. The caller re-publishes everything not yet confirmed by on_published after each
   on_connect, so the broker may see a message twice; receivers must tolerate duplicates.
 
-Modules: messages.py (what crosses the API), broker_address.py (where a broker is),
+Modules: messages.py (what crosses the API), broker_address.py (where a broker is, how to log in,
+its TLS),
 link.py (MqttLink, one connection), paho_bridge.py (paho's thread side), request_response.py
 (one request and its response).
 """
 
-from flexedge.mqtt.broker_address import Broker
+from flexedge.mqtt.broker_address import Broker, BrokerTls
 from flexedge.mqtt.link import MqttLink
 from flexedge.mqtt.messages import Inbound, Message
 from flexedge.mqtt.request_response import RequestTimeout, request
 
-__all__ = ["Broker", "Inbound", "Message", "MqttLink", "RequestTimeout", "request"]
+__all__ = ["Broker", "BrokerTls", "Inbound", "Message", "MqttLink", "RequestTimeout", "request"]

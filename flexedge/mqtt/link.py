@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from flexedge.errors import BrokerError
+from flexedge.mqtt.broker_address import Broker, BrokerTls
 from flexedge.mqtt.messages import Inbound, Message
 from flexedge.mqtt.paho_bridge import LinkEvents, PahoBridge, new_properties
 
@@ -33,6 +34,7 @@ class MqttLink:
         username: str | None = None,
         password: str | None = None,
         keepalive: int = 30,
+        tls: BrokerTls | None = None,
         will: Message | None = None,
         on_connect: Callable[[], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
@@ -63,6 +65,8 @@ class MqttLink:
         self._refused: dict[str, str] = {}
         self._subs_changed = asyncio.Event()
         self._mid_waiters: dict[int, asyncio.Future[None]] = {}
+        # Why the last connect attempt failed, for the error when no CONNACK comes.
+        self._last_failure: str | None = None
         self._bridge = PahoBridge(
             client_id=client_id,
             host=host,
@@ -70,9 +74,11 @@ class MqttLink:
             username=username,
             password=password,
             will=will,
+            tls=tls,
             events=LinkEvents(
                 connected=self._connected,
                 refused_connect=self._refused_connect,
+                failed_connect=self._failed_connect,
                 disconnected=self._disconnected,
                 subacked=self._subacked,
                 published=self._published,
@@ -80,6 +86,35 @@ class MqttLink:
             ),
         )
         self._client = self._bridge.client
+
+    @classmethod
+    def for_broker(
+        cls,
+        broker: Broker,
+        *,
+        client_id: str,
+        will: Message | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+        session_expiry: int = 0,
+    ) -> MqttLink:
+        """A link to `broker` with its login, keepalive and TLS: how every flexedge command
+        connects, so that none of them can leave one of these out."""
+        return cls(
+            host=broker.host,
+            port=broker.port,
+            client_id=client_id,
+            username=broker.username,
+            password=broker.password,
+            keepalive=broker.keepalive,
+            tls=broker.tls,
+            will=will,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            on_published=on_published,
+            session_expiry=session_expiry,
+        )
 
     # ---- public API (call on the asyncio loop) -------------------------------------------
 
@@ -118,9 +153,10 @@ class MqttLink:
             await asyncio.wait_for(asyncio.shield(self._ready), wait)
         except TimeoutError:
             await self._shutdown()
+            last = f"; last attempt: {self._last_failure}" if self._last_failure else ""
             raise BrokerError(
                 f"no CONNACK from {self.host}:{self.port} within {wait:g} s "
-                "(broker down or unreachable?)"
+                f"(broker down or unreachable?){last}"
             ) from None
         except BrokerError:
             await self._shutdown()
@@ -259,11 +295,13 @@ class MqttLink:
         self._up = True
         self._granted.clear()
         self._pending_subacks.clear()
+        self._last_failure = None
         log.info(
-            "mqtt %s connected to %s:%s (session present: %s)",
+            "mqtt %s connected to %s:%s%s (session present: %s)",
             self.client_id,
             self.host,
             self.port,
+            " over TLS" if self._bridge.tls else "",
             session_present,
         )
         for topic_filter, qos in self._subscriptions.items():
@@ -276,6 +314,22 @@ class MqttLink:
             self._ready.set_exception(
                 BrokerError(f"{self.host}:{self.port} refused the connection: {reason}")
             )
+
+    def _failed_connect(self, reason: str, handshake: bool) -> None:
+        repeated = reason == self._last_failure
+        self._last_failure = reason
+        if not handshake:
+            return
+        if self._ready is not None and not self._ready.done():
+            # A certificate that is refused now is refused on every retry: say so at once
+            # instead of after the whole wait.
+            self._ready.set_exception(
+                BrokerError(f"cannot connect to {self.host}:{self.port}: {reason}")
+            )
+        elif not repeated:
+            # Later (a broker whose certificate changed under a running daemon) paho keeps
+            # retrying, as after any lost connection; once per reason is enough to tell.
+            log.warning("mqtt %s: %s", self.client_id, reason)
 
     def _disconnected(self, reason: str) -> None:
         was_up = self._up

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from flexedge.errors import BrokerError
+from flexedge.mqtt.broker_address import BrokerTls
 from flexedge.mqtt.messages import Inbound, Message
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ class LinkEvents:
 
     connected: Callable[[bool], None]  # session present
     refused_connect: Callable[[str], None]  # reason
+    # A connect that failed (reason, and whether it was the TLS handshake: a CA or
+    # certificate that is wrong stays wrong, an unreachable broker may come back).
+    failed_connect: Callable[[str, bool], None]
     disconnected: Callable[[str], None]  # reason
     subacked: Callable[[int, list[str | None]], None]  # mid, refusal per filter (None: granted)
     published: Callable[[int], None]  # mid
@@ -65,11 +72,13 @@ class PahoBridge:
         password: str | None,
         will: Message | None,
         events: LinkEvents,
+        tls: BrokerTls | None = None,
     ) -> None:
         self.client_id = client_id
         self.host = host
         self.port = port
         self.events = events
+        self.tls = tls is not None
         # Set by the link's start(): the loop the events are handed to.
         self.loop: asyncio.AbstractEventLoop | None = None
         # The epoch changes on every connect and disconnect (paho thread); the lock makes
@@ -91,6 +100,8 @@ class PahoBridge:
         client.reconnect_delay_set(min_delay=0.2, max_delay=5)  # type: ignore[arg-type]
         if username is not None:
             client.username_pw_set(username, password)
+        if tls is not None:
+            _set_tls(client, tls, f"{host}:{port}")
         if will is not None:
             topic, payload, qos, retain = will
             client.will_set(topic, payload, qos, retain)
@@ -138,7 +149,18 @@ class PahoBridge:
         self._call(self.events.connected, flags.session_present)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        log.debug("mqtt %s: cannot reach %s:%s, retrying", self.client_id, self.host, self.port)
+        # paho calls this from inside its `except OSError`, and passes no exception: the
+        # one being handled is the reason.
+        exc = sys.exc_info()[1]
+        reason = _failure_reason(exc, self.tls)
+        log.debug(
+            "mqtt %s: cannot connect to %s:%s (%s), retrying",
+            self.client_id,
+            self.host,
+            self.port,
+            reason,
+        )
+        self._call(self.events.failed_connect, reason, isinstance(exc, ssl.SSLError))
 
     def _on_disconnect(
         self,
@@ -201,3 +223,37 @@ class PahoBridge:
     ) -> None:
         reasons = [str(rc) if rc.is_failure else None for rc in reason_codes]
         self._call(self.events.subacked, mid, reasons)
+
+
+def _set_tls(client: paho.Client, tls: BrokerTls, where: str) -> None:
+    """TLS on `client`: the broker's certificate always verified, its hostname unless
+    check_hostname is off. Unreadable or malformed files are a BrokerError."""
+    try:
+        client.tls_set(
+            ca_certs=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise BrokerError(f"cannot set up TLS to {where}: {exc}") from exc
+    if not tls.check_hostname:
+        client.tls_insecure_set(True)
+
+
+def _failure_reason(exc: BaseException | None, tls: bool) -> str:
+    """Why a connect failed, in words an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the broker's certificate was not accepted ({exc.verify_message}); "
+            "is mqtt.tls.ca_file the CA that signed it, and does it name this host?"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"TLS handshake failed ({exc.reason or exc}); is this port the broker's TLS listener?"
+        )
+    if tls and isinstance(exc, ConnectionResetError):
+        # Mosquitto's plain listener drops a TLS ClientHello as a malformed packet. Not taken
+        # as final: a broker in the middle of a restart resets connections too.
+        return f"{exc}; the connection was reset in the TLS handshake: is this port TLS?"
+    return str(exc) if exc is not None else "unknown reason"

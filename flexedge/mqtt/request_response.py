@@ -8,6 +8,7 @@ import logging
 import uuid
 
 from flexedge.errors import BrokerError
+from flexedge.mqtt.broker_address import Broker
 from flexedge.mqtt.link import MqttLink
 
 log = logging.getLogger(__name__)
@@ -18,27 +19,13 @@ class RequestTimeout(BrokerError, TimeoutError):
 
 
 async def request(
-    host: str,
-    port: int,
-    topic: str,
-    payload: bytes,
-    response_topic: str,
-    timeout: float,
-    *,
-    username: str | None = None,
-    password: str | None = None,
+    broker: Broker, topic: str, payload: bytes, response_topic: str, timeout: float
 ) -> bytes:
     """Publish one request (MQTT v5 ResponseTopic + CorrelationData) and return the payload of
     the response carrying the same correlation data. Raises BrokerError if the broker cannot
     be reached and RequestTimeout if no response comes within `timeout` seconds overall."""
     correlation = uuid.uuid4().bytes
-    link = MqttLink(
-        host=host,
-        port=port,
-        client_id=f"flexedge-req-{correlation.hex()[:12]}",
-        username=username,
-        password=password,
-    )
+    link = MqttLink.for_broker(broker, client_id=f"flexedge-req-{correlation.hex()[:12]}")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     await link.start(wait=timeout)
@@ -51,7 +38,9 @@ async def request(
                 topic, payload, qos=1, response_topic=response_topic, correlation_data=correlation
             )
             if mid is None:
-                raise BrokerError(f"lost the connection to {host}:{port} before the request")
+                raise BrokerError(
+                    f"lost the connection to {broker.host}:{broker.port} before the request"
+                )
             while True:
                 msg = await link.inbound.get()
                 link.ack(msg)

@@ -24,7 +24,7 @@ from flexedge.drivers.base import Reading
 from flexedge.drivers.factory import build_device
 from flexedge.drivers.mqtt_device import MqttJsonDevice
 from flexedge.errors import ConfigError, DeviceUnavailable
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.simulators.devices.fault_mqtt import FaultControl
@@ -463,7 +463,9 @@ def test_exception_fault_is_refused_for_mqtt_devices(broker: PrivateBroker) -> N
     assert faults.state == FaultState(latency_s=0.25)  # nothing changed
     faults.apply({"exception": None, "clear": True})  # switching it off is fine
     # Over MQTT, fault control refuses it like any bad value.
-    control = FaultControl(SiteSimulator([]), SITE_NAME, broker.host, broker.port, mqtt_devices=sim)
+    control = FaultControl(
+        SiteSimulator([]), SITE_NAME, Broker(broker.host, broker.port), mqtt_devices=sim
+    )
     assert control.handle(command_topic(SITE_NAME, "gen"), b'{"exception": "ACKNOWLEDGE"}') is None
     assert control.handle(command_topic(SITE_NAME, "gen"), b'{"frozen": true}') == FaultState(
         frozen=True
@@ -503,15 +505,18 @@ def test_flexedge_sim_serves_them_and_takes_their_faults(
             await settle(gen, power(2.0, 2.0), timeout=3.0)
 
             assert (
-                await send_fault(*mqtt, SITE_NAME, "bat", {"drop": True})
+                await send_fault(Broker(*mqtt), SITE_NAME, "bat", {"drop": True})
                 == FaultState(drop=True).to_json()
             )
             await unavailable(bat, timeout=3.0)
             # Refused by the simulator: it answers why, and nothing changed.
-            refused = await send_fault(*mqtt, SITE_NAME, "gen", {"exception": "DEVICE_BUSY"})
+            refused = await send_fault(
+                Broker(*mqtt), SITE_NAME, "gen", {"exception": "DEVICE_BUSY"}
+            )
             assert refused is not None and "no exception fault" in str(refused["error"])
             assert (
-                await send_fault(*mqtt, SITE_NAME, "bat", {"clear": True}) == FaultState().to_json()
+                await send_fault(Broker(*mqtt), SITE_NAME, "bat", {"clear": True})
+                == FaultState().to_json()
             )
             await settle(bat, power(0.0), timeout=3.0)
             assert (await gen.read()).p_kw == 2.0

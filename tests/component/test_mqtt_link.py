@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flexedge.errors import BrokerError
-from flexedge.mqtt import Inbound, Message, MqttLink, RequestTimeout, request
+from flexedge.mqtt import Broker, Inbound, Message, MqttLink, RequestTimeout, request
 from flexedge.tools.harness.broker import PrivateBroker, free_port
 from tests.support.harness import run
 
@@ -283,7 +283,9 @@ def test_request_response_with_correlation_data(broker: PrivateBroker) -> None:
         server.subscribe(req_topic)
         await server.wait_subscribed()
         task = asyncio.create_task(responder(server))
-        reply = await request(broker.host, broker.port, req_topic, b"ping", uid("resp"), timeout=5)
+        reply = await request(
+            Broker(broker.host, broker.port), req_topic, b"ping", uid("resp"), timeout=5
+        )
         assert reply == b"pong:ping"
         task.cancel()
         await server.stop()
@@ -294,7 +296,7 @@ def test_request_response_with_correlation_data(broker: PrivateBroker) -> None:
 def test_request_times_out_without_a_responder(broker: PrivateBroker) -> None:
     async def scenario() -> None:
         with pytest.raises(RequestTimeout) as caught:
-            await request(broker.host, broker.port, uid("nobody"), b"ping", uid("r"), 0.5)
+            await request(Broker(broker.host, broker.port), uid("nobody"), b"ping", uid("r"), 0.5)
         assert isinstance(caught.value, TimeoutError)
 
     run(scenario)
@@ -303,7 +305,7 @@ def test_request_times_out_without_a_responder(broker: PrivateBroker) -> None:
 def test_request_raises_broker_error_when_broker_is_down() -> None:
     async def scenario() -> None:
         with pytest.raises(BrokerError):
-            await request("127.0.0.1", free_port(), "req", b"ping", "resp", timeout=0.5)
+            await request(Broker("127.0.0.1", free_port()), "req", b"ping", "resp", timeout=0.5)
 
     run(scenario)
 

@@ -26,7 +26,7 @@ from flexedge.cli.sim import run_sim
 from flexedge.config.loader import Site, load_site
 from flexedge.drivers.modbus_tcp import ModbusTcpDevice
 from flexedge.errors import DeviceProtocolError, DeviceUnavailable
-from flexedge.mqtt import MqttLink
+from flexedge.mqtt import Broker, MqttLink
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.fault_client import fault_message, send_fault
 from flexedge.simulators.devices.faults import (
@@ -363,7 +363,9 @@ def test_faults_switch_over_mqtt(
         device = driver(site, sim.address("b1"))
         try:
             assert await retained_state(broker) == FaultState().to_json()
-            confirmed = await send_fault(*mqtt, SITE_NAME, "b1", {"exception": "DEVICE_FAILURE"})
+            confirmed = await send_fault(
+                Broker(*mqtt), SITE_NAME, "b1", {"exception": "DEVICE_FAILURE"}
+            )
             assert confirmed == FaultState(exception=ExcCodes.DEVICE_FAILURE).to_json()
             with pytest.raises(DeviceProtocolError, match=r"exception code 4$"):
                 await device.read()
@@ -381,7 +383,7 @@ def test_faults_switch_over_mqtt(
                 ],
             )
             await publish_raw(broker, command_topic(SITE_NAME, "nope"), [b'{"clear": true}'])
-            assert await send_fault(*mqtt, SITE_NAME, "b1", {"drop": False}) == confirmed
+            assert await send_fault(Broker(*mqtt), SITE_NAME, "b1", {"drop": False}) == confirmed
             assert await retained_state(broker) == confirmed
             assert sim.faults("b1").state == FaultState(exception=ExcCodes.DEVICE_FAILURE)
 
@@ -466,12 +468,12 @@ def test_flexedge_sim_process_takes_faults(tmp_path: Path, broker: PrivateBroker
         try:
             await device.read()
             assert (
-                await send_fault(broker.host, broker.port, SITE_NAME, "b1", {"drop": True})
+                await send_fault(Broker(broker.host, broker.port), SITE_NAME, "b1", {"drop": True})
                 == FaultState(drop=True).to_json()
             )
             with pytest.raises(DeviceUnavailable):
                 await device.read()
-            await send_fault(broker.host, broker.port, SITE_NAME, "b1", {"clear": True})
+            await send_fault(Broker(broker.host, broker.port), SITE_NAME, "b1", {"clear": True})
             assert (await device.read()).soc == pytest.approx(0.6, abs=0.01)
         finally:
             await device.close()

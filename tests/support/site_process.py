@@ -139,9 +139,13 @@ def running_site(
                 print(f"--- {name} ---\n{text}")
 
 
-async def open_market(site: RunningSite) -> MarketClient:
+async def open_market(
+    site: RunningSite, *, username: str | None = None, password: str | None = None
+) -> MarketClient:
     """A market client on the site's broker, started once the site says it is online."""
-    market = MarketClient(site.host, site.port, site.prefix, site.site)
+    market = MarketClient(
+        site.host, site.port, site.prefix, site.site, username=username, password=password
+    )
     await market.start()
     await market.wait_for(lambda m: m.get("type") == "status" and m["state"] == "online", 20)
     return market

@@ -35,6 +35,7 @@ import pytest
 
 from flexedge.contract.wire import iso
 from flexedge.controller.core.trade_admission import SPOT_ONLY
+from flexedge.mqtt import Broker
 from flexedge.simulators.devices.fault_client import send_fault
 from flexedge.tools.harness.broker import PrivateBroker
 from tests.support.acceptance_site import (
@@ -450,13 +451,17 @@ def test_device_lost_mid_delivery_moves_its_share_to_the_other(site: RunningSite
             dropped_at = time.time()
             try:
                 state = await send_fault(
-                    site.host, site.port, site.site, "heat-pump", {"drop": True}, timeout=10
+                    Broker(site.host, site.port), site.site, "heat-pump", {"drop": True}, timeout=10
                 )
                 dropped_by = time.time()
                 report = await market.report_for(cid, SLOT + 15)
             finally:
                 await send_fault(
-                    site.host, site.port, site.site, "heat-pump", {"clear": True}, timeout=10
+                    Broker(site.host, site.port),
+                    site.site,
+                    "heat-pump",
+                    {"clear": True},
+                    timeout=10,
                 )
             return {
                 "slot": slot,

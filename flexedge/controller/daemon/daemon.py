@@ -63,14 +63,9 @@ class Daemon:
             raise ConfigError(
                 str(site.path), "log_db", f"cannot open the SQLite log {site.log_db_path}: {exc}"
             ) from None
-        password = self.config.mqtt.password
-        self.link = MqttLink(
-            host=self.config.mqtt.host,
-            port=self.config.mqtt.port,
+        self.link = MqttLink.for_broker(
+            self.config.mqtt.broker(),
             client_id=f"flexedge-{self.config.site}",
-            username=self.config.mqtt.username,
-            password=password.get_secret_value() if password else None,
-            keepalive=self.config.mqtt.keepalive_s,
             will=(f"{self.base}/status", self._status_payload("offline"), 1, True),
             on_connect=self._on_connect,
             # A kept session makes the broker redeliver inbound messages we had not yet

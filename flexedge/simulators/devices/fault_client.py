@@ -54,26 +54,12 @@ def fault_message(
 
 
 async def send_fault(
-    host: str,
-    port: int,
-    site: str,
-    device: str,
-    message: dict[str, object],
-    timeout: float = 5.0,
-    *,
-    username: str | None = None,
-    password: str | None = None,
+    broker: Broker, site: str, device: str, message: dict[str, object], timeout: float = 5.0
 ) -> dict[str, object] | None:
     """Publish one fault message as an MQTT v5 request; the simulator's answer (the device's
     fault state, or {"error": reason} when it refused the message), or None if no answer came
     within `timeout` seconds. Raises BrokerError if the broker cannot be reached."""
-    link = MqttLink(
-        host=host,
-        port=port,
-        client_id=f"flexedge-fault-{uuid.uuid4().hex[:12]}",
-        username=username,
-        password=password,
-    )
+    link = MqttLink.for_broker(broker, client_id=f"flexedge-fault-{uuid.uuid4().hex[:12]}")
     await link.start(wait=timeout)
     request_id = uuid.uuid4().hex.encode()
     reply_topic = f"{state_topic(site, device)}/reply/{request_id.decode()}"
@@ -89,7 +75,9 @@ async def send_fault(
                 correlation_data=request_id,
             )
             if mid is None:
-                raise BrokerError(f"lost the connection to {host}:{port} before publishing")
+                raise BrokerError(
+                    f"lost the connection to {broker.host}:{broker.port} before publishing"
+                )
             while True:
                 msg = await link.inbound.get()
                 link.ack(msg)
@@ -125,18 +113,7 @@ def main_fault(
         print(f"flexedge: {exc}", file=sys.stderr)
         return 2
     host, port = broker.host, broker.port
-    state = asyncio.run(
-        send_fault(
-            host,
-            port,
-            site,
-            device,
-            message,
-            timeout,
-            username=broker.username,
-            password=broker.password,
-        )
-    )
+    state = asyncio.run(send_fault(broker, site, device, message, timeout))
     if state is None:
         print(
             f"flexedge: sent, but no simulator confirmed on {state_topic(site, device)} "

@@ -23,7 +23,7 @@ import json
 import logging
 import uuid
 
-from flexedge.mqtt import Inbound, MqttLink
+from flexedge.mqtt import Broker, Inbound, MqttLink
 from flexedge.simulators.devices.faults import (
     TOPIC_ROOT,
     DeviceFaults,
@@ -47,12 +47,9 @@ class FaultControl:
         self,
         simulator: SiteSimulator,
         site: str,
-        host: str,
-        port: int,
+        broker: Broker,
         *,
         mqtt_devices: MqttDeviceSimulator | None = None,
-        username: str | None = None,
-        password: str | None = None,
     ) -> None:
         self.simulator = simulator
         self.mqtt_devices = mqtt_devices
@@ -64,12 +61,9 @@ class FaultControl:
             self._faults.update((name, mqtt_devices.faults(name)) for name in mqtt_devices.devices)
         self._devices = tuple(self._faults)
         self._prefix = command_topic(site, "")
-        self._link = MqttLink(
-            host=host,
-            port=port,
+        self._link = MqttLink.for_broker(
+            broker,
             client_id=f"{TOPIC_ROOT}-{site}-{uuid.uuid4().hex[:8]}",
-            username=username,
-            password=password,
             on_connect=self._publish_all,
         )
         self._listeners: dict[str, Listener] = {}

@@ -120,13 +120,8 @@ class _BrokerGroup:
         self.devices = {d.settings.command_topic: d for d in devices}
         self._lines = {d.name: _DelayLine(d.name) for d in self.devices.values()}
         self.interval = publish_interval_s
-        self.link = MqttLink(
-            host=broker.host,
-            port=broker.port,
-            client_id=f"flexedge-sim-dev-{uuid.uuid4().hex[:8]}",
-            username=broker.username,
-            password=broker.password,
-            keepalive=broker.keepalive,
+        self.link = MqttLink.for_broker(
+            broker, client_id=f"flexedge-sim-dev-{uuid.uuid4().hex[:8]}"
         )
         self._tasks: list[asyncio.Task[None]] = []
 

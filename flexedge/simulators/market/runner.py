@@ -89,13 +89,8 @@ class MarketSim:
         self.say = say
         self.slot_s = float(cfg.slot_seconds)
         self.base = f"{cfg.mqtt.prefix}/{cfg.site}"
-        self.link = MqttLink(
-            host=cfg.mqtt.host,
-            port=cfg.mqtt.port,
-            keepalive=cfg.mqtt.keepalive_s,
-            username=cfg.mqtt.username,
-            password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
-            client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}",
+        self.link = MqttLink.for_broker(
+            cfg.mqtt.broker(), client_id=f"flexedge-market-{uuid.uuid4().hex[:8]}"
         )
         self.agent = d3a_engine(engine, cfg)
         self.orders: dict[str, Order] = {}  # by "{tariff}/{up|down}", one per direction
@@ -349,15 +344,7 @@ class MarketSim:
     async def _fault(self, fault: Fault) -> None:
         """Switch a simulator fault and wait for the simulator to confirm it."""
         cfg = self.cfg
-        state = await send_fault(
-            cfg.mqtt.host,
-            cfg.mqtt.port,
-            cfg.site,
-            fault.device,
-            fault.message(),
-            username=cfg.mqtt.username,
-            password=cfg.mqtt.password.get_secret_value() if cfg.mqtt.password else None,
-        )
+        state = await send_fault(cfg.mqtt.broker(), cfg.site, fault.device, fault.message())
         if state is None:
             raise FlexedgeError(
                 f"no simulator confirmed the fault on {fault.device}: is `flexedge sim --mqtt "

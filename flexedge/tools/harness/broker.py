@@ -2,7 +2,9 @@
 
 Nothing in production uses this: the site's broker is configured, not started by us. The
 private broker listens on 127.0.0.1 only, allows anonymous clients and keeps nothing on disk;
-given `users`, it takes only those logins instead (a site whose broker needs a password).
+given `users`, it takes only those logins instead (a site whose broker needs a password), given
+`tls` it speaks only TLS (certificates from certificates.py), and given `acl_file` it lets
+each user publish and subscribe only where that file says.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -31,6 +34,19 @@ _INSTALL_HINT = "install it with `sudo apt-get install mosquitto` (or your platf
 # when a burst meets a slow subscriber; the tests and the benchmark must never lose one.
 _MAX_QUEUED = 100_000
 _MAX_INFLIGHT = 1_000
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The broker's side of TLS: its certificate and key, and for client certificates the
+    CA that signs them."""
+
+    cert_file: Path
+    key_file: Path
+    # Mosquitto wants a CA for its TLS listener even when it asks for no client certificate.
+    ca_file: Path
+    # Refuse a client without a certificate signed by ca_file.
+    require_certificate: bool = False
 
 
 def find_mosquitto() -> str:
@@ -73,9 +89,14 @@ class PrivateBroker:
         workdir: Path | None = None,
         start_timeout: float = 10.0,
         users: Mapping[str, str] | None = None,
+        tls: ServerTls | None = None,
+        acl_file: Path | None = None,
     ) -> None:
-        """`users` {username: password}: refuse anonymous clients and every other login."""
+        """`users` {username: password}: refuse anonymous clients and every other login.
+        `tls`: the listener speaks TLS only. `acl_file`: Mosquitto's access control list."""
         self.users = dict(users) if users else {}
+        self.tls = tls
+        self.acl_file = acl_file
         self.port = port if port is not None else free_port()
         self.start_timeout = start_timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -95,6 +116,8 @@ class PrivateBroker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
+            *self._tls_lines(),
+            *((f"acl_file {self.acl_file}",) if self.acl_file is not None else ()),
             *(
                 ("allow_anonymous false", f"password_file {self._write_password_file()}")
                 if self.users
@@ -117,6 +140,17 @@ class PrivateBroker:
         ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _tls_lines(self) -> list[str]:
+        tls = self.tls
+        if tls is None:
+            return []
+        return [
+            f"cafile {tls.ca_file}",
+            f"certfile {tls.cert_file}",
+            f"keyfile {tls.key_file}",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+        ]
 
     def _write_password_file(self) -> Path:
         """Mosquitto's password file for `users`, hashed by its own mosquitto_passwd."""

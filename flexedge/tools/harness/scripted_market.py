@@ -22,13 +22,25 @@ from flexedge.contract.messages import (
     moment,
 )
 from flexedge.contract.wire import dump
-from flexedge.mqtt import Inbound, MqttLink
+from flexedge.mqtt import Broker, Inbound, MqttLink
 
 
 class MarketClient:
-    def __init__(self, host: str, port: int, prefix: str, site: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        site: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """`username`, `password`: the market's own login, on a broker with accounts."""
         self.base = f"{prefix}/{site}"
-        self.link = MqttLink(host=host, port=port, client_id=f"market-{uuid.uuid4().hex[:8]}")
+        self.link = MqttLink.for_broker(
+            Broker(host, port, username, password), client_id=f"market-{uuid.uuid4().hex[:8]}"
+        )
         self.seen: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
