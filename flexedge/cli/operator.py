@@ -16,7 +16,7 @@ from flexedge.config.loader import Site
 from flexedge.mqtt import Broker
 
 
-def _ask(site: Site, command: str, body: dict[str, object], reply_to: str, timeout: float) -> bytes:
+def ask(site: Site, command: str, body: dict[str, object], reply_to: str, timeout: float) -> bytes:
     from flexedge.mqtt import request
 
     cfg = site.config
@@ -35,7 +35,7 @@ def _ask(site: Site, command: str, body: dict[str, object], reply_to: str, timeo
 def cmd_status(args: argparse.Namespace) -> int:
     from flexedge.controller.daemon.commands import render_status
 
-    body = json.loads(_ask(load(args.config, args.mqtt), "status", {}, str(id(args)), args.timeout))
+    body = json.loads(ask(load(args.config, args.mqtt), "status", {}, str(id(args)), args.timeout))
     print(json.dumps(body, indent=2) if args.json else render_status(body))
     return OK if body.get("ok") else FAILED
 
@@ -51,7 +51,7 @@ def cmd_order(args: argparse.Namespace) -> int:
         if value is not None:
             body[key] = value
     site = load(args.config, args.mqtt)
-    reply = json.loads(_ask(site, "set-order", body, str(id(args)), args.timeout))
+    reply = json.loads(ask(site, "set-order", body, str(id(args)), args.timeout))
     if reply.get("ok"):
         print(render_order_reply(reply))
         return OK
