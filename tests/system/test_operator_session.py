@@ -91,9 +91,9 @@ def test_an_operators_session(site: RunningSite, operator_file: Path) -> None:
     assert ack["status"] == "accepted"
     assert ack["commitment_id"] in ok(config, "commitments")
 
+    reports = ["reports", "--config", str(config), "--last", "1", "--follow"]
     follow = subprocess.Popen(
-        [sys.executable, "-m", "flexedge.cli.main", "reports", "--config", str(config)]
-        + ["--last", "1", "--follow"],
+        [sys.executable, "-m", "flexedge.cli.main", *reports],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
