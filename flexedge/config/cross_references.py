@@ -4,6 +4,7 @@ to devices that do not exist, devices that cannot share a serial bus or a state 
 from __future__ import annotations
 
 from flexedge.config.device_base import DeviceBase
+from flexedge.config.device_kinds import FlexibleLoad
 from flexedge.config.schema import SiteConfig
 
 
@@ -55,6 +56,19 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
                     f"{md.state_topic!r} is already {first_name!r}'s state topic",
                 )
             )
+    for index, device in enumerate(config.devices):
+        if not isinstance(device, FlexibleLoad) or device.control != "relay":
+            continue
+        for name in ("relay_min_on_s", "relay_min_off_s"):
+            value: float = getattr(device, name)
+            if value > config.slot_seconds:
+                problems.append(
+                    (
+                        f"devices[{index}] ({device.name}).{name}",
+                        f"{value:g} s is longer than a slot ({config.slot_seconds} s): "
+                        "the relay could not be switched back within a commitment's window",
+                    )
+                )
     seen: set[str] = set()
     for index, tariff in enumerate(config.tariffs):
         if tariff.id in seen:

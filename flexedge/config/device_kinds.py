@@ -57,6 +57,11 @@ class FlexibleLoad(DeviceBase):
     # store, an energy need still to meet) takes before it is full. 0: it cannot draw more.
     max_extra_kw: float = Field(default=0.0, ge=0, le=MAX_RATING_KW)
     extra_buffer_kwh: float = Field(default=0.0, ge=0)
+    # control relay only: a relay switches only after it has been on (off) this long, and at
+    # most this many times an hour, so that dispatch never chatters a contactor.
+    relay_min_on_s: float = Field(default=30.0, ge=0, le=86400)
+    relay_min_off_s: float = Field(default=30.0, ge=0, le=86400)
+    relay_max_switches_per_hour: int = Field(default=20, ge=1, le=3600)
 
     @property
     def map_name(self) -> str:

@@ -26,6 +26,7 @@ from flexedge.controller.core.kinds import (
     profile_kw,
 )
 from flexedge.controller.core.model import BatteryLimits
+from flexedge.controller.core.relays import RelayHistory, RelayRules, relay_feasible
 from flexedge.drivers.base import Reading
 
 
@@ -60,6 +61,9 @@ class LoadAsset:
     profile: tuple[tuple[float, float], ...]
     # Set for `baseline: measured`: the control loop feeds it every reading.
     measured: MeasuredBaseline | None = field(default=None, compare=False)
+    # A relay load's switching rules, and what it was told when (the dispatcher records it).
+    relay: RelayRules | None = None
+    history: RelayHistory = field(default_factory=RelayHistory, compare=False)
 
     def baseline_kw(self, ts: float) -> float:
         """What the load draws uncurtailed (site sign, < 0): its recent measured average
@@ -75,7 +79,10 @@ class LoadAsset:
     ) -> DeviceView:
         if not fresh or reading is None:
             return DeviceView(None)
-        return DeviceView(load_feasible(self.limits, -self.baseline_kw(now)))
+        feasible = load_feasible(self.limits, -self.baseline_kw(now))
+        if self.relay is not None:
+            feasible = relay_feasible(feasible, self.history, self.relay, now)
+        return DeviceView(feasible)
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
         return load_command(setpoint_kw, self.baseline_kw(now))
@@ -148,6 +155,11 @@ def asset_for(device: DeviceConfig) -> Asset:
             ),
             tuple((float(t), float(kw)) for t, kw in device.baseline_profile),
             MeasuredBaseline(device.baseline_window_s) if device.baseline == "measured" else None,
+            RelayRules(
+                device.relay_min_on_s, device.relay_min_off_s, device.relay_max_switches_per_hour
+            )
+            if device.control == "relay"
+            else None,
         )
     assert isinstance(device, Generator)
     return GeneratorAsset(

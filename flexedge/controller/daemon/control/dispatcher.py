@@ -14,7 +14,8 @@ from typing import Any
 
 from flexedge.controller.core.dispatch import plan
 from flexedge.controller.core.model import Commitment
-from flexedge.controller.daemon.assets import Asset
+from flexedge.controller.core.relays import is_shed
+from flexedge.controller.daemon.assets import Asset, LoadAsset
 from flexedge.controller.daemon.control.commitments import OpenCommitments
 from flexedge.controller.daemon.control.device_io import DeviceIO
 from flexedge.controller.daemon.store import Store
@@ -94,6 +95,12 @@ class Dispatcher:
                     if n not in writes and io.needs_probe(n, now)
                 }
             )
+        for n, p in writes.items():
+            asset = self.assets[n]
+            if not isinstance(asset, LoadAsset) or asset.relay is None:
+                continue
+            if asset.history.record(is_shed(p), now):  # what the relay rules count
+                log.debug("relay %s switched %s", n, "off" if is_shed(p) else "on")
         await io.write_bounded(writes, self._beats if heartbeat else None)
         logged = {n: (p, json.dumps(result.allocations.get(n, {}))) for n, p in writes.items()}
         changed = {n: row for n, row in logged.items() if self._logged.get(n) != row}
