@@ -193,7 +193,11 @@ main() {
   fi
   if [ -z "$ROOT" ]; then
     [ "$(id -u)" = 0 ] || die "run it as root: sudo ./flexedge.sh $action"
-    command -v systemctl >/dev/null || die "systemctl not found: this installs a systemd service"
+    # Checked before anything changes: without a running systemd (a container, say) the
+    # install would stop at daemon-reload half done. /run/systemd/system is sd_booted()'s test.
+    if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
+      die "systemd is not running here: this installs a systemd service (--root DIR stages it)"
+    fi
   fi
   "do_$action" "$start"
 }
