@@ -101,6 +101,9 @@ def test_install_stages_the_venv_the_site_file_the_state_directory_and_the_unit(
     assert mode(staged.path("/etc/flexedge")) == 0o750
     assert mode(staged.path("/var/lib/flexedge")) == 0o750
     assert staged.unit.read_text(encoding="utf-8") == SHIPPED_UNIT.read_text(encoding="utf-8")
+    # The operator's `flexedge`: a link to where the venv is on the gateway.
+    link = staged.path("/usr/local/bin/flexedge")
+    assert os.readlink(link) == "/opt/flexedge/.venv/bin/flexedge"
 
     # What needs root is printed, not run; enabled, not started.
     for line in (
@@ -165,6 +168,7 @@ def test_uninstall_removes_the_unit_and_the_venv_and_keeps_the_site_file_and_the
     assert "would run: systemctl disable --now flexedge.service" in output
     assert not staged.unit.exists()
     assert not staged.path("/opt/flexedge").exists()
+    assert not staged.path("/usr/local/bin/flexedge").is_symlink()
     assert staged.site.read_bytes() == site
     assert log.read_bytes() == b"the site's log"
     # Twice is fine too.

@@ -2,15 +2,17 @@
 # Install flexedge on a Debian/Ubuntu gateway as the systemd service `flexedge`, from a checkout:
 #   sudo ./flexedge.sh install [--start]   install or upgrade, enable; start (restart) with --start
 #   sudo ./flexedge.sh uninstall           disable and remove the unit and /opt/flexedge
-# What install puts where (running it again upgrades flexedge and changes nothing else):
+# What install puts where (run again, it upgrades flexedge and the unit, keeps the site file):
 #   /opt/flexedge/.venv                    a virtualenv with flexedge built from this checkout
+#   /usr/local/bin/flexedge                a link to its command, for the operator
 #   user and group flexedge                system user, no login shell, home /var/lib/flexedge,
 #                                          in group dialout for the RS-485 serial adapters
 #   /etc/flexedge/site.yaml                from flexedge/config/sites/example.yaml, only when
 #                                          there is none: an existing site file is never touched
 #   /var/lib/flexedge                      the state directory, for the SQLite log (log_db)
 #   /etc/systemd/system/flexedge.service   the unit, enabled
-# Uninstall leaves /etc/flexedge, /var/lib/flexedge (the log) and the user.
+# Uninstall removes the unit, /opt/flexedge and the link, and leaves /etc/flexedge,
+# /var/lib/flexedge (the log) and the user.
 # --root DIR stages all of it under DIR instead of / and, instead of running useradd, usermod,
 # chown and systemctl, prints them ("would run: ..."): for tests, without root. The staged
 # virtualenv runs from DIR only (its scripts name DIR in their first line).
@@ -22,13 +24,14 @@ VENV=$PREFIX/.venv
 ETC=/etc/flexedge
 STATE=/var/lib/flexedge
 UNIT=/etc/systemd/system/flexedge.service
+LINK=/usr/local/bin/flexedge
 ACCOUNT=flexedge
 ROOT=""
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
-usage() { sed -n '2,16p' "$0"; }
+usage() { sed -n '2,18p' "$0"; }
 
 # What changes the system outside the staged tree: done for real, or printed under --root.
 system() {
@@ -86,6 +89,20 @@ install_flexedge() {
   "${pip[@]}" install -q --no-deps --force-reinstall "$wheel"
   rm -rf -- "$work"
   trap - EXIT
+}
+
+# A flexedge the operator's PATH finds, for `flexedge config check` and `flexedge status`. One
+# that is not this link (a flexedge installed some other way) is left alone.
+link_command() {
+  local link="$ROOT$LINK"
+  if [ -e "$link" ] || [ -L "$link" ]; then
+    if [ "$(readlink -- "$link")" != "$VENV/bin/flexedge" ]; then
+      say "left $link alone (not a link to $VENV/bin/flexedge); use $VENV/bin/flexedge"
+      return 0
+    fi
+  fi
+  install -d -m 0755 "$(dirname -- "$link")"
+  ln -sfn -- "$VENV/bin/flexedge" "$link"
 }
 
 make_account() {
@@ -146,6 +163,7 @@ do_install() {
   make_venv
   install_flexedge
   say "$("$ROOT$VENV/bin/flexedge" --version)"
+  link_command
   make_account
   make_dirs
   install_site_file
@@ -169,7 +187,10 @@ do_uninstall() {
     system systemctl daemon-reload
   fi
   rm -rf -- "${ROOT}${PREFIX:?}"
-  say "removed the unit and $PREFIX; kept $ETC, $STATE (the log) and the user $ACCOUNT"
+  if [ "$(readlink -- "$ROOT$LINK" 2>/dev/null)" = "$VENV/bin/flexedge" ]; then
+    rm -f -- "$ROOT$LINK"
+  fi
+  say "removed the unit, $PREFIX and $LINK; kept $ETC, $STATE (the log) and the user $ACCOUNT"
 }
 
 main() {
