@@ -106,8 +106,11 @@ link_command() {
 }
 
 make_account() {
+  local group=--user-group
+  # A group flexedge left from before (useradd --user-group would refuse it): join it.
+  if [ -z "$ROOT" ] && getent group "$ACCOUNT" >/dev/null; then group="--gid=$ACCOUNT"; fi
   if [ -n "$ROOT" ] || ! getent passwd "$ACCOUNT" >/dev/null; then
-    system useradd --system --user-group --home-dir "$STATE" --no-create-home \
+    system useradd --system "$group" --home-dir "$STATE" --no-create-home \
       --shell /usr/sbin/nologin --comment "flexedge site controller" "$ACCOUNT"
   fi
   # The unit adds dialout too (SupplementaryGroups=); membership also serves
