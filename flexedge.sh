@@ -3,6 +3,9 @@
 #   ./flexedge.sh demo   - run the demo (private broker, simulator, daemon, scripted market)
 #   ./flexedge.sh test   - run the whole test suite
 #   ./flexedge.sh check  - ruff (lint and format), mypy and the import-linter contracts
+#   sudo ./flexedge.sh install [--start] - install (or upgrade) the systemd service flexedge
+#   sudo ./flexedge.sh uninstall          - remove it, keeping /etc/flexedge and the log
+#     (flexedge/config/install/install.sh says what goes where)
 # Anything else is passed to the `flexedge` command inside the project's virtualenv.
 # It installs what it needs: a virtualenv in .venv with the package, and Mosquitto from the
 # distribution's packages when it is missing (as root, or with passwordless sudo). When the
@@ -103,6 +106,8 @@ case "$cmd" in
   test) ensure_venv; ensure_gsy; ensure_mosquitto; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
   check) ensure_venv; ensure_gsy; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . &&
     "$VENV/bin/mypy" && exec "$VENV/bin/lint-imports" ;;
-  help|-h|--help) sed -n '2,11p' "$0" ;;
+  # The installer needs no .venv here: it makes its own in /opt/flexedge.
+  install|uninstall) exec flexedge/config/install/install.sh "$@" ;;
+  help|-h|--help) sed -n '2,14p' "$0" ;;
   *) ensure_venv; ensure_mosquitto; exec "$VENV/bin/flexedge" "$@" ;;
 esac
