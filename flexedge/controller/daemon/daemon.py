@@ -26,6 +26,7 @@ from flexedge.contract.wire import INBOUND_TYPES, encode, status, telemetry
 from flexedge.controller.daemon.commands import CommandHandler
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
+from flexedge.controller.daemon.metrics import Metrics
 from flexedge.controller.daemon.notify import Notifier, site_summary
 from flexedge.controller.daemon.outbox import Outbox
 from flexedge.controller.daemon.retention import prune_step
@@ -107,6 +108,7 @@ class Daemon:
         self._held: deque[Inbound] = deque()
         self._holding = asyncio.Lock()
         self._published_state: tuple[str, tuple[str, ...]] = ("", ())
+        self.metrics = Metrics(self.config.metrics, self.config.site)
 
     @property
     def problems(self) -> list[str]:
@@ -208,10 +210,12 @@ class Daemon:
         )
 
     async def _tick(self) -> None:
-        await self.control.tick()
-        with contextlib.suppress(StoreError):  # logged by the store; tried on the next tick
-            self.market.standing.refresh_orders()
-        await self._telemetry()
+        with self.metrics.timed_tick():
+            await self.control.tick()
+            with contextlib.suppress(StoreError):  # logged by the store; tried next tick
+                self.market.standing.refresh_orders()
+            await self._telemetry()
+        self.metrics.update(self)
         self._publish_status_on_change()
         self.notifier.watchdog()
         self._notify_status()
@@ -234,6 +238,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
+        self.metrics.start()  # first: a busy port stops the start before any device is touched
         await self._connect_devices()
         self.log_start()
         self.market.restore()
@@ -243,6 +248,7 @@ class Daemon:
         await self.link.wait_subscribed()
         await self.control.tick()
         self.state = "online"
+        self.metrics.update(self)
         self._publish_status()
         self.market.standing.clear_stale_orders()
         self.market.standing.refresh_orders()
@@ -274,6 +280,7 @@ class Daemon:
             )
             for device in self.devices.values():
                 await device.close()
+            await self.metrics.stop()
             self.store.close()
 
     def log_start(self) -> None:
@@ -309,10 +316,15 @@ class Daemon:
     def _scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
         period = self.config.control_period_s
+        # APScheduler runs the ticks at first_tick + k * period (wall time): the metrics
+        # measure each tick's lateness from there.
+        first_tick = datetime.fromtimestamp(time.time() + period, UTC)
+        self.metrics.ticks_from(first_tick.timestamp(), period)
         scheduler.add_job(
             self._tick,
             "interval",
             seconds=period,
+            start_date=first_tick,
             id="tick",
             max_instances=1,
             coalesce=True,
