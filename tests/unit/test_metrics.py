@@ -17,7 +17,6 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flexedge.config.loader import EXAMPLE_SITE, Site, load_site
-from flexedge.config.metrics import MetricsSettings
 from flexedge.controller.daemon.daemon import Daemon
 from flexedge.controller.daemon.metrics import Metrics
 from flexedge.errors import ConfigError
@@ -225,13 +224,17 @@ def test_a_log_that_takes_no_write_shows_degraded_and_counts_failures(tmp_path: 
     assert seen[("flexedge_store_failures_total", ())] == daemon.store.failures >= 2
 
 
-def test_a_tick_is_timed_and_its_lateness_measured_from_its_scheduled_time() -> None:
-    metrics = Metrics(MetricsSettings(listen="127.0.0.1:9108"), "s")
-    # Scheduled every second from a start 10.3 s ago: a tick starting now is 0.3 s late.
-    metrics.ticks_from(time.time() - 10.3, 1.0)
-    with metrics.timed_tick():
-        pass
-    seen = samples(metrics)
+def test_a_tick_is_timed_and_its_lateness_measured_from_its_scheduled_time(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0)
+    with daemon_of(tmp_path, clock, FakeDevice("b1", clock, soc=0.5)) as daemon:
+        metrics = daemon.metrics
+        # Scheduled every second from a start 10.3 s ago: a tick starting now is 0.3 s late.
+        metrics.ticks_from(time.time() - 10.3, 1.0)
+        metrics.tick_done(metrics.tick_started(), daemon)
+        seen = samples(metrics)
+    assert seen[("flexedge_device_available", (("device", "b1"),))] == 0.0  # never read
     assert seen[("flexedge_poll_jitter_seconds_count", ())] == 1.0
     assert 0.3 <= seen[("flexedge_poll_jitter_seconds_sum", ())] < 0.4
     assert seen[("flexedge_tick_duration_seconds_count", ())] == 1.0

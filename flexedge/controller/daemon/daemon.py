@@ -210,12 +210,12 @@ class Daemon:
         )
 
     async def _tick(self) -> None:
-        with self.metrics.timed_tick():
-            await self.control.tick()
-            with contextlib.suppress(StoreError):  # logged by the store; tried next tick
-                self.market.standing.refresh_orders()
-            await self._telemetry()
-        self.metrics.update(self)
+        began = self.metrics.tick_started()
+        await self.control.tick()
+        with contextlib.suppress(StoreError):  # logged by the store; tried on the next tick
+            self.market.standing.refresh_orders()
+        await self._telemetry()
+        self.metrics.tick_done(began, self)
         self._publish_status_on_change()
         self.notifier.watchdog()
         self._notify_status()

@@ -15,8 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType
@@ -233,9 +232,8 @@ class Metrics:
         """The scheduled ticks run at `first` + k * `period_s` (Unix time)."""
         self._grid = (first, period_s)
 
-    @contextmanager
-    def timed_tick(self) -> Iterator[None]:
-        """Around one scheduled tick: how late it started, how long it took."""
+    def tick_started(self) -> float:
+        """A scheduled tick starts: how late it is. Returns the start for tick_done."""
         if self._grid is not None:
             first, period = self._grid
             started = time.time()
@@ -243,11 +241,12 @@ class Metrics:
             # rounding to microseconds, which would otherwise read as a period late.
             due = first + math.floor((started - first) / period + 1e-6) * period
             self.poll_jitter.observe(max(0.0, started - due))
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.tick_duration.observe(time.monotonic() - began)
+        return time.monotonic()
+
+    def tick_done(self, began: float, daemon: Daemon) -> None:
+        """The tick that started at `began` is done: its duration, and a new snapshot."""
+        self.tick_duration.observe(time.monotonic() - began)
+        self.update(daemon)
 
     def update(self, daemon: Daemon) -> None:
         """After a tick: the state a scrape reports (nothing to do with no endpoint)."""
