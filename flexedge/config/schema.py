@@ -14,6 +14,7 @@ from flexedge.config.device_base import DeviceBase, SimulatorSettings
 from flexedge.config.device_kinds import Battery, Device, FlexibleLoad, Generator, ProfilePoint
 from flexedge.config.field_types import Name, Ratio, Strict
 from flexedge.config.limits import LimitSettings
+from flexedge.config.metrics import MetricsSettings
 from flexedge.config.mqtt_settings import MqttSettings, MqttTls
 from flexedge.config.retention import RetentionSettings
 from flexedge.config.transports import JsonPath, MqttDeviceSettings, SerialSettings, Topic
@@ -30,6 +31,7 @@ __all__ = [
     "Generator",
     "JsonPath",
     "LimitSettings",
+    "MetricsSettings",
     "MqttDeviceSettings",
     "MqttSettings",
     "MqttTls",
@@ -125,6 +127,8 @@ class SiteConfig(Strict):
     limits: LimitSettings = LimitSettings()
     # How long the log keeps telemetry, acknowledged messages and records (retention.py).
     retention: RetentionSettings = RetentionSettings()
+    # The Prometheus endpoint (metrics.py): off unless `listen` is given.
+    metrics: MetricsSettings = MetricsSettings()
     balancing: BalancingConstants = BalancingConstants()
     # Factories only because ruff cannot see that Strict is a pydantic model (which copies
     # mutable defaults): the defaults are the same empty registry and tariff list.

@@ -43,6 +43,8 @@ class DeviceHealth:
     failures: int = 0
     next_attempt: float = 0.0
     unconfirmed_writes: int = 0
+    # Every request without a usable answer since start (failures resets on success).
+    failed_requests: int = 0
 
     def due(self, now: float) -> bool:
         return now >= self.next_attempt
@@ -65,6 +67,7 @@ class DeviceHealth:
     def failure(self, now: float) -> bool:
         """A request got no usable answer. True when this starts an outage."""
         self.failures += 1
+        self.failed_requests += 1
         backoff = min(self.max_backoff_s, self.period_s * 2 ** (self.failures - 1))
         self.next_attempt = now + backoff
         return self.failures == 1

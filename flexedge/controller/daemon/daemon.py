@@ -26,6 +26,7 @@ from flexedge.contract.wire import INBOUND_TYPES, encode, status, telemetry
 from flexedge.controller.daemon.commands import CommandHandler
 from flexedge.controller.daemon.control import ControlLoop
 from flexedge.controller.daemon.market_desk import MarketDesk
+from flexedge.controller.daemon.metrics import Metrics
 from flexedge.controller.daemon.notify import Notifier, site_summary
 from flexedge.controller.daemon.operator import Operator
 from flexedge.controller.daemon.outbox import Outbox
@@ -109,6 +110,7 @@ class Daemon:
         self._held: deque[Inbound] = deque()
         self._holding = asyncio.Lock()
         self._published_state: tuple[str, tuple[str, ...]] = ("", ())
+        self.metrics = Metrics(self.config.metrics, self.config.site)
 
     @property
     def problems(self) -> list[str]:
@@ -233,10 +235,12 @@ class Daemon:
 
     async def _tick(self) -> None:
         self.operator.expire_holds()
+        began = self.metrics.tick_started()
         await self.control.tick()
         with contextlib.suppress(StoreError):  # logged by the store; tried on the next tick
             self.market.standing.refresh_orders()
         await self._telemetry()
+        self.metrics.tick_done(began, self)
         self._publish_status_on_change()
         self.notifier.watchdog()
         self._notify_status()
@@ -259,6 +263,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
+        self.metrics.start()  # first: a busy port stops the start before any device is touched
         await self._connect_devices()
         self.log_start()
         self.market.restore()
@@ -269,6 +274,7 @@ class Daemon:
         await self.link.wait_subscribed()
         await self.control.tick()
         self.state = "online"
+        self.metrics.update(self)
         self._publish_status()
         self.market.standing.clear_stale_orders()
         self.market.standing.refresh_orders()
@@ -300,6 +306,7 @@ class Daemon:
             )
             for device in self.devices.values():
                 await device.close()
+            await self.metrics.stop()
             self.store.close()
 
     def log_start(self) -> None:
@@ -334,65 +341,33 @@ class Daemon:
 
     def _scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
+
+        def every(job: Callable[[], Any], seconds: float, grace: float, start: float) -> None:
+            # One instance at a time; a run missed by more than `grace` is skipped, and runs
+            # missed together run once (coalesced).
+            scheduler.add_job(
+                job,
+                "interval",
+                seconds=seconds,
+                start_date=datetime.fromtimestamp(start, UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(grace)),
+            )
+
         period = self.config.control_period_s
-        scheduler.add_job(
-            self._tick,
-            "interval",
-            seconds=period,
-            id="tick",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=1,
-        )
-        slot = self.config.slot_seconds
-        now = self.clock()
-        next_slot = datetime.fromtimestamp(now - now % slot + slot, UTC)
-        scheduler.add_job(
-            self._slot_start,
-            "interval",
-            seconds=slot,
-            id="slot",
-            start_date=next_slot,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=max(1, slot // 4),
-        )
-        scheduler.add_job(
-            self._flush,
-            "interval",
-            seconds=5,
-            id="outbox",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=5,
-        )
-        scheduler.add_job(
-            self.prune_log,
-            "interval",
-            seconds=60,
-            id="retention",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=60,
-        )
-        scheduler.add_job(
-            self._retry_held,
-            "interval",
-            seconds=2,
-            id="retry-held",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=2,
-        )
-        scheduler.add_job(
-            self._checkpoint,
-            "interval",
-            seconds=10,
-            id="checkpoint",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=10,
-        )
+        # APScheduler runs the ticks at first_tick + k * period (wall time): the metrics
+        # measure each tick's lateness from there.
+        first_tick = time.time() + period
+        self.metrics.ticks_from(first_tick, period)
+        every(self._tick, period, 1, first_tick)
+        slot, now = self.config.slot_seconds, self.clock()
+        every(self._slot_start, slot, slot // 4, now - now % slot + slot)
+        soon = time.time() + 1
+        every(self._flush, 5, 5, soon)
+        every(self.prune_log, 60, 60, soon)
+        every(self._retry_held, 2, 2, soon)
+        every(self._checkpoint, 10, 10, soon)
         return scheduler
 
     async def _flush(self) -> None:

@@ -31,6 +31,7 @@ class Closed:
 
     commitments: list[tuple[str, str]] = field(default_factory=list)  # id, report line
     slots: list[tuple[str, float]] = field(default_factory=list)  # asset, slot start
+    reports: list[tuple[str, float]] = field(default_factory=list)  # status, delivered kWh
 
 
 class Reporter:
@@ -51,6 +52,10 @@ class Reporter:
         self.meter = meter
         self.store = store
         self.outbox = outbox
+        # Since start, by report status: commitments closed and the energy they delivered
+        # (the metrics' counters; counted once the report is in the log).
+        self.closed_count: dict[str, int] = {}
+        self.delivered_kwh: dict[str, float] = {}
 
     def close_finished(self, now: float, closed: Closed, ended_early: str = "") -> None:
         """Report every commitment whose window is over and metered past its end; with
@@ -82,6 +87,7 @@ class Reporter:
                     "on its loads (served first)"
                 )
             closed.commitments.append((cid, line))
+            closed.reports.append((report.status, report.delivered_kwh))
 
     def close_slots(self, now: float, closed: Closed) -> None:
         """One `measurement` per asset and slot once the slot is metered past its end."""
@@ -106,3 +112,8 @@ class Reporter:
             log.info("commitment %s %s", cid, line)
         for name, slot in closed.slots:
             self.meter.forget_slot(name, slot)
+        for status, kwh in closed.reports:
+            self.closed_count[status] = self.closed_count.get(status, 0) + 1
+            # A delivery the wrong way counts as none here (its report tells the sign), so
+            # the total only grows, as a Prometheus counter must.
+            self.delivered_kwh[status] = self.delivered_kwh.get(status, 0.0) + max(0.0, kwh)
