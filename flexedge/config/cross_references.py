@@ -79,4 +79,17 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
                 problems.append(
                     (f"tariffs[{index}] ({tariff.id}).assets", f"{asset!r} is not a device")
                 )
+        # The same bound `flexedge order` is held to: a price no market pays is a typo.
+        most = config.limits.max_price_per_kwh
+        prices = [("price_per_kwh", tariff.price_per_kwh)]
+        if tariff.second_order is not None:
+            prices.append(("second_order.price_per_kwh", tariff.second_order.price_per_kwh))
+        for field, price in prices:
+            if not abs(price) <= most:
+                problems.append(
+                    (
+                        f"tariffs[{index}] ({tariff.id}).{field}",
+                        f"{price:g} is beyond limits.max_price_per_kwh ({most:g}, either sign)",
+                    )
+                )
     return problems

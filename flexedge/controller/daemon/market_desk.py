@@ -92,6 +92,15 @@ class MarketDesk:
         """After a restart: open commitments, offers of slots not yet over, traded amounts."""
         now = self.clock()
         for commitment, progress, _ in self.store.open_commitments():
+            if commitment.window_start > now + self.limits.horizon_s:
+                # A log from before the limits may hold a window in the year 9999: it is no
+                # commitment any market made, and it would break status and report.
+                with self.store.transaction():
+                    self.store.drop_commitment(commitment.id, "beyond limits.horizon_s", now)
+                log.warning(
+                    "commitment %s dropped: its window is beyond the horizon", commitment.id
+                )
+                continue
             self.control.add(commitment, progress)
             self._schedule_tick_at(commitment.window_end)
         self.offers = {o.id: o for o in self.store.offers_since(now)}

@@ -285,6 +285,13 @@ class Store:
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def drop_commitment(self, commitment_id: str, reason: str, ts: float) -> None:
+        """An open commitment that is no longer delivered or reported (inside a transaction)."""
+        self._conn.execute(
+            "UPDATE commitments SET state = 'dropped' WHERE id = ?", (commitment_id,)
+        )
+        self.log_event(ts, "commitment-dropped", f"{commitment_id}: {reason}")
+
     def close_commitment(self, commitment_id: str, report: dict[str, Any], ts: float) -> None:
         self.db.table("reports").upsert(
             {

@@ -32,7 +32,7 @@ class Line:
     requested_kwh: float
     accepted_kwh: float
     delivered_kwh: float
-    status: str  # the report's status, or "open" before it is reported
+    status: str  # the report's status, or "open" before it is reported ("dropped": never)
     coverage: float
     settlement: float | None  # None while open: nothing is settled yet
     baselines_kw: dict[str, float]
@@ -96,7 +96,9 @@ def _line(
         progress = Progress(
             row["delivered_kwh"], json.loads(row["by_asset"]), json.loads(row["covered_s_by_asset"])
         )
-        status, cover = "open", coverage(commitment, progress)
+        # Not reported: open, or dropped at a restart (a window beyond the horizon).
+        status = "dropped" if row["state"] == "dropped" else "open"
+        cover = coverage(commitment, progress)
         delivered, settlement = row["delivered_kwh"], None
     return Line(
         row["id"],

@@ -15,7 +15,10 @@ SETTLEMENT_UNIT = {"balancing_trade": "ct", "balancing_control": "(event payment
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):  # a year 10000 window in an old log
+        return f"{ts:g} (out of range)"
 
 
 def totals(card: Scorecard) -> dict[str, Any]:
