@@ -13,7 +13,6 @@ every layer may use this module. `python -m flexedge.contract.schema` writes the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -389,31 +388,3 @@ COMMAND_REPLIES: dict[str, type[StatusReply | SetOrderReply]] = {
     "status": StatusReply,
     "set-order": SetOrderReply,
 }
-
-
-# -- the topics ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Topic:
-    """One topic of the contract, relative to `{prefix}/{site}/`."""
-
-    suffix: str
-    inbound: bool
-    model: type[BaseModel]
-    qos: int = 1
-    retained: bool = False
-
-
-TOPICS: tuple[Topic, ...] = (
-    *(Topic(suffix, True, model) for suffix, model in INBOUND_MODELS.items()),
-    Topic("market/ack", False, Ack),
-    Topic("market/balancing-offer", False, BalancingOffer),
-    Topic("market/balancing-order/{tariff_id}/up", False, BalancingOrder, retained=True),
-    Topic("market/balancing-order/{tariff_id}/down", False, BalancingOrder, retained=True),
-    Topic("market/delivery", False, DeliveryReportMsg),
-    Topic("market/measurement", False, Measurement),
-    Topic("status", False, Status, retained=True),
-    Topic("telemetry", False, Telemetry, qos=0),
-    Topic("cmd/set-order", True, SetOrderRequest),
-)

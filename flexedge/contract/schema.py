@@ -18,17 +18,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from flexedge.contract.messages import (
-    TOPICS,
     CommandRefused,
     SetOrderReply,
     StatusReply,
 )
-from flexedge.contract.operator import (
-    OPERATOR_REPLIES,
-    HoldRequest,
-    ReleaseRequest,
-    ReportsRequest,
-)
+from flexedge.contract.operator import OPERATOR_REPLIES
+from flexedge.contract.topics import TOPICS
 
 SCHEMA_PATH = Path(__file__).with_name("wire-v1.schema.json")
 SCHEMA_ID = "https://flexedge.invalid/contract/wire-v1.schema.json"
@@ -46,14 +41,12 @@ REPLIES: tuple[type[BaseModel], ...] = (
     CommandRefused,
     *dict.fromkeys(OPERATOR_REPLIES.values()),
 )
-REQUESTS: tuple[type[BaseModel], ...] = (HoldRequest, ReleaseRequest, ReportsRequest)
 
 
 def build_schema() -> dict[str, Any]:
     """One document: every message under `$defs`, and the topic table that names them."""
     models = [(topic.model, _mode(topic.inbound)) for topic in TOPICS]
     models += [(reply, _mode(False)) for reply in REPLIES]
-    models += [(request, _mode(True)) for request in REQUESTS]
     refs, document = models_json_schema(models, ref_template="#/$defs/{model}")
     topics = [
         {

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from flexedge.contract import messages, operator, schema, wire
+from flexedge.contract.topics import TOPICS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-contract.md"
 
@@ -22,8 +23,8 @@ def test_schema_file_is_generated_from_the_models() -> None:
 def test_schema_names_every_topic_and_message() -> None:
     document = json.loads(schema.SCHEMA_PATH.read_text(encoding="utf-8"))
     topics = {t["topic"]: t for t in document["x-topics"]}
-    assert set(topics) == {t.suffix for t in messages.TOPICS}
-    for topic in messages.TOPICS:
+    assert set(topics) == {t.suffix for t in TOPICS}
+    for topic in TOPICS:
         name = topics[topic.suffix]["message"]["$ref"].removeprefix("#/$defs/")
         assert name == topic.model.__name__
         assert name in document["$defs"]
@@ -31,14 +32,14 @@ def test_schema_names_every_topic_and_message() -> None:
 
 
 def test_inbound_envelope_is_required_in_the_schema() -> None:
-    for topic in messages.TOPICS:
+    for topic in TOPICS:
         if topic.inbound and issubclass(topic.model, messages.Inbound):
             required = topic.model.model_json_schema()["required"]
             assert required[:3] == ["v", "type", "id"]
 
 
 def test_the_daemon_subscribes_to_every_inbound_market_topic() -> None:
-    inbound = {t.suffix for t in messages.TOPICS if t.inbound and not t.suffix.startswith("cmd/")}
+    inbound = {t.suffix for t in TOPICS if t.inbound and not t.suffix.startswith("cmd/")}
     assert set(wire.INBOUND_TYPES) == inbound
     assert wire.INBOUND_TYPES["market/balancing-trade"] == "balancing_trade"
 
@@ -67,5 +68,5 @@ def test_the_contract_document_names_every_message_type_and_field() -> None:
             assert f"`{type_field.default}`" in text, type_field.default
         for field in model.model_fields:
             assert f"`{field}`" in text, f"{model.__name__}.{field} is not in {DOC.name}"
-    for topic in messages.TOPICS:
+    for topic in TOPICS:
         assert f"`{topic.suffix}`" in text, topic.suffix

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from flexedge.config.device_kinds import FlexibleLoad
 from flexedge.config.loader import load_site
 from flexedge.contract.wire import iso
 from flexedge.controller.core.kinds import profile_kw
@@ -46,7 +47,7 @@ def test_an_economic_control_on_the_full_site_switches_each_relay_a_few_times(
         "battery-1": FakeDevice("battery-1", clock, soc=0.5),
         "genset": FakeDevice("genset", clock),
     }
-    for load in (d for d in site.config.devices if d.kind_name == "flexible_load"):
+    for load in (d for d in site.config.devices if isinstance(d, FlexibleLoad)):
         demand = profile_kw(tuple((float(t), float(kw)) for t, kw in load.baseline_profile), T0)
         devices[load.name] = FakeDevice(load.name, clock, p_kw=-demand, released_p_kw=-demand)
     store = Store(site.log_db_path)
