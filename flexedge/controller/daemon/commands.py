@@ -230,6 +230,8 @@ def render_status(body: dict[str, Any]) -> str:
             f"  {name:<16} p={a['p_kw']} kW soc={a['soc']} "
             f"available={a['available']} setpoint={a['setpoint_kw']}"
         )
+    for hold in body.get("holds", []):
+        lines.append(f"  {hold['device']} held at {hold['kw']} kW until {hold['until']}")
     lines.append(f"open commitments: {len(body['open_commitments'])}")
     for c in body["open_commitments"]:
         lines.append(
