@@ -21,6 +21,13 @@ class SimulatorSettings(Strict):
     rebound_share: Ratio = 0.0
     rebound_s: float = Field(default=600.0, gt=0)
     seed: int = 0
+    # Batteries: how the power stage follows a setpoint, as hardware does (0 and None: at
+    # once): a response delay, a ramp, a first-order lag; and noise on the power it reports
+    # (the meter's, not the physics': what is delivered follows the setpoint's trajectory).
+    response_delay_s: float = Field(default=0.0, ge=0, le=60)
+    ramp_kw_per_s: float | None = Field(default=None, gt=0, le=1e6)
+    lag_s: float = Field(default=0.0, ge=0, le=3600)
+    measurement_noise_kw: float = Field(default=0.0, ge=0, le=1000)
     # modbus-rtu only: the serial port the simulator opens. The controller opens serial.port,
     # the other end of the line (a null-modem cable, or the other side of a pty pair).
     serial_port: str | None = Field(default=None, min_length=1)

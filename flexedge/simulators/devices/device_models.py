@@ -18,6 +18,7 @@ Points an adapter does not name (heartbeat, SunSpec control words) keep what was
 from __future__ import annotations
 
 import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -26,6 +27,7 @@ from flexedge.config.schema import Battery, DeviceBase, FlexibleLoad, Generator
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
+from flexedge.simulators.devices.response import STEP_S, Response
 
 SimModel = BatteryModel | LoadModel | GeneratorModel
 M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
@@ -87,6 +89,63 @@ class BatteryAdapter(ModelAdapter[BatteryModel]):
         if name == "power_setpoint":
             self.model.command(value, now)
         elif name == "setpoint_timeout":
+            self.model.set_timeout(value, now)
+
+
+class RespondingBatteryAdapter(BatteryAdapter):
+    """A battery whose power stage follows its setpoint like hardware (response.py), and
+    whose meter is noisy. The lease is the adapter's: the setpoint as written (which reads
+    back at once, as an inverter's register does) reverts to 0 `setpoint_timeout` after it
+    was written; the model is driven with the stage's output, in steps of STEP_S."""
+
+    def __init__(self, model: BatteryModel, response: Response, noise_kw: float, seed: int):
+        super().__init__(model)
+        self.response = response
+        self._written_kw = 0.0
+        self._written_at = model.time
+        self._noise_kw = noise_kw
+        self._rng = random.Random(seed)
+
+    def advance(self, now: float) -> None:
+        expiry = self._written_at + self.model.timeout_s
+        if self._written_kw != 0.0 and expiry <= now:
+            self._drive(expiry)
+            self._written_kw = 0.0
+            self.response.command(0.0, expiry)
+        self._drive(now)
+
+    def _drive(self, to: float) -> None:
+        # While the stage moves, the model runs each step of STEP_S at the mean of the
+        # stage's output at its ends (exact for a ramp); then it shows the output at `to`.
+        # The model's own lease is renewed on every step: the adapter's is the one that counts.
+        t = self.model.time
+        while t < to and not self.response.idle:
+            step_end = min(to, (math.floor(t / STEP_S + 1e-9) + 1) * STEP_S)
+            if step_end <= t:
+                break
+            mean = (self.response.output(t) + self.response.output(step_end)) / 2
+            self.model.command(mean, t)
+            self.model.advance(step_end)
+            t = step_end
+        self.model.command(self.response.output(t), t)  # settled (or at `to`): its output
+        self.model.command(self.response.output(to), to)
+
+    def readers(self) -> dict[str, Reader]:
+        readers = super().readers()
+        m = self.model
+        noise = self._noise_kw
+        readers["power"] = lambda: m.p_kw + (self._rng.gauss(0.0, noise) if noise else 0.0)
+        readers["power_setpoint"] = lambda: self._written_kw
+        return readers
+
+    def apply(self, name: str, value: float, now: float) -> None:
+        if name == "power_setpoint":
+            self.advance(now)
+            self._written_kw, self._written_at = value, now
+            self.response.command(value, now)
+            self._drive(now)
+        elif name == "setpoint_timeout":
+            self.advance(now)
             self.model.set_timeout(value, now)
 
 
@@ -210,7 +269,16 @@ def adapter_for(device: DeviceBase, now: float, utc_offset_s: float = 0.0) -> An
     timeout = float(device.setpoint_timeout_s)
     sim = device.simulator
     if isinstance(device, Battery):
-        return BatteryAdapter(BatteryModel.from_config(device, now=now))
+        battery = BatteryModel.from_config(device, now=now)
+        if sim.response_delay_s or sim.ramp_kw_per_s or sim.lag_s or sim.measurement_noise_kw:
+            response = Response(
+                delay_s=sim.response_delay_s,
+                ramp_kw_per_s=sim.ramp_kw_per_s,
+                lag_s=sim.lag_s,
+                now=now,
+            )
+            return RespondingBatteryAdapter(battery, response, sim.measurement_noise_kw, sim.seed)
+        return BatteryAdapter(battery)
     if isinstance(device, FlexibleLoad):
         load = LoadModel(
             profile=device.baseline_profile,

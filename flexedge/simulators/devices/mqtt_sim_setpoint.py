@@ -100,12 +100,10 @@ class SimulatedMqttBattery(SimulatedMqttSetpointDevice):
     def from_config(cls, device: Battery, clock: Clock = time.monotonic) -> SimulatedMqttBattery:
         if device.mqtt_device is None:
             raise ValueError(f"{device.name}: not an mqtt device")
-        return cls(
-            device.name,
-            device.mqtt_device,
-            BatteryAdapter(BatteryModel.from_config(device, now=clock())),
-            clock,
-        )
+        # adapter_for: the same model, and the same power stage, as the Modbus simulator's.
+        adapter = adapter_for(device, now=clock())
+        assert isinstance(adapter, BatteryAdapter)
+        return cls(device.name, device.mqtt_device, adapter, clock)
 
     @property
     def model(self) -> BatteryModel:
