@@ -13,7 +13,7 @@ from typing import Any
 from flexedge.cli.config_check import cmd_config_check
 from flexedge.cli.exit_codes import INTERRUPTED, exit_code_for
 from flexedge.cli.operator import cmd_fault, cmd_order, cmd_status
-from flexedge.cli.site_commands import add_site_commands
+from flexedge.cli.site_commands import add_prequalify, add_site_commands
 from flexedge.cli.site_file import host_port, load
 from flexedge.config.loader import DEMO_SITE
 from flexedge.errors import FlexedgeError
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     order.set_defaults(func=cmd_order)
 
     add_site_commands(sub)
+    add_prequalify(sub)
 
     report = sub.add_parser("report", help="score every commitment in a SQLite log")
     report.add_argument("--db", type=Path, required=True, help="the SQLite log (read-only)")

@@ -40,7 +40,8 @@ def _render(command: str, reply: dict[str, Any]) -> str:
         hold = reply["hold"]
         if hold is None:
             return f"{reply['device']}: released, back to dispatch"
-        return f"{hold['device']}: held at {hold['kw']} kW until {hold['until']}"
+        at = "out of dispatch, not written" if hold["kw"] is None else f"at {hold['kw']} kW"
+        return f"{hold['device']}: held {at} until {hold['until']}"
     if command == "commitments":
         lines = [f"open commitments: {len(reply['commitments'])}"]
         lines += [
@@ -143,3 +144,34 @@ def add_site_commands(sub: argparse._SubParsersAction[Any]) -> None:
             parser.add_argument("--last", type=int, default=10, help="how many (1-1000)")
             parser.add_argument("--follow", action="store_true", help="then wait for more")
         parser.set_defaults(func=_command)
+
+
+def _prequalify(args: argparse.Namespace) -> int:
+    from flexedge.tools.prequalify import PrequalifyRefused, run_prequalify
+
+    site = load(args.config, args.mqtt)
+    try:
+        return run_prequalify(
+            site, args.device, args.profile, args.hold, args.out, use_daemon=not args.no_daemon
+        )
+    except PrequalifyRefused as exc:
+        print(f"flexedge prequalify: {exc}", file=sys.stderr)
+        return FAILED
+
+
+def add_prequalify(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser(
+        "prequalify", help="an activation test of one device before it is offered to a market"
+    )
+    parser.add_argument("--config", type=Path, required=True, help="site YAML file")
+    parser.add_argument("--mqtt", type=host_port, help="override the broker as HOST:PORT")
+    parser.add_argument("--device", required=True, help="device name")
+    parser.add_argument("--profile", choices=("step", "double-step", "ramp"), default="step")
+    parser.add_argument(
+        "--hold", type=duration, default=10.0, help="how long each level is held (default 10s)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("."), help="where the JSON and PNG go")
+    parser.add_argument(
+        "--no-daemon", action="store_true", help="do not ask the site's daemon (none runs)"
+    )
+    parser.set_defaults(func=_prequalify)

@@ -315,7 +315,7 @@ class HoldSummary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str
-    kw: Number = Field(description="site sign: > 0 injection")
+    kw: Number | None = Field(description="site sign: > 0 injection; null: not written")
     until: WireTime = Field(description="when the hold ends by itself")
 
 

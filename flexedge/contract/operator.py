@@ -32,7 +32,10 @@ class HoldRequest(_Request):
     """`cmd/hold`: hold a device at a setpoint for at most `for_s` seconds."""
 
     device: str = Field(min_length=1)
-    kw: StrictFloat | StrictInt = Field(allow_inf_nan=False, description="site sign")
+    kw: StrictFloat | StrictInt | None = Field(
+        allow_inf_nan=False,
+        description="site sign; null: out of dispatch and not written at all (a test rig's)",
+    )
     for_s: StrictFloat | StrictInt = Field(gt=0, allow_inf_nan=False)
 
 

@@ -51,6 +51,9 @@ devices:
     kind: flexible_load
     transport: mqtt
     control: relay
+    # A 12-s window: short minimum times, or the relay could not shed in it at all.
+    relay_min_on_s: 1
+    relay_min_off_s: 1
     baseline_profile: [[0, 2.0]]
     curtailable_share: 1.0
     max_kw: 3

@@ -37,7 +37,9 @@ class RelayHistory:
     def record(self, shed: bool, now: float) -> bool:
         """The relay is told `shed` at `now`; True when that is a switch."""
         if self.shed is None:
-            self.shed, self.since = shed, now  # the first command is no switch
+            # The first command is no switch; what the relay did before is not known (it may
+            # just have switched), so its minimum time counts from here: never early.
+            self.shed, self.since = shed, now
             return False
         if shed == self.shed:
             return False

@@ -90,7 +90,10 @@ class Operator:
             self.store.set_operator("orders", orders, self.clock())
 
     def summary(self) -> str:
-        holds = ", ".join(f"{d} at {kw} kW" for d, kw in self.control.holds.items())
+        holds = ", ".join(
+            f"{d} at {kw} kW" if kw is not None else f"{d} (not written)"
+            for d, kw in self.control.holds.items()
+        )
         return f"mode {self.mode}" + (f", holding {holds}" if holds else "")
 
     def holds(self) -> list[dict[str, Any]]:
@@ -105,7 +108,7 @@ class Operator:
         self.market.standing.suspended = mode != "running"
         self.control.safe = mode == "safe"
 
-    def _apply_hold(self, device: str, kw: float, until: float) -> None:
+    def _apply_hold(self, device: str, kw: float | None, until: float) -> None:
         self.control.holds[device] = kw
         self.hold_until[device] = until
 
@@ -167,7 +170,8 @@ class Operator:
         return {"ok": True, "mode": mode, "ended": ended}
 
     def _hold(self, request: HoldRequest) -> dict[str, Any]:
-        device, kw, now = request.device, float(request.kw), self.clock()
+        device, now = request.device, self.clock()
+        kw = None if request.kw is None else float(request.kw)
         asset = self.control.assets.get(device)
         if asset is None:
             raise Refused(f"unknown device {device!r}; known: {', '.join(self.control.assets)}")
@@ -177,18 +181,10 @@ class Operator:
             raise Refused(
                 f"for_s {request.for_s:g} is beyond limits.max_hold_s {self.max_hold_s:g}"
             )
-        reading = self.control.readings.get(device)
-        view = asset.view(reading, self.control.is_fresh(device, now), self.control.period_s, now)
-        if view.feasible is None:
-            raise Refused(f"device {device} cannot be counted on now: no hold")
-        low, high, gap = view.feasible.p_min, view.feasible.p_max, view.feasible.gap
-        if not low - 1e-9 <= kw <= high + 1e-9:
-            raise Refused(f"{kw:g} kW is outside what {device} can do now: {low:g}..{high:g} kW")
-        if gap is not None and gap[0] < kw < gap[1]:
-            raise Refused(
-                f"{device} cannot run at {kw:g} kW: nothing between {gap[0]:g} and {gap[1]:g}"
-            )
+        if kw is not None:
+            self._check_hold(device, kw, now)
         until = now + float(request.for_s)
+
         with self.store.transaction():
             self.store.set_operator(f"hold:{device}", {"kw": kw, "until": until}, now)
         self._apply_hold(device, kw, until)
@@ -198,6 +194,21 @@ class Operator:
             "device": device,
             "hold": {"device": device, "kw": kw, "until": iso(until)},
         }
+
+    def _check_hold(self, device: str, kw: float, now: float) -> None:
+        reading = self.control.readings.get(device)
+        view = self.control.assets[device].view(
+            reading, self.control.is_fresh(device, now), self.control.period_s, now
+        )
+        if view.feasible is None:
+            raise Refused(f"device {device} cannot be counted on now: no hold")
+        low, high, gap = view.feasible.p_min, view.feasible.p_max, view.feasible.gap
+        if not low - 1e-9 <= kw <= high + 1e-9:
+            raise Refused(f"{kw:g} kW is outside what {device} can do now: {low:g}..{high:g} kW")
+        if gap is not None and gap[0] < kw < gap[1]:
+            raise Refused(
+                f"{device} cannot run at {kw:g} kW: nothing between {gap[0]:g} and {gap[1]:g}"
+            )
 
     def _release(self, request: ReleaseRequest) -> dict[str, Any]:
         if request.device not in self.control.holds:

@@ -32,7 +32,7 @@ class Dispatcher:
         device_io: DeviceIO,
         store: Store,
         period_s: float,
-        holds: Mapping[str, float],
+        holds: Mapping[str, float | None],
     ) -> None:
         self.assets = assets
         self.commitments = commitments
@@ -81,9 +81,13 @@ class Dispatcher:
         # Held devices and, in the safe state, all get their setpoint each tick like any
         # other, so the device's own lease stays fed.
         for n in (n for n in names if (self.safe or n in self.holds) and io.ready(n, now)):
-            asset = self.assets[n]
-            writes[n] = asset.safe_command() if self.safe else asset.command(self.holds[n], now)
-            why[n] = "safe" if self.safe else "hold"
+            asset, held = self.assets[n], self.holds.get(n)
+            if self.safe:
+                writes[n], why[n] = asset.safe_command(), "safe"
+            elif held is None:
+                writes.pop(n, None)  # held out of dispatch for someone else to drive
+            else:
+                writes[n], why[n] = asset.command(held, now), "hold"
         if heartbeat:
             self._beats += 1
             # A device that answers but ignored our writes gets its safe setpoint and the

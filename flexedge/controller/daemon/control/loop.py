@@ -55,7 +55,7 @@ class ControlLoop:
             on_reading=self._meter,
         )
         # The operator's holds: device -> kW (site sign); dispatch and metering leave them be.
-        self.holds: dict[str, float] = {}
+        self.holds: dict[str, float | None] = {}  # None: held and not written at all
         self.meter = Meter(
             self.assets, self.open_commitments, self.period_s, self.slot_s, self.holds
         )

@@ -19,7 +19,7 @@ class Meter:
         commitments: OpenCommitments,
         period_s: float,
         slot_s: float,
-        holds: Mapping[str, float],
+        holds: Mapping[str, float | None],
     ) -> None:
         self.assets = assets
         self.holds = holds  # held devices deliver for no commitment
