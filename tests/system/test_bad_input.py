@@ -22,7 +22,7 @@ from flexedge.contract.messages import (
 from flexedge.contract.wire import ack_id, dump, iso
 from flexedge.tools.harness.broker import PrivateBroker
 from flexedge.tools.harness.scripted_market import MarketClient
-from tests.support.harness import run
+from tests.support.harness import run, wait_for
 from tests.support.site_process import RunningSite, running_site
 from tests.unit.test_wire_hostile_bytes import HOSTILE
 
@@ -312,6 +312,18 @@ def test_residual_offer_ids_name_the_rest_of_an_offer_and_bad_ones_change_nothin
         "commitment_id": f"cm-{first['id']}",
     }
     assert ack["accepted_kwh"] == pytest.approx(part)
+    # Its dispatch follows the ack (commitments that arrive together are written together):
+    # let its setpoint row land before counting what the bad trades change.
+    wait_for(
+        lambda: (
+            site.query("SELECT COUNT(*) FROM setpoints WHERE cause LIKE ?", f"%cm-{first['id']}%")[
+                0
+            ][0]
+            > 0
+        ),
+        10,
+        "the first trade's setpoint row",
+    )
     on_rest = {**supply, "id": residual}
     left = supply["energy_kwh"] - part
     bad = [
