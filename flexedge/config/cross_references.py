@@ -57,6 +57,15 @@ def reference_problems(config: SiteConfig) -> list[tuple[str, str]]:
                 )
             )
     for index, device in enumerate(config.devices):
+        if device.response.delay_s * 2 > config.slot_seconds:
+            problems.append(
+                (
+                    f"devices[{index}] ({device.name}).response.delay_s",
+                    f"{device.response.delay_s:g} s is more than half a slot "
+                    f"({config.slot_seconds} s): the device would answer a commitment "
+                    "too late to deliver it",
+                )
+            )
         if not isinstance(device, FlexibleLoad) or device.control != "relay":
             continue
         for name in ("relay_min_on_s", "relay_min_off_s"):

@@ -33,6 +33,15 @@ class SimulatorSettings(Strict):
     serial_port: str | None = Field(default=None, min_length=1)
 
 
+class ResponseSettings(Strict):
+    """How the device follows a setpoint, as `flexedge prequalify --write` measured it (or
+    its data sheet says): dispatch starts it on a commitment, and lets it go, this much ahead
+    of the window's edges. 0 and None: at once (a generator's ramp is then its declared one)."""
+
+    delay_s: float = Field(default=0.0, ge=0, le=60)
+    ramp_kw_per_s: float | None = Field(default=None, gt=0, le=1e6)
+
+
 class DeviceBase(Strict):
     """Transport and lease settings every device kind shares."""
 
@@ -48,6 +57,7 @@ class DeviceBase(Strict):
     # Device-side lease: it reverts to its safe state if no setpoint arrives for this long.
     setpoint_timeout_s: int = Field(default=10, ge=1, le=3600)
     simulator: SimulatorSettings = SimulatorSettings()
+    response: ResponseSettings = ResponseSettings()
     # mqtt_device.consumption_positive when the site file leaves it out: batteries and
     # generators report injection positive, the site convention (FlexibleLoad overrides).
     mqtt_consumption_positive: ClassVar[bool] = False

@@ -20,11 +20,32 @@ SERVED_FIRST = frozenset({RefType.ECONOMIC_CONTROL})
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFigures:
+    """How a device follows a setpoint: what `flexedge prequalify` measured, or the data
+    sheet says (0 and None: at once). Dispatch starts a device on a commitment ahead of its
+    window, and lets it go its delay ahead of the window's end, so that its response falls
+    inside the window rather than after each edge (`asked_kw`)."""
+
+    delay_s: float = 0.0
+    ramp_kw_per_s: float | None = None
+
+    def lead_s(self, delta_kw: float) -> float:
+        """The delay, plus half the ramp's time for a change of `delta_kw`: a linear ramp
+        started that early gives the window the energy of a step at its edge."""
+        ramp_s = abs(delta_kw) / self.ramp_kw_per_s / 2 if self.ramp_kw_per_s else 0.0
+        return self.delay_s + ramp_s
+
+
+AT_ONCE = ResponseFigures()
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceView:
     """What the dispatcher may command a device to; None when it cannot be counted on
     (stale telemetry, not following its setpoint)."""
 
     feasible: Feasible | None
+    response: ResponseFigures = AT_ONCE
 
     @property
     def available(self) -> bool:
@@ -55,6 +76,27 @@ def commitment_power(commitment: Commitment, progress: Progress | None, now: flo
         return 0.0
     hours_left = (commitment.window_end - now) / 3600.0
     return remaining_kwh(commitment, progress) / hours_left
+
+
+def asked_kw(
+    commitment: Commitment, power: float, fraction: float, response: ResponseFigures, now: float
+) -> float | None:
+    """What a device carrying `fraction` of a commitment is asked for it at `now`, when the
+    commitment needs `power` from now on: its fraction of that inside the window; of the
+    window's average power in the lead before the window (the device's response to that
+    power); 0 in the device's delay before the window's end, when what it was told is still on
+    its way. Its ramp down is left to run past the end: ramping down inside the window would
+    leave the window short, with no time left to catch up. Each lead is at most half the
+    window. None: nothing to ask."""
+    window_s = commitment.window_end - commitment.window_start
+    average_kw = commitment.accepted_kwh / (window_s / 3600.0)
+    lead = min(response.lead_s(average_kw * fraction), window_s / 2)
+    if lead and commitment.window_start - lead <= now < commitment.window_start:
+        return average_kw * fraction
+    let_go = min(response.delay_s, window_s / 2)
+    if let_go and commitment.window_end - let_go <= now < commitment.window_end:
+        return 0.0
+    return power * fraction if power else None
 
 
 def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, float]:
@@ -103,6 +145,8 @@ def plan(
     (`SERVED_FIRST`) and the others share what is left. What its share assets cannot deliver
     at all (none available, or at a limit they would not leave given time) goes to its
     backups in merit order, each up to the room its own commitments left.
+    A device with response figures is started on a commitment ahead of its window, and let
+    go of it its delay ahead of the window's end (`asked_kw`).
     A device without fresh telemetry gets no setpoint at all: the controller cannot count on
     it and its own lease brings it back to its safe state.
     """
@@ -111,14 +155,15 @@ def plan(
     uncovered: dict[str, float] = {}
     for commitment in commitments:
         power = commitment_power(commitment, progress.get(commitment.id), now)
-        if power == 0.0:
-            continue
         usable = [(a, s) for a, s in commitment.shares if a in devices and devices[a].available]
         usable_total = sum(s for _, s in usable)
-        if not usable:
+        if not usable and power:
             uncovered[commitment.id] = power
         for asset, share in usable:
-            wanted[asset][commitment.id] = power * share / usable_total
+            response = devices[asset].response
+            asked = asked_kw(commitment, power, share / usable_total, response, now)
+            if asked is not None:
+                wanted[asset][commitment.id] = asked
     setpoints: dict[str, float] = {}
     allocations: dict[str, dict[str, float]] = {}
     for name, view in devices.items():
@@ -142,6 +187,7 @@ def plan(
         # Only a shortfall in the commitment's own direction: netting against opposite
         # commitments on a shared device can leave it with more than it asked for.
         if c.backups
+        and c.active_at(now)
         and abs(uncovered.get(c.id, 0.0)) > SPILL_MIN_KW
         and uncovered[c.id] * c.accepted_kwh > 0
     }

@@ -13,7 +13,7 @@ from flexedge.config.schema import Battery, FlexibleLoad, Generator
 from flexedge.config.schema import Device as DeviceConfig
 from flexedge.controller.core.admission import AssetState
 from flexedge.controller.core.capability import Headroom
-from flexedge.controller.core.dispatch import DeviceView, battery_view
+from flexedge.controller.core.dispatch import AT_ONCE, DeviceView, ResponseFigures, battery_view
 from flexedge.controller.core.kinds import (
     GeneratorLimits,
     LoadLimits,
@@ -33,6 +33,7 @@ from flexedge.drivers.base import Reading
 @dataclass(frozen=True)
 class BatteryAsset:
     limits: BatteryLimits
+    response: ResponseFigures = AT_ONCE
 
     def baseline_kw(self, ts: float) -> float:
         return 0.0  # an idle battery
@@ -40,7 +41,8 @@ class BatteryAsset:
     def view(
         self, reading: Reading | None, fresh: bool, horizon_s: float, now: float
     ) -> DeviceView:
-        return battery_view(self.limits, reading.soc if reading else None, fresh, horizon_s)
+        view = battery_view(self.limits, reading.soc if reading else None, fresh, horizon_s)
+        return DeviceView(view.feasible, self.response)
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
         return setpoint_kw
@@ -64,6 +66,7 @@ class LoadAsset:
     # A relay load's switching rules, and what it was told when (the dispatcher records it).
     relay: RelayRules | None = None
     history: RelayHistory = field(default_factory=RelayHistory, compare=False)
+    response: ResponseFigures = AT_ONCE
 
     def baseline_kw(self, ts: float) -> float:
         """What the load draws uncurtailed (site sign, < 0): its recent measured average
@@ -82,7 +85,7 @@ class LoadAsset:
         feasible = load_feasible(self.limits, -self.baseline_kw(now))
         if self.relay is not None:
             feasible = relay_feasible(feasible, self.history, self.relay, now)
-        return DeviceView(feasible)
+        return DeviceView(feasible, self.response)
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
         return load_command(setpoint_kw, self.baseline_kw(now))
@@ -102,6 +105,7 @@ class LoadAsset:
 @dataclass(frozen=True)
 class GeneratorAsset:
     limits: GeneratorLimits
+    response: ResponseFigures = AT_ONCE
 
     def baseline_kw(self, ts: float) -> float:
         return self.limits.baseline_kw
@@ -111,7 +115,8 @@ class GeneratorAsset:
     ) -> DeviceView:
         if not fresh or reading is None:
             return DeviceView(None)
-        return DeviceView(generator_feasible(self.limits, reading.p_kw, horizon_s))
+        feasible = generator_feasible(self.limits, reading.p_kw, horizon_s)
+        return DeviceView(feasible, self.response)
 
     def command(self, setpoint_kw: float, now: float) -> float | None:
         return setpoint_kw
@@ -141,9 +146,19 @@ def battery_limits(device: Battery) -> BatteryLimits:
     )
 
 
+def response_figures(device: DeviceConfig) -> ResponseFigures:
+    """The site file's `response` block (what prequalify measured); a generator's ramp is
+    its declared one unless a measured ramp is given."""
+    ramp = device.response.ramp_kw_per_s
+    if ramp is None and isinstance(device, Generator):
+        ramp = device.ramp_kw_per_s
+    return ResponseFigures(device.response.delay_s, ramp)
+
+
 def asset_for(device: DeviceConfig) -> Asset:
+    response = response_figures(device)
     if isinstance(device, Battery):
-        return BatteryAsset(battery_limits(device))
+        return BatteryAsset(battery_limits(device), response)
     if isinstance(device, FlexibleLoad):
         return LoadAsset(
             LoadLimits(
@@ -160,10 +175,13 @@ def asset_for(device: DeviceConfig) -> Asset:
             )
             if device.control == "relay"
             else None,
+            response=response,
         )
     assert isinstance(device, Generator)
+    assert response.ramp_kw_per_s is not None
     return GeneratorAsset(
         GeneratorLimits(
-            device.name, device.min_kw, device.max_kw, device.ramp_kw_per_s, device.baseline_kw
-        )
+            device.name, device.min_kw, device.max_kw, response.ramp_kw_per_s, device.baseline_kw
+        ),
+        response,
     )
