@@ -147,14 +147,20 @@ def add_site_commands(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _prequalify(args: argparse.Namespace) -> int:
-    from flexedge.tools.prequalify import PrequalifyRefused, run_prequalify
+    from flexedge.tools.prequalify import PrequalifyRefused, WriteBackRefused, run_prequalify
 
     site = load(args.config, args.mqtt)
     try:
         return run_prequalify(
-            site, args.device, args.profile, args.hold, args.out, use_daemon=not args.no_daemon
+            site,
+            args.device,
+            args.profile,
+            args.hold,
+            args.out,
+            use_daemon=not args.no_daemon,
+            write_to=args.config if args.write else None,
         )
-    except PrequalifyRefused as exc:
+    except (PrequalifyRefused, WriteBackRefused) as exc:
         print(f"flexedge prequalify: {exc}", file=sys.stderr)
         return FAILED
 
@@ -173,5 +179,10 @@ def add_prequalify(sub: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--out", type=Path, default=Path("."), help="where the JSON and PNG go")
     parser.add_argument(
         "--no-daemon", action="store_true", help="do not ask the site's daemon (none runs)"
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="put the measured delay and ramp in the site file's `response` for the device",
     )
     parser.set_defaults(func=_prequalify)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from flexedge.config.loader import Site
-from flexedge.tools.prequalify.analysis import Result, analyse
-from flexedge.tools.prequalify.runner import PrequalifyRefused, Run, run_profile
+from flexedge.tools.prequalify.analysis import Result, analyse, response_of
+from flexedge.tools.prequalify.runner import SAMPLE_S, PrequalifyRefused, Run, run_profile
+from flexedge.tools.prequalify.write_back import WriteBackRefused, write_response
 
-__all__ = ["PrequalifyRefused", "render", "run_prequalify"]
+__all__ = ["PrequalifyRefused", "WriteBackRefused", "render", "run_prequalify"]
 
 
 def _s(value: float | None) -> str:
@@ -83,11 +85,25 @@ def _plot(run: Run, path: Path) -> bool:
 
 
 def run_prequalify(
-    site: Site, device: str, profile: str, hold_s: float, out: Path, use_daemon: bool = True
+    site: Site,
+    device: str,
+    profile: str,
+    hold_s: float,
+    out: Path,
+    use_daemon: bool = True,
+    write_to: Path | None = None,
 ) -> int:
+    """Run the test, print and record it; with `write_to` (the site file), put the measured
+    response figures in it. WriteBackRefused (after the record is written) when they cannot."""
     run = asyncio.run(run_profile(site, device, profile, hold_s, use_daemon))
     result = analyse(run.profile, run.samples)
     print(render(run, result))
+    figures = response_of(result, SAMPLE_S)
+    if figures is None:
+        print("response figures: none (a step never got to 90 %)")
+    else:
+        ramp = "at once" if figures.ramp_kw_per_s is None else f"{figures.ramp_kw_per_s:g} kW/s"
+        print(f"response figures: delay {figures.delay_s:g} s, ramp {ramp}")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"prequalify-{device}-{profile}"
     stem.with_suffix(".json").write_text(json.dumps(record(run, result), indent=1) + "\n")
@@ -97,4 +113,13 @@ def run_prequalify(
     else:
         print("(no plot: matplotlib is not installed)", file=sys.stderr)
     print("wrote " + ", ".join(written))
+    if write_to is not None:
+        if figures is None:
+            raise WriteBackRefused(f"{device} did not follow every step: nothing to write back")
+        note = f"measured by flexedge prequalify --profile {profile}, {time.strftime('%Y-%m-%d')}"
+        line = write_response(write_to, device, figures, note)
+        print(
+            f"wrote {line!r} for {device} to {write_to}: "
+            "the daemon plans with it from its next start"
+        )
     return 0

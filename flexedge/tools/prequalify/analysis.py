@@ -145,3 +145,27 @@ def _energy(samples: Sequence[Sample], positive: bool) -> float:
         v0, v1 = (max(0.0, p0), max(0.0, p1)) if positive else (min(0.0, p0), min(0.0, p1))
         total += (v0 + v1) / 2 * (t1 - t0) / 3600
     return total if math.isfinite(total) else float("nan")
+
+
+@dataclass(frozen=True)
+class ResponseMeasured:
+    """What dispatch plans with (the site file's `response` block): the longest delay of the
+    steps and the slowest ramp, each step's taken from 5 % to 90 % of its change. None for
+    the ramp when every step covered that in under two samples: at once, at this rate."""
+
+    delay_s: float
+    ramp_kw_per_s: float | None
+
+
+def response_of(result: Result, sample_s: float) -> ResponseMeasured | None:
+    """The response figures of a test, or None when a step never got to 90 % (the device
+    did not follow, and has nothing to plan with)."""
+    if not result.steps or any(s.delay_s is None or s.to_90_s is None for s in result.steps):
+        return None
+    delay = max(s.delay_s or 0.0 for s in result.steps)
+    ramps = [
+        (0.9 - STARTED) * abs(s.to_kw - s.from_kw) / rise
+        for s in result.steps
+        if (rise := (s.to_90_s or 0.0) - (s.delay_s or 0.0)) >= 2 * sample_s
+    ]
+    return ResponseMeasured(round(delay, 2), round(min(ramps), 2) if ramps else None)
