@@ -21,9 +21,11 @@ class SimulatorSettings(Strict):
     rebound_share: Ratio = 0.0
     rebound_s: float = Field(default=600.0, gt=0)
     seed: int = 0
-    # Batteries: how the power stage follows a setpoint, as hardware does (0 and None: at
-    # once): a response delay, a ramp, a first-order lag; and noise on the power it reports
-    # (the meter's, not the physics': what is delivered follows the setpoint's trajectory).
+    # How the device follows a setpoint or a command, as hardware does (0 and None: at once):
+    # a response delay, a ramp and a first-order lag (batteries and loads: what a load draws
+    # away from its demand follows them; a generator's ramp here, when set, replaces its
+    # declared one, and it has no lag); and noise on the power it reports (the meter's, not
+    # the physics': what is delivered follows the device's trajectory).
     response_delay_s: float = Field(default=0.0, ge=0, le=60)
     ramp_kw_per_s: float | None = Field(default=None, gt=0, le=1e6)
     lag_s: float = Field(default=0.0, ge=0, le=3600)

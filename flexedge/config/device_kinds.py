@@ -99,6 +99,11 @@ class Generator(DeviceBase):
             raise ValueError("min_kw must be below max_kw")
         if self.baseline_kw and not self.min_kw <= self.baseline_kw <= self.max_kw:
             raise ValueError("baseline_kw must be 0 (stopped) or within [min_kw, max_kw]")
+        if self.simulator.lag_s:
+            raise ValueError(
+                "simulator.lag_s: a simulated generator follows its ramp, it has no lag (leave"
+                " it 0; set simulator.ramp_kw_per_s and response_delay_s instead)"
+            )
         return self
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from flexedge.config.loader import DEMO_SITE, load_site
 from flexedge.controller.daemon.assets import asset_for
-from flexedge.tools.prequalify.analysis import Result, ResponseMeasured, StepResponse, response_of
+from flexedge.tools.prequalify.analysis import ResponseMeasured, Result, StepResponse, response_of
 from flexedge.tools.prequalify.write_back import WriteBackRefused, edited, write_response
 
 SITE = """\

@@ -16,7 +16,7 @@ from flexedge.config.loader import load_site
 from flexedge.errors import ConfigProblems
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.device_models import RespondingBatteryAdapter
-from flexedge.simulators.devices.response import Response
+from flexedge.simulators.devices.response import NoisyMeter, Response
 from tests.support.properties import examples
 from tests.unit.test_shell_in_process import fake_site
 
@@ -77,7 +77,8 @@ def battery(delay_s: float, ramp: float | None) -> RespondingBatteryAdapter:
         discharge_efficiency=1.0,
         setpoint_timeout_s=10,
     )
-    return RespondingBatteryAdapter(model, Response(delay_s=delay_s, ramp_kw_per_s=ramp), 0.0, 1)
+    stage = Response(delay_s=delay_s, ramp_kw_per_s=ramp)
+    return RespondingBatteryAdapter(model, stage, NoisyMeter(0.0, 1))
 
 
 def test_a_battery_reads_back_its_setpoint_at_once_and_delivers_along_the_ramp() -> None:

@@ -18,7 +18,6 @@ Points an adapter does not name (heartbeat, SunSpec control words) keep what was
 from __future__ import annotations
 
 import math
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -27,7 +26,7 @@ from flexedge.config.schema import Battery, DeviceBase, FlexibleLoad, Generator
 from flexedge.simulators.devices.battery import BatteryModel
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
-from flexedge.simulators.devices.response import STEP_S, Response
+from flexedge.simulators.devices.response import STEP_S, NoisyMeter, Response
 
 SimModel = BatteryModel | LoadModel | GeneratorModel
 M = TypeVar("M", BatteryModel, LoadModel, GeneratorModel)
@@ -98,13 +97,12 @@ class RespondingBatteryAdapter(BatteryAdapter):
     back at once, as an inverter's register does) reverts to 0 `setpoint_timeout` after it
     was written; the model is driven with the stage's output, in steps of STEP_S."""
 
-    def __init__(self, model: BatteryModel, response: Response, noise_kw: float, seed: int):
+    def __init__(self, model: BatteryModel, response: Response, meter: NoisyMeter):
         super().__init__(model)
         self.response = response
         self._written_kw = 0.0
         self._written_at = model.time
-        self._noise_kw = noise_kw
-        self._rng = random.Random(seed)
+        self._meter = meter
 
     def advance(self, now: float) -> None:
         expiry = self._written_at + self.model.timeout_s
@@ -133,8 +131,7 @@ class RespondingBatteryAdapter(BatteryAdapter):
     def readers(self) -> dict[str, Reader]:
         readers = super().readers()
         m = self.model
-        noise = self._noise_kw
-        readers["power"] = lambda: m.p_kw + (self._rng.gauss(0.0, noise) if noise else 0.0)
+        readers["power"] = lambda: self._meter.read(m.p_kw)
         readers["power_setpoint"] = lambda: self._written_kw
         return readers
 
@@ -153,8 +150,9 @@ class LoadAdapter(ModelAdapter[LoadModel]):
     """A flexible load. `max_kw` is its rating: the model has none, but the registers need
     one to show "no limit" and to tell a release (a limit at or above it) from a cap."""
 
-    def __init__(self, model: LoadModel, *, max_kw: float) -> None:
+    def __init__(self, model: LoadModel, *, max_kw: float, meter: NoisyMeter | None = None):
         super().__init__(model)
+        self._meter = meter or NoisyMeter(0.0, 0)
         if not max_kw > 0:
             raise ValueError(f"max_kw must be > 0, got {max_kw}")
         self.max_kw = max_kw
@@ -165,7 +163,7 @@ class LoadAdapter(ModelAdapter[LoadModel]):
     def readers(self) -> dict[str, Reader]:
         m = self.model
         return {
-            "power": lambda: m.p_kw,
+            "power": lambda: self._meter.read(m.p_kw),
             "power_limit": lambda: self.max_kw if m.limit_kw is None else m.limit_kw,
             "relay": lambda: 1.0 if m.limit_kw is None else 0.0,
             "power_setpoint": lambda: self._setpoint_kw,
@@ -215,8 +213,11 @@ class GeneratorAdapter(ModelAdapter[GeneratorModel]):
     """A generator. The model keeps its setpoint private, so the adapter remembers the last
     one written (to show it as written, like a battery) and when, to apply the same lease."""
 
-    def __init__(self, model: GeneratorModel, *, now: float) -> None:
+    def __init__(
+        self, model: GeneratorModel, *, now: float, meter: NoisyMeter | None = None
+    ) -> None:
         super().__init__(model)
+        self._meter = meter or NoisyMeter(0.0, 0)
         self._written_kw = model.fallback_kw
         self._written_at = now
         self._now = now
@@ -235,7 +236,7 @@ class GeneratorAdapter(ModelAdapter[GeneratorModel]):
     def readers(self) -> dict[str, Reader]:
         m = self.model
         return {
-            "power": lambda: m.p_kw,
+            "power": lambda: self._meter.read(m.p_kw),
             "running": lambda: 1.0 if m.running else 0.0,
             "power_setpoint": lambda: self.setpoint_kw,
             "setpoint_timeout": lambda: m.timeout_s,
@@ -266,8 +267,8 @@ def adapter_for(device: DeviceBase, now: float, utc_offset_s: float = 0.0) -> An
     """A fresh model for a site-file device, at `now`, behind its kind's adapter; `now` +
     `utc_offset_s` is UTC wall time (a load's profile is by second of day UTC).
     ValueError when the device's settings are outside what the model accepts."""
-    timeout = float(device.setpoint_timeout_s)
     sim = device.simulator
+    meter = NoisyMeter(sim.measurement_noise_kw, sim.seed)
     if isinstance(device, Battery):
         battery = BatteryModel.from_config(device, now=now)
         if sim.response_delay_s or sim.ramp_kw_per_s or sim.lag_s or sim.measurement_noise_kw:
@@ -277,36 +278,48 @@ def adapter_for(device: DeviceBase, now: float, utc_offset_s: float = 0.0) -> An
                 lag_s=sim.lag_s,
                 now=now,
             )
-            return RespondingBatteryAdapter(battery, response, sim.measurement_noise_kw, sim.seed)
+            return RespondingBatteryAdapter(battery, response, meter)
         return BatteryAdapter(battery)
     if isinstance(device, FlexibleLoad):
-        load = LoadModel(
-            profile=device.baseline_profile,
-            curtailable_share=device.curtailable_share,
-            control=device.control,
-            noise_kw=sim.noise_kw,
-            rebound_share=sim.rebound_share,
-            rebound_s=sim.rebound_s,
-            setpoint_timeout_s=timeout,
-            seed=sim.seed,
-            now=now,
-            max_extra_kw=device.max_extra_kw,
-            extra_buffer_kwh=device.extra_buffer_kwh,
-            utc_offset_s=utc_offset_s,
-        )
-        return LoadAdapter(load, max_kw=device.max_kw)
+        load = load_model_for(device, now, utc_offset_s)
+        return LoadAdapter(load, max_kw=device.max_kw, meter=meter)
     if isinstance(device, Generator):
-        # Fallback 0: a generator whose controller went quiet stops (its safe state).
+        # Fallback 0: a generator whose controller went quiet stops (its safe state). The
+        # simulator's ramp, when set, is the machine's: slower or faster than the file says.
         generator = GeneratorModel(
             min_kw=device.min_kw,
             max_kw=device.max_kw,
-            ramp_kw_per_s=device.ramp_kw_per_s,
-            setpoint_timeout_s=timeout,
+            ramp_kw_per_s=sim.ramp_kw_per_s or device.ramp_kw_per_s,
+            setpoint_timeout_s=float(device.setpoint_timeout_s),
             fallback_kw=0.0,
             now=now,
+            response_delay_s=sim.response_delay_s,
         )
-        return GeneratorAdapter(generator, now=now)
+        return GeneratorAdapter(generator, now=now, meter=meter)
     raise ValueError(f"the simulator has no model for device kind {device.kind_name!r}")
+
+
+def load_model_for(device: FlexibleLoad, now: float, utc_offset_s: float) -> LoadModel:
+    """The physics of a site-file load, at `now` (`now` + `utc_offset_s` is UTC wall time),
+    for every transport's simulator alike."""
+    sim = device.simulator
+    return LoadModel(
+        profile=device.baseline_profile,
+        curtailable_share=device.curtailable_share,
+        control=device.control,
+        noise_kw=sim.noise_kw,
+        rebound_share=sim.rebound_share,
+        rebound_s=sim.rebound_s,
+        setpoint_timeout_s=float(device.setpoint_timeout_s),
+        seed=sim.seed,
+        now=now,
+        max_extra_kw=device.max_extra_kw,
+        extra_buffer_kwh=device.extra_buffer_kwh,
+        utc_offset_s=utc_offset_s,
+        response_delay_s=sim.response_delay_s,
+        ramp_kw_per_s=sim.ramp_kw_per_s,
+        lag_s=sim.lag_s,
+    )
 
 
 def wrap(model: BatteryModel | AnyAdapter) -> AnyAdapter:

@@ -4,11 +4,14 @@ A dispatchable generator runs between `min_kw` and `max_kw` or is stopped. Its o
 toward the setpoint at `ramp_kw_per_s`; a setpoint below `min_kw` stops it (it ramps down and
 stops), a positive setpoint starts it (it ramps up from 0 through `min_kw`). When the setpoint
 lease runs out it returns to its fallback output (0 = stop). Output is injection, so p > 0.
+A setpoint takes effect `response_delay_s` after it is written (the governor's and the
+controller's response time); its lease counts from then.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 
 class GeneratorModel:
@@ -21,9 +24,14 @@ class GeneratorModel:
         setpoint_timeout_s: float = 10.0,
         fallback_kw: float = 0.0,
         now: float = 0.0,
+        response_delay_s: float = 0.0,
     ) -> None:
         if not 0.0 <= min_kw < max_kw or ramp_kw_per_s <= 0 or setpoint_timeout_s <= 0:
             raise ValueError("need 0 <= min_kw < max_kw, ramp > 0 and timeout > 0")
+        if not (math.isfinite(response_delay_s) and response_delay_s >= 0):
+            raise ValueError(f"response_delay_s must be >= 0, got {response_delay_s}")
+        self.response_delay_s = response_delay_s
+        self._pending: deque[tuple[float, float]] = deque()  # (takes effect at, setpoint)
         self.min_kw = min_kw
         self.max_kw = max_kw
         self.ramp_kw_per_s = ramp_kw_per_s
@@ -45,9 +53,17 @@ class GeneratorModel:
         return min(wanted, self.max_kw)
 
     def advance(self, now: float) -> None:
-        """Ramp exactly (piecewise linear) to `now`; the lease may end inside the interval."""
+        """Ramp exactly (piecewise linear) to `now`, taking each written setpoint when it
+        takes effect; the lease may end inside the interval."""
         if now < self._t:
             raise ValueError("time went backwards")
+        while self._pending and self._pending[0][0] <= now:
+            at, setpoint = self._pending.popleft()
+            self._run_to(at)
+            self._setpoint, self._last_command_t = setpoint, at
+        self._run_to(now)
+
+    def _run_to(self, now: float) -> None:
         lease_end = self._last_command_t + self.timeout_s
         if self._t < lease_end < now:
             self._ramp_to(lease_end)
@@ -71,8 +87,8 @@ class GeneratorModel:
         if math.isnan(p_kw) or math.isinf(p_kw):
             raise ValueError("setpoint must be finite")
         self.advance(now)
-        self._setpoint = max(0.0, p_kw)
-        self._last_command_t = now
+        self._pending.append((now + self.response_delay_s, max(0.0, p_kw)))
+        self.advance(now)  # no delay: at once
 
     @property
     def p_kw(self) -> float:

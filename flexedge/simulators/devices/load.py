@@ -12,6 +12,12 @@ above its demand while its buffer has room. The buffer (a thermal store, a car's
 takes `extra_buffer_kwh`; once full the load draws only its demand, so it cannot draw more
 forever. What it stored is given back after a release: it draws less than its demand (down to
 its firm part) until the buffer is empty, spread over `rebound_s`.
+
+A command does not take effect at once: what the load draws away from its demand (shed, or
+drawn extra) follows what it was told through a power stage (response.py): a delay, a ramp
+and a first-order lag (a heat pump's compressor and water circuit). Its own demand is not
+delayed, so an uncommanded load draws its profile, as declared. What it owes back or stores
+follows what it really drew.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from flexedge.controller.core.kinds import SECONDS_PER_DAY, profile_kw
+from flexedge.simulators.devices.response import STEP_S, Response
 
 
 class LoadModel:
@@ -40,6 +47,9 @@ class LoadModel:
         max_extra_kw: float = 0.0,
         extra_buffer_kwh: float = 0.0,
         utc_offset_s: float = 0.0,
+        response_delay_s: float = 0.0,
+        ramp_kw_per_s: float | None = None,
+        lag_s: float = 0.0,
     ) -> None:
         if not profile or any(kw < 0 for _, kw in profile):
             raise ValueError("profile needs at least one (second_of_day, kW >= 0) point")
@@ -72,6 +82,13 @@ class LoadModel:
         # the buffer (given back after a release by drawing less).
         self._owed_kwh = 0.0
         self._consumed_kwh = 0.0
+        # What the load draws away from its demand, through its power stage (None: at once).
+        self._stage: Response | None = None
+        if response_delay_s or ramp_kw_per_s or lag_s:
+            self._stage = Response(
+                delay_s=response_delay_s, ramp_kw_per_s=ramp_kw_per_s, lag_s=lag_s, now=now
+            )
+        self._stage_target_kw = 0.0
 
     # -- demand -----------------------------------------------------------------------------
     def profile_kw(self, now: float) -> float:
@@ -92,7 +109,16 @@ class LoadModel:
         return now - self._last_command_t >= self.timeout_s
 
     def consumption_kw(self, now: float) -> float:
-        """kW drawn at `now` (>= 0): demand under the command, never below the firm part."""
+        """kW drawn at `now` (>= 0): demand, and the part of the command's effect the power
+        stage has reached; never below the firm part."""
+        if self._stage is None:
+            return self.wanted_kw(now)
+        demand = self.demand_kw(now)
+        return max(demand * (1.0 - self.curtailable_share), demand + self._stage.output(now))
+
+    def wanted_kw(self, now: float) -> float:
+        """kW the command asks for at `now` (>= 0): demand under the command, never below the
+        firm part. What is drawn, with a power stage that takes its time to get there."""
         demand = self.demand_kw(now)
         firm = demand * (1.0 - self.curtailable_share)
         command = None if self._lease_over(now) else self._limit_kw
@@ -116,28 +142,44 @@ class LoadModel:
         return 3600.0 / self.rebound_s
 
     def advance(self, now: float) -> None:
-        """Integrate to `now` in 1-s steps (demand noise changes every second)."""
+        """Integrate to `now` in 1-s steps (demand noise changes every second), and in steps
+        of STEP_S while the power stage moves."""
         if now < self._t:
             raise ValueError("time went backwards")
         while self._t < now:
-            step = min(now - self._t, 1.0 - (self._t % 1.0) or 1.0)
-            drawn = self.consumption_kw(self._t)
-            demand = self.demand_kw(self._t)
-            commanded = not self._lease_over(self._t) and self._limit_kw is not None
-            hours = step / 3600.0
-            self._consumed_kwh += drawn * hours
-            if commanded and drawn < demand:
-                self._owed_kwh += (demand - drawn) * hours * self.rebound_share
-            elif commanded and drawn > demand:
-                # Drawn more on command: into the buffer, never beyond what it holds.
-                self._owed_kwh = max(
-                    -self.extra_buffer_kwh, self._owed_kwh - (drawn - demand) * hours
-                )
-            elif self._owed_kwh > 0:
-                self._owed_kwh = max(0.0, self._owed_kwh - (drawn - demand) * hours)
-            elif self._owed_kwh < 0:
-                self._owed_kwh = min(0.0, self._owed_kwh + (demand - drawn) * hours)
-            self._t += step
+            t = self._t
+            step = min(now - t, 1.0 - (t % 1.0) or 1.0)
+            demand = self.demand_kw(t)
+            if self._stage is None:
+                drawn = self.wanted_kw(t)
+            else:
+                target = self.wanted_kw(t) - demand
+                if target != self._stage_target_kw:
+                    self._stage.command(target, t)
+                    self._stage_target_kw = target
+                if not self._stage.idle:
+                    step = min(step, (math.floor(t / STEP_S + 1e-9) + 1) * STEP_S - t)
+                mean = (self._stage.output(t) + self._stage.output(t + step)) / 2
+                drawn = max(demand * (1.0 - self.curtailable_share), demand + mean)
+            commanded = not self._lease_over(t) and self._limit_kw is not None
+            self._account(drawn, demand, commanded, step / 3600.0)
+            self._t = t + step
+
+    def _account(self, drawn: float, demand: float, commanded: bool, hours: float) -> None:
+        """Energy drawn, and owed back or stored, over `hours` drawing `drawn` kW."""
+        self._consumed_kwh += drawn * hours
+        gap = (drawn - demand) * hours  # > 0: drawn more than the demand
+        if gap < 0 and (commanded or self._owed_kwh >= 0):
+            # Shed (on command, or still on its way back after a release): a share owed back.
+            self._owed_kwh += -gap * self.rebound_share
+        elif gap > 0 and (commanded or self._owed_kwh < 0):
+            # Drawn more (on command, or still on its way down): into the buffer, never
+            # beyond what it holds.
+            self._owed_kwh = max(-self.extra_buffer_kwh, self._owed_kwh - gap)
+        elif self._owed_kwh > 0:  # released: drawing back what it owes
+            self._owed_kwh = max(0.0, self._owed_kwh - gap)
+        elif self._owed_kwh < 0:  # released: giving back what it stored
+            self._owed_kwh = min(0.0, self._owed_kwh - gap)
 
     def command_limit(self, limit_kw: float | None, now: float) -> None:
         """Cap consumption at `limit_kw` (relay loads: any cap below demand opens the relay;

@@ -18,8 +18,10 @@ import time
 from typing import Literal
 
 from flexedge.config.schema import FlexibleLoad, MqttDeviceSettings
+from flexedge.simulators.devices.device_models import load_model_for
 from flexedge.simulators.devices.load import LoadModel
 from flexedge.simulators.devices.mqtt_sim_base import Clock, SimulatedMqttDevice, put
+from flexedge.simulators.devices.response import NoisyMeter
 from flexedge.simulators.devices.sim_clock import utc_offset_s
 
 logger = logging.getLogger(__name__)
@@ -35,10 +37,12 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         command: Literal["relay", "limit"],
         model: LoadModel,
         clock: Clock = time.monotonic,
+        meter: NoisyMeter | None = None,
     ) -> None:
         super().__init__(name, settings, clock)
         self.command = command
         self._model = model
+        self._meter = meter or NoisyMeter(0.0, 0)
 
     @classmethod
     def from_config(cls, device: FlexibleLoad, clock: Clock = time.monotonic) -> SimulatedMqttLoad:
@@ -47,22 +51,11 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
             raise ValueError(f"{device.name}: not an mqtt device")
         if md.command == "setpoint" or device.control == "setpoint":
             raise ValueError(f"{device.name}: an MQTT load takes relay or limit commands")
-        sim = device.simulator
-        model = LoadModel(
-            profile=device.baseline_profile,
-            curtailable_share=device.curtailable_share,
-            control=device.control,
-            noise_kw=sim.noise_kw,
-            rebound_share=sim.rebound_share,
-            rebound_s=sim.rebound_s,
-            setpoint_timeout_s=device.setpoint_timeout_s,
-            seed=sim.seed,
-            now=clock(),
-            # The profile is by second of day UTC, like the controller's baseline (sim_clock).
-            utc_offset_s=utc_offset_s(clock),
-        )
+        # The profile is by second of day UTC, like the controller's baseline (sim_clock).
+        model = load_model_for(device, clock(), utc_offset_s(clock))
+        meter = NoisyMeter(device.simulator.measurement_noise_kw, device.simulator.seed)
         command = md.command or device.control
-        return cls(device.name, md, command, model, clock)
+        return cls(device.name, md, command, model, clock, meter)
 
     @property
     def model(self) -> LoadModel:
@@ -72,7 +65,7 @@ class SimulatedMqttLoad(SimulatedMqttDevice):
         self._model.advance(self._now())
         s = self.settings
         state: dict[str, object] = {}
-        put(state, s.power_field, self._device_power(self._model.p_kw))
+        put(state, s.power_field, self._device_power(self._meter.read(self._model.p_kw)))
         limit_kw = self._model.limit_kw
         if self.command == "relay":
             state["relay"] = s.relay_on_payload if limit_kw is None else s.relay_off_payload

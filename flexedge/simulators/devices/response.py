@@ -10,6 +10,7 @@ STEP_S aligned to absolute time, so the result does not depend on how often it i
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 
 STEP_S = 0.05
@@ -88,3 +89,17 @@ class Response:
             if abs(self._out - self._ramped) < 1e-6:
                 self._out = self._ramped
         self._t = to
+
+
+class NoisyMeter:
+    """A meter's reading of a power: the power plus gaussian noise of `noise_kw` (seeded, so
+    a run is repeatable); 0: the power as it is."""
+
+    def __init__(self, noise_kw: float, seed: int) -> None:
+        if not (math.isfinite(noise_kw) and noise_kw >= 0):
+            raise ValueError(f"noise_kw must be >= 0, got {noise_kw}")
+        self.noise_kw = noise_kw
+        self._rng = random.Random(seed)
+
+    def read(self, kw: float) -> float:
+        return kw + self._rng.gauss(0.0, self.noise_kw) if self.noise_kw else kw
