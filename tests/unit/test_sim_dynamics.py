@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
@@ -15,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexedge.config.loader import load_site
-from flexedge.config.schema import Generator
+from flexedge.config.schema import FlexibleLoad, Generator
 from flexedge.errors import ConfigProblems
 from flexedge.simulators.devices.device_models import GeneratorAdapter, LoadAdapter, adapter_for
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.load import LoadModel
+from flexedge.simulators.devices.mqtt_sim_load import SimulatedMqttLoad
 from tests.support.properties import examples
 
 BUNDLED = Path(__file__).resolve().parents[2] / "flexedge" / "config" / "sites"
@@ -183,3 +185,28 @@ def test_a_load_draws_within_its_limits_however_often_it_is_asked(
     quiet, polled = run([]), run(polls)
     assert polled.consumed_kwh == pytest.approx(quiet.consumed_kwh, rel=1e-6, abs=1e-9)
     assert polled.stored_extra_kwh <= 1.0 + 1e-9
+
+
+def test_an_mqtt_plug_responds_as_the_modbus_load_does() -> None:
+    plug = FlexibleLoad.model_validate(
+        {
+            "name": "plug",
+            "kind": "flexible_load",
+            "transport": "mqtt",
+            "mqtt_device": {"state_topic": "p/state", "command_topic": "p/set"},
+            "control": "relay",
+            "baseline_profile": [[0, 2.0]],
+            "curtailable_share": 1.0,
+            "max_kw": 3,
+            "simulator": {"response_delay_s": 1.0, "measurement_noise_kw": 0.05, "seed": 3},
+        }
+    )
+    clock = iter([0.0, 0.0, 0.5, 0.5, 2.0] + [2.0 + t / 20 for t in range(1, 101)])
+    sim = SimulatedMqttLoad.from_config(plug, clock=lambda: next(clock))
+    assert sim.handle_command(b"off")
+    assert sim.state()["power"] == pytest.approx(2000.0, abs=250)  # off, not yet
+    assert sim.model.p_kw == pytest.approx(-2.0)
+    sim.state()
+    assert sim.model.p_kw == 0.0  # the relay opened after its 1 s
+    readings = [cast(float, sim.state()["power"]) for _ in range(100)]
+    assert 25 <= statistics.pstdev(readings) <= 75  # its meter: 50 W of noise
