@@ -17,6 +17,7 @@ from flexedge.controller.core.dispatch import (
     plan,
 )
 from flexedge.controller.core.kinds import GeneratorLimits, generator_feasible
+from flexedge.controller.core.metering import Sample, attribute
 from flexedge.controller.core.model import Commitment, Progress
 from flexedge.simulators.devices.generator import GeneratorModel
 from flexedge.simulators.devices.response import Response
@@ -76,6 +77,26 @@ def test_a_lead_never_spills_to_backups() -> None:
     views = {"b1": view(ResponseFigures(delay_s=1.0)), "b2": view(AT_ONCE)}
     result = plan([c], {}, views, T0 + WINDOW_S - 0.5)
     assert result.setpoints == {"b1": 0.0, "b2": 0.0}
+
+
+def test_in_its_let_go_a_device_is_metered_by_what_is_still_on_its_way() -> None:
+    """An up and a down commitment on one battery, let go together: the battery is told 0,
+    and what it still delivers (their net) is shared by what each was on its way with, not
+    split evenly between them."""
+    down = commitment("down", kwh=-4.0 * WINDOW_S / 3600, start=T0, end=T0 + WINDOW_S)
+    up = commitment("up", kwh=2.0 * WINDOW_S / 3600, start=T0, end=T0 + WINDOW_S)
+    now = T0 + WINDOW_S - 0.5
+    views = {"b1": view(ResponseFigures(delay_s=1.0))}
+    result = plan([down, up], {}, views, now)
+    assert result.setpoints["b1"] == 0.0
+    allocations = result.allocations["b1"]
+    assert allocations == pytest.approx({"down": -4.0, "up": 2.0})
+    # The interval the battery still delivers its net -2 kW for.
+    a, b = Sample(now, -2.0), Sample(T0 + WINDOW_S, -2.0)
+    windows = {"down": (T0, T0 + WINDOW_S), "up": (T0, T0 + WINDOW_S)}
+    got = attribute(a, b, windows, allocations, max_gap_s=5.0).energy_kwh
+    assert got["down"] == pytest.approx(-4.0 * 0.5 / 3600)
+    assert got["up"] == pytest.approx(2.0 * 0.5 / 3600)
 
 
 @settings(max_examples=examples(200), deadline=None)

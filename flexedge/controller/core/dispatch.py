@@ -64,7 +64,8 @@ def battery_view(
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Setpoints per available device and the kW each commitment got on each device."""
+    """Setpoints per available device and the kW each commitment got on each device: what
+    metering shares the device's measured energy by (in a let-go, what is still on its way)."""
 
     setpoints: dict[str, float]
     allocations: dict[str, dict[str, float]]
@@ -97,6 +98,19 @@ def asked_kw(
     if let_go and commitment.window_end - let_go <= now < commitment.window_end:
         return 0.0
     return power * fraction if power else None
+
+
+def in_flight_kw(
+    commitment: Commitment, fraction: float, response: ResponseFigures, now: float
+) -> float | None:
+    """In the device's let-go before the window's end (`asked_kw` asks 0 there), what it is
+    still delivering for the commitment: its fraction of the window's average power, which
+    metering shares the device's measured energy by. None outside a let-go."""
+    window_s = commitment.window_end - commitment.window_start
+    let_go = min(response.delay_s, window_s / 2)
+    if not let_go or not commitment.window_end - let_go <= now < commitment.window_end:
+        return None
+    return commitment.accepted_kwh / (window_s / 3600.0) * fraction
 
 
 def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, float]:
@@ -151,6 +165,7 @@ def plan(
     it and its own lease brings it back to its safe state.
     """
     wanted: dict[str, dict[str, float]] = {name: {} for name in devices}
+    in_flight: dict[str, dict[str, float]] = {name: {} for name in devices}
     first = frozenset(c.id for c in commitments if c.ref_type in SERVED_FIRST)
     uncovered: dict[str, float] = {}
     for commitment in commitments:
@@ -164,6 +179,9 @@ def plan(
             asked = asked_kw(commitment, power, share / usable_total, response, now)
             if asked is not None:
                 wanted[asset][commitment.id] = asked
+            flying = in_flight_kw(commitment, share / usable_total, response, now)
+            if flying is not None:
+                in_flight[asset][commitment.id] = flying
     setpoints: dict[str, float] = {}
     allocations: dict[str, dict[str, float]] = {}
     for name, view in devices.items():
@@ -173,6 +191,9 @@ def plan(
         setpoint = view.feasible.clip(baseline + sum(wanted[name].values()))
         setpoints[name] = setpoint
         allocations[name] = share_on_device(wanted[name], first, view.feasible, setpoint - baseline)
+        # Let go, told nothing, but still delivering: metered by what is on its way, so that
+        # opposite commitments on one device do not split their net between them.
+        allocations[name].update(in_flight[name])
         # Backups cover what the device cannot do now nor given time: what its ramp holds
         # back for a tick the closed loop catches up, without curtailing a load for a
         # second; and what it gives beyond the request now leaves nothing to cover.
