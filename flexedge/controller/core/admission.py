@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flexedge.controller.core.capability import Headroom, capability, committed_on
+from flexedge.controller.core.dispatch import AT_ONCE, ResponseFigures
 from flexedge.controller.core.merit import AssetKind
 from flexedge.controller.core.model import (
     AckStatus,
@@ -36,6 +37,17 @@ class AssetState:
     soc: float | None = None
     # Loads: what the load draws uncurtailed now, kW (>= 0); Power TAC's "usage".
     usage_kw: float | None = None
+    # How it follows a setpoint (the site file's `response`): a window that starts now
+    # gets its full power only after its lead.
+    response: ResponseFigures = AT_ONCE
+
+    def ready_at(self, direction: int, now: float) -> float:
+        """When a change to full power in `direction`, told now, has in effect arrived: now
+        plus its delay and half its ramp's time (a step then gives what the ramp gave)."""
+        if self.headroom is None:
+            return now
+        full_kw = self.headroom.up_kw if direction > 0 else self.headroom.down_kw
+        return now + self.response.lead_s(full_kw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,7 @@ def capabilities_in_window(
                 window[0],
                 window[1],
                 committed_on(name, ledger.commitments, ledger.progress, now),
+                state.ready_at(direction, now),
             )
     return result
 

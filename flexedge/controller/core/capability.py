@@ -80,9 +80,12 @@ def capability(
     window_start: float,
     window_end: float,
     committed: Committed,
+    ready_at: float = -math.inf,
 ) -> float:
-    """kWh (>= 0) the asset can still deliver in `direction` (+1 up, -1 down) in the window."""
-    hours = max(0.0, window_end - window_start) / 3600.0
+    """kWh (>= 0) the asset can still deliver in `direction` (+1 up, -1 down) in the window,
+    from `ready_at` on if that is later than its start (a device that takes time to respond
+    to a window that starts now)."""
+    hours = max(0.0, window_end - max(window_start, ready_at)) / 3600.0
     if direction > 0:
         by_power = (headroom.up_kw - committed.up_kw) * hours
         by_energy = headroom.up_kwh - committed.up_kwh

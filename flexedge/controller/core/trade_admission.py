@@ -146,6 +146,7 @@ def admit_trade(
         window_start,
         window_end,
         committed_on(request.asset, ledger.commitments, ledger.progress, now),
+        assets[request.asset].ready_at(direction, now),
     )
     backups = (
         merit_order(registry, {a: st.kind for a, st in assets.items()}, direction, request.asset)

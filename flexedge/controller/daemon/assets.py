@@ -54,7 +54,8 @@ class BatteryAsset:
         soc = reading.soc if reading else None
         if not fresh or soc is None:
             return AssetState("battery", None, self.limits, soc)
-        return AssetState("battery", Headroom.of_battery(self.limits, soc), self.limits, soc)
+        headroom = Headroom.of_battery(self.limits, soc)
+        return AssetState("battery", headroom, self.limits, soc, response=self.response)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ class LoadAsset:
             return AssetState("flexible_load", None)
         usage_kw = -self.baseline_kw(now)
         return AssetState(
-            "flexible_load", load_headroom(self.limits, usage_kw), usage_kw=max(usage_kw, 0.0)
+            "flexible_load",
+            load_headroom(self.limits, usage_kw),
+            usage_kw=max(usage_kw, 0.0),
+            response=self.response,
         )
 
 
@@ -127,7 +131,7 @@ class GeneratorAsset:
     def state(self, reading: Reading | None, fresh: bool, now: float) -> AssetState:
         if not fresh:
             return AssetState("generator", None)
-        return AssetState("generator", generator_headroom(self.limits))
+        return AssetState("generator", generator_headroom(self.limits), response=self.response)
 
 
 Asset = BatteryAsset | LoadAsset | GeneratorAsset
