@@ -9,30 +9,20 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flexedge.cli.main import main as cli_main
-from flexedge.config.loader import DEMO_SITE, load_site
+from flexedge.config.loader import load_site
 from flexedge.simulators.devices.modbus_server import serve_site
-from flexedge.tools.harness.broker import free_port
 from flexedge.tools.prequalify.analysis import Result, analyse
 from flexedge.tools.prequalify.runner import run_profile
-from tests.support.harness import run, write_site_file
+from tests.support.harness import demo_site_file, run
 
 HOLD_S = 5.0  # long enough for the heat pump to settle through its lag
 
 
-def demo_site(tmp_path: Path) -> Path:
-    raw = yaml.safe_load(DEMO_SITE.read_text(encoding="utf-8"))
-    raw["log_db"] = str(tmp_path / "demo.sqlite")
-    for device in raw["devices"]:
-        device["port"] = free_port()
-    return write_site_file(tmp_path, raw)
-
-
 @pytest.mark.timeout(120)
 def test_a_step_of_each_kind_is_measured_as_the_simulators_respond(tmp_path: Path) -> None:
-    site = load_site(demo_site(tmp_path))
+    site = load_site(demo_site_file(tmp_path))
 
     async def scenario() -> dict[str, Result]:
         sim = await serve_site(site)
@@ -66,7 +56,7 @@ def test_a_step_of_each_kind_is_measured_as_the_simulators_respond(tmp_path: Pat
 def test_the_command_prints_the_table_and_writes_the_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    site_file = demo_site(tmp_path)
+    site_file = demo_site_file(tmp_path)
     site = load_site(site_file)
 
     async def serve_and_run() -> int:
@@ -109,7 +99,7 @@ def test_the_command_prints_the_table_and_writes_the_record(
 
 def test_an_unknown_device_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli_main(
-        ["prequalify", "--config", str(demo_site(tmp_path)), "--device", "nope", "--no-daemon"]
+        ["prequalify", "--config", str(demo_site_file(tmp_path)), "--device", "nope", "--no-daemon"]
     )
     assert code == 1 and "unknown device 'nope'" in capsys.readouterr().err
 
@@ -118,7 +108,7 @@ def test_an_unknown_device_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_a_device_that_does_not_answer_is_refused_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    site_file = demo_site(tmp_path)  # nothing serves its ports
+    site_file = demo_site_file(tmp_path)  # nothing serves its ports
     code = cli_main(["prequalify", "--config", str(site_file), "--device", "genset", "--no-daemon"])
     err = capsys.readouterr().err
     assert code == 1 and "device genset: cannot connect" in err, err
@@ -132,7 +122,7 @@ def test_an_unknown_profile_is_refused_naming_the_choices(
             [
                 "prequalify",
                 "--config",
-                str(demo_site(tmp_path)),
+                str(demo_site_file(tmp_path)),
                 "--device",
                 "genset",
                 "--profile",

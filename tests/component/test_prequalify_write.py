@@ -13,15 +13,14 @@ from flexedge.cli.main import main as cli_main
 from flexedge.config.loader import load_site
 from flexedge.controller.daemon.assets import asset_for
 from flexedge.simulators.devices.modbus_server import serve_site
-from tests.component.test_prequalify import demo_site
-from tests.support.harness import run
+from tests.support.harness import demo_site_file, run
 
 
 @pytest.mark.timeout(60)
 def test_the_measured_figures_are_written_to_the_site_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    site_file = demo_site(tmp_path)
+    site_file = demo_site_file(tmp_path)
     site = load_site(site_file)
     args = ["prequalify", "--config", str(site_file), "--device", "battery-1"]
     args += ["--hold", "3s", "--out", str(tmp_path), "--no-daemon", "--write"]

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from flexedge.config.loader import DEMO_SITE, load_site
+from flexedge.config.loader import load_site
 from flexedge.controller.core.model import Commitment, RefType
 from flexedge.simulators.devices.modbus_server import serve_site
-from flexedge.tools.harness.broker import free_port
 from tests.support.control_harness import offline_control
-from tests.support.harness import run, write_site_file
+from tests.support.harness import demo_site_file, run
 
 # The control period: the loop ticks on the wall clock as the daemon does, so a sleep between
 # ticks is the passing time under test, not a wait for something to happen.
@@ -30,18 +28,12 @@ SHED_KWH = 2.0 * WINDOW_S / 3600  # the heat pump draws 2 kW less for the window
 RUN_KWH = 5.0 * WINDOW_S / 3600  # the generator runs at 5 kW for the window
 
 
-def demo_site(tmp_path: Path) -> Path:
-    raw = yaml.safe_load(DEMO_SITE.read_text(encoding="utf-8"))
-    raw["log_db"] = str(tmp_path / "demo.sqlite")
-    raw["control_period_s"] = PERIOD
-    for device in raw["devices"]:
-        device["port"] = free_port()
-        device["setpoint_timeout_s"] = 30
-    return write_site_file(tmp_path, raw)
-
-
 async def scenario(tmp_path: Path) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    site = load_site(demo_site(tmp_path))
+    site = load_site(
+        demo_site_file(
+            tmp_path, site={"control_period_s": PERIOD}, device={"setpoint_timeout_s": 30}
+        )
+    )
     sim = await serve_site(site)
     first_reads: dict[str, float] = {}
     try:

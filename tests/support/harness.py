@@ -16,6 +16,9 @@ from typing import Any, TypeVar, overload
 
 import yaml
 
+from flexedge.config.loader import DEMO_SITE
+from flexedge.tools.harness.broker import free_port
+
 T = TypeVar("T")
 
 POLL_S = 0.05
@@ -90,6 +93,20 @@ def write_site_file(folder: Path, site: Mapping[str, Any] | str, name: str = "si
     text = site if isinstance(site, str) else yaml.safe_dump(dict(site), sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def demo_site_file(
+    folder: Path, *, site: Mapping[str, Any] | None = None, device: Mapping[str, Any] | None = None
+) -> Path:
+    """The bundled demo site, written into `folder` with its log there and every device on a
+    free local port; `site` and `device` (applied to every device) override its fields."""
+    raw = yaml.safe_load(DEMO_SITE.read_text(encoding="utf-8"))
+    raw["log_db"] = str(folder / "demo.sqlite")
+    raw.update(site or {})
+    for entry in raw["devices"]:
+        entry["port"] = free_port()
+        entry.update(device or {})
+    return write_site_file(folder, raw)
 
 
 class FakeClock:

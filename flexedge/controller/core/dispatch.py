@@ -94,8 +94,7 @@ def asked_kw(
     lead = min(response.lead_s(average_kw * fraction), window_s / 2)
     if lead and commitment.window_start - lead <= now < commitment.window_start:
         return average_kw * fraction
-    let_go = min(response.delay_s, window_s / 2)
-    if let_go and commitment.window_end - let_go <= now < commitment.window_end:
+    if letting_go(commitment, response, now):
         return 0.0
     return power * fraction if power else None
 
@@ -106,11 +105,18 @@ def in_flight_kw(
     """In the device's let-go before the window's end (`asked_kw` asks 0 there), what it is
     still delivering for the commitment: its fraction of the window's average power, which
     metering shares the device's measured energy by. None outside a let-go."""
+    if not letting_go(commitment, response, now):
+        return None
+    window_s = commitment.window_end - commitment.window_start
+    return commitment.accepted_kwh / (window_s / 3600.0) * fraction
+
+
+def letting_go(commitment: Commitment, response: ResponseFigures, now: float) -> bool:
+    """Whether `now` is in the device's let-go: its delay (at most half the window) before
+    the window's end, when what it was told is still on its way."""
     window_s = commitment.window_end - commitment.window_start
     let_go = min(response.delay_s, window_s / 2)
-    if not let_go or not commitment.window_end - let_go <= now < commitment.window_end:
-        return None
-    return commitment.accepted_kwh / (window_s / 3600.0) * fraction
+    return bool(let_go) and commitment.window_end - let_go <= now < commitment.window_end
 
 
 def spread_clip(requests: Mapping[str, float], net_target: float) -> dict[str, float]:

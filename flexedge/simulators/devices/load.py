@@ -113,8 +113,11 @@ class LoadModel:
         stage has reached; never below the firm part."""
         if self._stage is None:
             return self.wanted_kw(now)
-        demand = self.demand_kw(now)
-        return max(demand * (1.0 - self.curtailable_share), demand + self._stage.output(now))
+        return self._drawn_kw(self.demand_kw(now), self._stage.output(now))
+
+    def _drawn_kw(self, demand: float, away_kw: float) -> float:
+        """Demand plus what the power stage has taken it away by, never below the firm part."""
+        return max(demand * (1.0 - self.curtailable_share), demand + away_kw)
 
     def wanted_kw(self, now: float) -> float:
         """kW the command asks for at `now` (>= 0): demand under the command, never below the
@@ -160,7 +163,7 @@ class LoadModel:
                 if not self._stage.idle:
                     step = min(step, (math.floor(t / STEP_S + 1e-9) + 1) * STEP_S - t)
                 mean = (self._stage.output(t) + self._stage.output(t + step)) / 2
-                drawn = max(demand * (1.0 - self.curtailable_share), demand + mean)
+                drawn = self._drawn_kw(demand, mean)
             commanded = not self._lease_over(t) and self._limit_kw is not None
             self._account(drawn, demand, commanded, step / 3600.0)
             self._t = t + step
