@@ -235,6 +235,10 @@ def test_reused_id_is_a_duplicate_and_a_redelivery_gets_the_same_ack(site: Runni
     payload = json.dumps(first).encode()
     ack = exchange(site, CONTROL, payload, first["id"])
     assert ack["status"] == "accepted"
+    # The ack goes out before the dispatch it causes is logged: count from after that row.
+    caused = "SELECT COUNT(*) FROM setpoints WHERE cause LIKE ?"
+    cid = ack["commitment_id"]
+    wait_for(lambda: site.query(caused, f"%{cid}%")[0][0], 10, f"the setpoint {cid} caused")
     before = counts(site)
     # The same bytes again (as the broker redelivers after a crash): the same ack, same id.
     again = exchange(site, CONTROL, payload, first["id"])
